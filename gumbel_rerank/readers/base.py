@@ -1,0 +1,99 @@
+"""The reader interface shared by every layout and every objective.
+
+A reader is a frozen LM. Objectives ask it one question: the log-probability of each gold answer
+token given the question and the docs, with doc i's attention scaled by a weight. Weights come as
+(B, M, N): M views per question, so one call serves one Gumbel sample (M=1), n one-doc views
+(PDist, EMDR) or n leave-one-out views (LOOP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from ..data.schema import Example
+
+LAYOUTS = ("fid", "parallel", "sequential")
+
+
+@dataclass
+class AnswerScores:
+    """Token log-probabilities of the gold answer.
+
+    Attributes:
+        token_logprobs: (B, M, T) log p(answer token t | question, docs under view m).
+        token_mask: (B, T) True at real answer tokens (answers are padded to T).
+    """
+
+    token_logprobs: torch.Tensor
+    token_mask: torch.Tensor
+
+    def mean(self) -> torch.Tensor:
+        """(B, M) length-normalised answer log-likelihood."""
+        mask = self.token_mask.unsqueeze(1).to(self.token_logprobs.dtype)
+        return (self.token_logprobs * mask).sum(-1) / mask.sum(-1)
+
+    def total(self) -> torch.Tensor:
+        """(B, M) answer log-likelihood (sum over tokens)."""
+        mask = self.token_mask.unsqueeze(1).to(self.token_logprobs.dtype)
+        return (self.token_logprobs * mask).sum(-1)
+
+
+class Reader(Protocol):
+    """A frozen LM that scores answers under doc weights and answers from kept docs."""
+
+    layout: str
+    model: Any
+
+    def prepare(self, examples: list[Example], *, with_answer: bool = True) -> Any:
+        """Tokenise (and, where the layout allows, encode the docs without gradient) once per batch."""
+        ...
+
+    def answer_logprob(self, context: Any, doc_weights: torch.Tensor) -> AnswerScores:
+        """Gold-answer token log-probs given (B, M, N) doc weights; differentiable in the weights."""
+        ...
+
+    def generate(self, examples: list[Example], keep: torch.Tensor, *, max_new_tokens: int = 16) -> list[str]:
+        """Greedy answers using only the docs where ``keep`` (B, N) is True."""
+        ...
+
+
+def check_weights(doc_weights: torch.Tensor, batch_size: int, num_docs: int) -> None:
+    if doc_weights.ndim != 3 or doc_weights.shape[0] != batch_size or doc_weights.shape[2] != num_docs:
+        raise ValueError(
+            f"doc_weights must have shape (B={batch_size}, M, N={num_docs}), got {tuple(doc_weights.shape)}"
+        )
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    """Frozen means frozen: eval mode (no dropout) and no parameter requires a gradient."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def doc_text(title: str, text: str) -> str:
+    return f"{title}\n{text}" if title else text
+
+
+def num_docs(examples: list[Example]) -> int:
+    return max(len(ex.docs) for ex in examples)
+
+
+def doc_valid(examples: list[Example], device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B, N) True where question b has a doc in slot n (questions may have fewer docs than N)."""
+    n = num_docs(examples)
+    valid = torch.zeros(len(examples), n, dtype=torch.bool, device=device)
+    for b, ex in enumerate(examples):
+        valid[b, : len(ex.docs)] = True
+    return valid
+
+
+def cut_at_eos(tokens: torch.Tensor, eos: int | None) -> list[list[int]]:
+    """Generated token rows, each cut before its first EOS."""
+    rows = []
+    for row in tokens.tolist():
+        rows.append(row[: row.index(eos)] if eos is not None and eos in row else row)
+    return rows

@@ -1,0 +1,261 @@
+"""Decoder-only readers (any causal LM): the ``parallel`` and ``sequential`` layouts.
+
+Only public Hugging Face arguments are used: a 4-D float ``attention_mask`` (added to the attention
+logits as-is), explicit ``position_ids``, a ``DynamicCache`` built from tensors, and
+``logits_to_keep`` so that only the answer positions go through the LM head.
+
+* ``parallel``: a shared prefix, then each doc encoded on its own from the same start position,
+  once per batch and without gradient (the docs' keys and values do not depend on the weights).
+  The question and answer tokens come after the longest doc and attend to every doc's keys with
+  the ``log w`` bias. A zero weight equals the doc removed, exactly.
+* ``sequential``: the usual concatenated prompt. Every position after doc i (later docs' tokens
+  included) sees doc i's keys with the ``log w_i`` bias. A zero weight equals the doc removed with
+  the remaining tokens kept at their positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from ..data.schema import Example
+from ..masking import blocked, causal_block, key_bias, log_weights
+from .base import AnswerScores, check_weights, cut_at_eos, doc_text, freeze, num_docs
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """The plain prompt (it separated gold from distractor docs better than a chat template)."""
+
+    prefix: str = "Answer the question using the documents below.\n\n"
+    doc: str = "Document: {doc}\n\n"
+    query: str = "Question: {question}\nAnswer:"
+    answer: str = " {answer}"
+
+
+@dataclass
+class DecoderContext:
+    """A tokenised batch. Query tensors are left-padded so every answer ends at the last position."""
+
+    ids: torch.Tensor  # (B, Q) query (+ answer) tokens, or the whole prompt for sequential
+    pos: torch.Tensor  # (B, Q) position ids
+    valid: torch.Tensor  # (B, Q) False at padding
+    tok_doc: torch.Tensor  # (B, Q) doc index of each token, -1 outside docs
+    answer_len: torch.Tensor  # (B,) answer tokens per question (0 when prepared without answer)
+    num_docs: int
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # parallel: per layer (B, H, S, D)
+    key_doc: torch.Tensor | None = None  # parallel: (B, S) doc index of each cached key
+    key_valid: torch.Tensor | None = None  # parallel: (B, S)
+
+    @property
+    def answer_tokens(self) -> int:
+        return int(self.answer_len.max())
+
+
+class DecoderReader:
+    """A frozen causal LM reading docs in the ``parallel`` or ``sequential`` layout."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        layout: str = "parallel",
+        max_doc_tokens: int = 256,
+        max_answer_tokens: int = 32,
+        template: PromptTemplate | None = None,
+    ) -> None:
+        if layout not in ("parallel", "sequential"):
+            raise ValueError(f"a decoder-only reader supports layouts 'parallel' and 'sequential', not {layout!r}")
+        if getattr(model.config, "is_encoder_decoder", False):
+            raise ValueError(f"{type(model).__name__} is an encoder-decoder model; use layout 'fid' for it")
+        self.model = freeze(model)
+        self.tokenizer = tokenizer
+        self.layout = layout
+        self.max_doc_tokens = max_doc_tokens
+        self.max_answer_tokens = max_answer_tokens
+        self.template = template or PromptTemplate()
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = int(pad if pad is not None else 0)
+
+    # ---- tokenisation -------------------------------------------------------------------------
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _prefix_ids(self) -> list[int]:
+        ids = list(self.tokenizer(self.template.prefix)["input_ids"])  # keeps a BOS where the model wants one
+        eos = self.tokenizer.eos_token_id
+        return ids[:-1] if ids and len(ids) > 1 and ids[-1] == eos else ids
+
+    def _doc_ids(self, ex: Example) -> list[list[int]]:
+        return [self._ids(self.template.doc.format(doc=doc_text(d.title, d.text)))[: self.max_doc_tokens] for d in ex.docs]
+
+    def _query_ids(self, ex: Example, with_answer: bool) -> tuple[list[int], int]:
+        query = self._ids(self.template.query.format(question=ex.question))
+        if not with_answer:
+            return query, 0
+        answer = self._ids(self.template.answer.format(answer=ex.answers[0]))[: self.max_answer_tokens]
+        if not answer:
+            raise ValueError(f"question {ex.id!r}: the answer {ex.answers[0]!r} tokenises to nothing")
+        return query + answer, len(answer)
+
+    # ---- preparation --------------------------------------------------------------------------
+    def prepare(self, examples: list[Example], *, with_answer: bool = True) -> DecoderContext:
+        if not examples or any(not ex.docs for ex in examples):
+            raise ValueError("every question needs at least one doc")
+        if self.layout == "parallel":
+            return self._prepare_parallel(examples, with_answer)
+        return self._prepare_sequential(examples, with_answer)
+
+    def _left_pad(self, rows: list[list[int]], starts: list[int], docs: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        B = len(rows)
+        ids = torch.full((B, width), self.pad_id, dtype=torch.long)
+        pos = torch.zeros(B, width, dtype=torch.long)
+        valid = torch.zeros(B, width, dtype=torch.bool)
+        tok_doc = torch.full((B, width), -1, dtype=torch.long)
+        for b, row in enumerate(rows):
+            n = len(row)
+            ids[b, width - n :] = torch.tensor(row)
+            pos[b, width - n :] = torch.arange(starts[b], starts[b] + n)
+            valid[b, width - n :] = True
+            if docs is not None:
+                tok_doc[b, width - n :] = torch.tensor(docs[b])
+        return {"ids": ids, "pos": pos, "valid": valid, "tok_doc": tok_doc}
+
+    def _prepare_sequential(self, examples: list[Example], with_answer: bool) -> DecoderContext:
+        prefix = self._prefix_ids()
+        rows, owners, answer_len = [], [], []
+        for ex in examples:
+            row, owner = list(prefix), [-1] * len(prefix)
+            for n, ids in enumerate(self._doc_ids(ex)):
+                row += ids
+                owner += [n] * len(ids)
+            query, t = self._query_ids(ex, with_answer)
+            rows.append(row + query)
+            owners.append(owner + [-1] * len(query))
+            answer_len.append(t)
+        t = self._left_pad(rows, [0] * len(rows), owners)
+        return DecoderContext(**t, answer_len=torch.tensor(answer_len), num_docs=num_docs(examples))
+
+    @torch.no_grad()
+    def _prepare_parallel(self, examples: list[Example], with_answer: bool) -> DecoderContext:
+        prefix = self._prefix_ids()
+        B, N, P = len(examples), num_docs(examples), len(prefix)
+        doc_ids = [self._doc_ids(ex) + [[] for _ in range(N - len(ex.docs))] for ex in examples]
+        L = max(len(ids) for row in doc_ids for ids in row)
+        ids = torch.full((B * N, P + L), self.pad_id, dtype=torch.long)
+        attn = torch.zeros(B * N, P + L, dtype=torch.long)
+        for i, d in enumerate(d for row in doc_ids for d in row):
+            ids[i, : P + len(d)] = torch.tensor(prefix + d, dtype=torch.long)
+            attn[i, : P + len(d)] = 1
+        pos = torch.arange(P + L).expand(B * N, -1)
+        out = self.model.base_model(
+            input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=DynamicCache(), use_cache=True
+        )
+        kv = []
+        for k, v, *_ in out.past_key_values:
+            H, D = k.shape[1], k.shape[3]
+
+            def merge(x: torch.Tensor) -> torch.Tensor:  # (B*N, H, P+L, D) -> (B, H, P + N*L, D)
+                head = x[::N, :, :P]
+                docs = x[:, :, P:].reshape(B, N, H, L, D).permute(0, 2, 1, 3, 4).reshape(B, H, N * L, D)
+                return torch.cat([head, docs], dim=2)
+
+            kv.append((merge(k), merge(v)))
+        key_doc = torch.cat([torch.full((P,), -1), torch.arange(N).repeat_interleave(L)]).expand(B, -1)
+        lengths = torch.tensor([[len(d) for d in row] for row in doc_ids])  # (B, N)
+        in_doc = torch.arange(L).expand(B, N, L) < lengths.unsqueeze(-1)
+        key_valid = torch.cat([torch.ones(B, P, dtype=torch.bool), in_doc.reshape(B, N * L)], dim=1)
+        rows, answer_len = zip(*(self._query_ids(ex, with_answer) for ex in examples), strict=True)
+        # The question starts after the longest of its own candidates: the same position whatever the mask.
+        starts = [P + int(lengths[b].max()) for b in range(B)]
+        t = self._left_pad(list(rows), starts)
+        return DecoderContext(
+            **t, answer_len=torch.tensor(answer_len), num_docs=N, kv=kv, key_doc=key_doc.clone(), key_valid=key_valid
+        )
+
+    # ---- scoring ------------------------------------------------------------------------------
+    def _mask_and_cache(self, ctx: DecoderContext, log_w: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
+        """The 4-D additive mask (B*M, 1, Q, keys) and the cache the query pass starts from."""
+        B, M, _ = log_w.shape
+        Q = ctx.ids.shape[1]
+        dtype = log_w.dtype
+        idx = torch.arange(Q)
+        if self.layout == "parallel":
+            own = causal_block(idx, idx, dtype) + torch.where(ctx.valid, 0.0, blocked(dtype)).to(dtype).unsqueeze(1)
+            assert ctx.kv is not None and ctx.key_doc is not None and ctx.key_valid is not None
+            kb = key_bias(log_w, ctx.key_doc, ctx.key_valid)  # (B, M, S)
+            S = kb.shape[-1]
+            mask = torch.cat([kb.unsqueeze(2).expand(B, M, Q, S), own.unsqueeze(1).expand(B, M, Q, Q)], dim=-1)
+            cache = DynamicCache(ddp_cache_data=[(_repeat(k, M), _repeat(v, M)) for k, v in ctx.kv])
+            return mask.reshape(B * M, 1, Q, S + Q), cache
+        kb = key_bias(log_w, ctx.tok_doc, ctx.valid)  # (B, M, Q): what a later position sees of each key
+        same_doc = (ctx.tok_doc.unsqueeze(2) == ctx.tok_doc.unsqueeze(1)) & (ctx.tok_doc >= 0).unsqueeze(1)
+        bias = torch.where(same_doc.unsqueeze(1), torch.zeros((), dtype=dtype), kb.unsqueeze(2))  # (B, M, Q, Q)
+        mask = bias + causal_block(idx, idx, dtype)
+        return mask.reshape(B * M, 1, Q, Q), DynamicCache()
+
+    def answer_logprob(self, context: DecoderContext, doc_weights: torch.Tensor) -> AnswerScores:
+        ctx = context
+        B = ctx.ids.shape[0]
+        check_weights(doc_weights, B, ctx.num_docs)
+        T = ctx.answer_tokens
+        if T < 1:
+            raise ValueError("the context was prepared without answers; call prepare(..., with_answer=True)")
+        M = doc_weights.shape[1]
+        mask, cache = self._mask_and_cache(ctx, log_weights(doc_weights.float()))
+        out = self.model(
+            input_ids=_repeat(ctx.ids, M), attention_mask=mask, position_ids=_repeat(ctx.pos, M),
+            past_key_values=cache, use_cache=True, logits_to_keep=T + 1,
+        )
+        logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)  # (B*M, T, V): predictions of the last T tokens
+        target = _repeat(ctx.ids[:, -T:], M)
+        token_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).reshape(B, M, T)
+        token_mask = torch.arange(T).expand(B, T) >= (T - ctx.answer_len).unsqueeze(1)
+        return AnswerScores(token_lp, token_mask)
+
+    # ---- generation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, examples: list[Example], keep: torch.Tensor, *, max_new_tokens: int = 16) -> list[str]:
+        ctx = self.prepare(examples, with_answer=False)
+        B = len(examples)
+        log_w = log_weights(keep.float().unsqueeze(1))  # (B, 1, N)
+        mask, cache = self._mask_and_cache(ctx, log_w)
+        out = self.model(
+            input_ids=ctx.ids, attention_mask=mask, position_ids=ctx.pos,
+            past_key_values=cache, use_cache=True, logits_to_keep=1,
+        )
+        if self.layout == "parallel":
+            assert ctx.key_doc is not None and ctx.key_valid is not None
+            keys_doc = torch.cat([ctx.key_doc, ctx.tok_doc], dim=1)
+            keys_valid = torch.cat([ctx.key_valid, ctx.valid], dim=1)
+        else:
+            keys_doc, keys_valid = ctx.tok_doc, ctx.valid
+        seen = key_bias(log_w, keys_doc, keys_valid).unsqueeze(2)  # (B, 1, 1, S): a new token's view of all keys
+        pos = ctx.pos[:, -1]
+        tokens: list[torch.Tensor] = []
+        done = torch.zeros(B, dtype=torch.bool)
+        for step in range(max_new_tokens):
+            nxt = out.logits[:, -1].argmax(-1)  # (B,)
+            tokens.append(nxt)
+            done |= nxt == self.tokenizer.eos_token_id
+            if done.all() or step == max_new_tokens - 1:
+                break
+            pos = pos + 1
+            mask = torch.cat([seen, torch.zeros(B, 1, 1, step + 1)], dim=-1)
+            out = self.model(
+                input_ids=nxt.unsqueeze(1), attention_mask=mask, position_ids=pos.unsqueeze(1),
+                past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1,
+            )
+        gen = torch.stack(tokens, dim=1)
+        texts = self.tokenizer.batch_decode(cut_at_eos(gen, self.tokenizer.eos_token_id), skip_special_tokens=True)
+        return [t.strip().split("\n")[0].strip() for t in texts]
+
+
+def _repeat(x: torch.Tensor, m: int) -> torch.Tensor:
+    """(B, ...) -> (B*M, ...), each row repeated M times in place (views of one question together)."""
+    return x if m == 1 else x.repeat_interleave(m, dim=0)

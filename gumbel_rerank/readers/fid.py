@@ -1,0 +1,110 @@
+"""Fusion-in-Decoder reader (layout ``fid``) over any T5-family seq2seq model.
+
+Each "question + doc" is encoded on its own, once per batch and without gradient; the decoder
+cross-attends over all docs' tokens with the ``log w`` bias, passed as a 4-D float
+``attention_mask`` next to ``encoder_outputs`` (both public arguments). Docs never see each other,
+so a zero weight equals the doc removed, exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+from ..data.schema import Example
+from ..masking import key_bias, log_weights
+from .base import AnswerScores, check_weights, cut_at_eos, freeze, num_docs
+
+
+@dataclass
+class FiDContext:
+    hidden: torch.Tensor  # (B, N*L, H) encoder states of every doc, concatenated
+    key_doc: torch.Tensor  # (B, N*L) doc index of each encoder token
+    key_valid: torch.Tensor  # (B, N*L) False at padding
+    labels: torch.Tensor  # (B, T) answer + EOS, padded with -100
+    num_docs: int
+
+
+class FiDReader:
+    """A frozen T5-style encoder-decoder reading docs Fusion-in-Decoder style."""
+
+    layout = "fid"
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_doc_tokens: int = 256, max_answer_tokens: int = 32) -> None:
+        if not getattr(model.config, "is_encoder_decoder", False):
+            raise ValueError(
+                f"layout 'fid' needs an encoder-decoder (T5-family) model, got {type(model).__name__}; "
+                "use layout 'parallel' or 'sequential' for a decoder-only model"
+            )
+        self.model = freeze(model)
+        self.tokenizer = tokenizer
+        self.max_doc_tokens = max_doc_tokens
+        self.max_answer_tokens = max_answer_tokens
+
+    @staticmethod
+    def doc_input(ex: Example, n: int) -> str:
+        d = ex.docs[n]
+        return f"question: {ex.question} title: {d.title} context: {d.text}" if n < len(ex.docs) else ""
+
+    @torch.no_grad()
+    def prepare(self, examples: list[Example], *, with_answer: bool = True) -> FiDContext:
+        if not examples or any(not ex.docs for ex in examples):
+            raise ValueError("every question needs at least one doc")
+        B, N = len(examples), num_docs(examples)
+        texts = [self.doc_input(ex, n) if n < len(ex.docs) else "" for ex in examples for n in range(N)]
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_doc_tokens, return_tensors="pt")
+        exists = torch.tensor([n < len(ex.docs) for ex in examples for n in range(N)])
+        attn = enc["attention_mask"] * exists.unsqueeze(1)  # (B*N, L): missing slots have no valid token
+        hidden = self.model.get_encoder()(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        L = hidden.shape[1]
+        key_doc = torch.arange(N).repeat_interleave(L).expand(B, -1).clone()
+        labels = torch.full((B, 1), -100, dtype=torch.long)
+        if with_answer:
+            ans = [ex.answers[0] for ex in examples]
+            lab = self.tokenizer(text_target=ans, padding=True, truncation=True, max_length=self.max_answer_tokens + 1,
+                                 return_tensors="pt")
+            labels = lab["input_ids"].masked_fill(lab["attention_mask"] == 0, -100)
+        return FiDContext(hidden.reshape(B, N * L, -1), key_doc, attn.reshape(B, N * L).bool(), labels, N)
+
+    def _decode(self, ctx: FiDContext, log_w: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        B, M, _ = log_w.shape
+        T = decoder_input_ids.shape[1]
+        kb = key_bias(log_w, ctx.key_doc, ctx.key_valid)  # (B, M, S)
+        mask = kb.unsqueeze(2).expand(B, M, T, kb.shape[-1]).reshape(B * M, 1, T, -1)
+        hidden = ctx.hidden.repeat_interleave(M, dim=0) if M > 1 else ctx.hidden
+        out = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=mask,
+            decoder_input_ids=decoder_input_ids.repeat_interleave(M, dim=0) if M > 1 else decoder_input_ids,
+        )
+        return out.logits  # (B*M, T, V)
+
+    def answer_logprob(self, context: FiDContext, doc_weights: torch.Tensor) -> AnswerScores:
+        ctx = context
+        B = ctx.hidden.shape[0]
+        check_weights(doc_weights, B, ctx.num_docs)
+        if bool((ctx.labels == -100).all()):
+            raise ValueError("the context was prepared without answers; call prepare(..., with_answer=True)")
+        M = doc_weights.shape[1]
+        dec_in = self.model.prepare_decoder_input_ids_from_labels(labels=ctx.labels)
+        logits = self._decode(ctx, log_weights(doc_weights.float()), dec_in)
+        T = ctx.labels.shape[1]
+        target = ctx.labels.clamp_min(0).repeat_interleave(M, dim=0)
+        lp = torch.log_softmax(logits.float(), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        return AnswerScores(lp.reshape(B, M, T), ctx.labels != -100)
+
+    @torch.no_grad()
+    def generate(self, examples: list[Example], keep: torch.Tensor, *, max_new_tokens: int = 16) -> list[str]:
+        ctx = self.prepare(examples, with_answer=False)
+        log_w = log_weights(keep.float().unsqueeze(1))
+        start = self.model.config.decoder_start_token_id
+        dec = torch.full((len(examples), 1), start, dtype=torch.long)
+        for _ in range(max_new_tokens):
+            nxt = self._decode(ctx, log_w, dec)[:, -1].argmax(-1, keepdim=True)
+            dec = torch.cat([dec, nxt], dim=1)
+            if bool((dec == self.tokenizer.eos_token_id).any(dim=1).all()):
+                break
+        return [t.strip() for t in self.tokenizer.batch_decode(cut_at_eos(dec[:, 1:], self.tokenizer.eos_token_id),
+                                                               skip_special_tokens=True)]

@@ -1,0 +1,177 @@
+"""Differentiable masked attention inside real (tiny, random) HF readers.
+
+Every layout is checked against the plain model used the ordinary way (no custom mask): all-ones
+weights equal the plain model, a zero weight equals the doc physically removed, and gradients
+reach the weights but never the reader.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import byte_tokenizer, make_examples, tiny_llama, tiny_qwen2, tiny_t5
+from transformers import DynamicCache
+from transformers.modeling_outputs import BaseModelOutput
+
+from gumbel_rerank.data.schema import Example
+from gumbel_rerank.readers.decoder import DecoderReader
+from gumbel_rerank.readers.fid import FiDReader
+
+ATOL = 2e-5
+DECODERS = {"llama": tiny_llama, "qwen2": tiny_qwen2}
+
+
+def answer_lp(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits.float(), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def plain_sequential(reader: DecoderReader, ex: Example, keep: list[int]) -> torch.Tensor:
+    """Docs not in ``keep`` physically removed; the rest stay at their original positions."""
+    ids, pos, p = list(reader._prefix_ids()), [], 0
+    pos = list(range(len(ids)))
+    p = len(ids)
+    for n, d in enumerate(reader._doc_ids(ex)):
+        if n in keep:
+            ids += d
+            pos += list(range(p, p + len(d)))
+        p += len(d)
+    query, t = reader._query_ids(ex, True)
+    ids += query
+    pos += list(range(p, p + len(query)))
+    out = reader.model(input_ids=torch.tensor([ids]), position_ids=torch.tensor([pos]))
+    return answer_lp(out.logits[0, -t - 1 : -1], torch.tensor(ids[-t:]))
+
+
+@torch.no_grad()
+def plain_parallel(reader: DecoderReader, ex: Example, keep: list[int]) -> torch.Tensor:
+    """Each kept doc run alone after the prefix; the question after the longest candidate doc."""
+    prefix = reader._prefix_ids()
+    docs = reader._doc_ids(ex)
+    keys: list[list[torch.Tensor]] = []
+    values: list[list[torch.Tensor]] = []
+    for i, n in enumerate(keep):
+        seq = torch.tensor([prefix + docs[n]])
+        cache = reader.model(input_ids=seq, past_key_values=DynamicCache(), use_cache=True).past_key_values
+        for layer, (k, v, *_) in enumerate(cache):
+            if i == 0:
+                keys.append([k[:, :, : len(prefix)]])
+                values.append([v[:, :, : len(prefix)]])
+            keys[layer].append(k[:, :, len(prefix) :])
+            values[layer].append(v[:, :, len(prefix) :])
+    cache = DynamicCache(ddp_cache_data=[(torch.cat(k, 2), torch.cat(v, 2)) for k, v in zip(keys, values, strict=True)])
+    query, t = reader._query_ids(ex, True)
+    start = len(prefix) + max(len(d) for d in docs)
+    out = reader.model(input_ids=torch.tensor([query]), position_ids=torch.arange(start, start + len(query))[None],
+                       past_key_values=cache)
+    return answer_lp(out.logits[0, -t - 1 : -1], torch.tensor(query[-t:]))
+
+
+@torch.no_grad()
+def plain_fid(reader: FiDReader, ex: Example, keep: list[int]) -> torch.Tensor:
+    states = []
+    for n in keep:
+        enc = reader.tokenizer([reader.doc_input(ex, n)], return_tensors="pt")
+        states.append(reader.model.get_encoder()(**enc).last_hidden_state)
+    hidden = torch.cat(states, 1)
+    labels = reader.tokenizer(text_target=[ex.answers[0]], return_tensors="pt")["input_ids"]
+    out = reader.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+                       attention_mask=torch.ones(hidden.shape[:2], dtype=torch.long), labels=labels)
+    return answer_lp(out.logits[0], labels[0])
+
+
+def readers() -> list[tuple[str, object, object]]:
+    out: list[tuple[str, object, object]] = []
+    for name, build in DECODERS.items():
+        for layout, ref in (("parallel", plain_parallel), ("sequential", plain_sequential)):
+            out.append((f"{name}-{layout}", DecoderReader(build(), byte_tokenizer("decoder"), layout=layout), ref))
+    out.append(("t5-fid", FiDReader(tiny_t5(), byte_tokenizer("t5")), plain_fid))
+    return out
+
+
+READERS = readers()
+IDS = [r[0] for r in READERS]
+
+
+def ours(reader, examples: list[Example], weights: torch.Tensor):  # type: ignore[no-untyped-def]
+    scores = reader.answer_logprob(reader.prepare(examples), weights)
+    return scores.token_logprobs, scores.token_mask
+
+
+@pytest.mark.parametrize(("name", "reader", "ref"), READERS, ids=IDS)
+def test_all_ones_equals_plain_model(name: str, reader, ref) -> None:  # type: ignore[no-untyped-def]
+    examples = make_examples()
+    lp, mask = ours(reader, examples, torch.ones(len(examples), 1, 4))
+    for b, ex in enumerate(examples):
+        expected = ref(reader, ex, list(range(len(ex.docs))))
+        torch.testing.assert_close(lp[b, 0][mask[b]], expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize(("name", "reader", "ref"), READERS, ids=IDS)
+def test_zero_weight_equals_doc_removed(name: str, reader, ref) -> None:  # type: ignore[no-untyped-def]
+    examples = make_examples()
+    # view 0 drops doc 0, view 1 drops doc 2, view 2 keeps only doc 1
+    w = torch.ones(len(examples), 3, 4)
+    w[:, 0, 0] = 0
+    w[:, 1, 2] = 0
+    w[:, 2] = torch.tensor([0.0, 1.0, 0.0, 0.0])
+    lp, mask = ours(reader, examples, w)
+    for b, ex in enumerate(examples):
+        n = len(ex.docs)
+        for m, keep in enumerate(([1, 2, 3][: n - 1], [0, 1, 3][: n - 1] if n == 4 else [0, 1], [1])):
+            expected = ref(reader, ex, keep)
+            torch.testing.assert_close(lp[b, m][mask[b]], expected, atol=ATOL, rtol=0, msg=f"{name} b={b} view={m}")
+
+
+@pytest.mark.parametrize(("name", "reader", "ref"), READERS, ids=IDS)
+def test_masking_matters_and_is_not_a_no_op(name: str, reader, ref) -> None:  # type: ignore[no-untyped-def]
+    """The parity above must not hold trivially: removing a doc changes the answer's score."""
+    examples = make_examples()
+    w = torch.ones(len(examples), 2, 4)
+    w[:, 1, 1] = 0
+    lp, mask = ours(reader, examples, w)
+    assert (lp[:, 0] - lp[:, 1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize(("name", "reader", "ref"), READERS, ids=IDS)
+def test_gradient_reaches_weights_never_reader(name: str, reader, ref) -> None:  # type: ignore[no-untyped-def]
+    examples = make_examples()
+    w = torch.full((len(examples), 2, 4), 0.5, requires_grad=True)
+    scores = reader.answer_logprob(reader.prepare(examples), w)
+    (-scores.mean().sum()).backward()
+    assert w.grad is not None and torch.isfinite(w.grad).all()
+    assert w.grad[0].abs().sum() > 0 and w.grad[1, :, :3].abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in reader.model.parameters())
+
+
+@pytest.mark.parametrize(("name", "reader", "ref"), READERS, ids=IDS)
+def test_views_batch_equals_separate_calls(name: str, reader, ref) -> None:  # type: ignore[no-untyped-def]
+    examples = make_examples()
+    w = torch.rand(len(examples), 3, 4, generator=torch.Generator().manual_seed(0))
+    lp, _ = ours(reader, examples, w)
+    for m in range(3):
+        single, _ = ours(reader, examples, w[:, m : m + 1])
+        torch.testing.assert_close(lp[:, m], single[:, 0], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize(("name", "reader", "ref"), [r for r in READERS if "sequential" not in r[0]],
+                         ids=[i for i in IDS if "sequential" not in i])
+def test_generation_from_kept_docs_equals_generation_without_the_others(name: str, reader, ref) -> None:  # type: ignore[no-untyped-def]
+    """Hard top-k at inference: masked docs are invisible (exact where positions do not move)."""
+    ex = make_examples()[0]
+    keep = torch.tensor([[False, True, False, True]])  # doc 3 is the longest: the question keeps its position
+    only_kept = Example(ex.id, ex.question, ex.answers, (ex.docs[1], ex.docs[3]))
+    masked = reader.generate([ex], keep, max_new_tokens=6)
+    removed = reader.generate([only_kept], torch.ones(1, 2, dtype=torch.bool), max_new_tokens=6)
+    everything = reader.generate([ex], torch.ones(1, 4, dtype=torch.bool), max_new_tokens=6)
+    assert masked == removed
+    assert len(masked) == 1 and isinstance(everything[0], str)
+
+
+def test_layout_errors_name_the_fix() -> None:
+    with pytest.raises(ValueError, match="fid"):
+        DecoderReader(tiny_t5(), byte_tokenizer("t5"), layout="parallel")
+    with pytest.raises(ValueError, match="parallel"):
+        FiDReader(tiny_llama(), byte_tokenizer("decoder"))
+    with pytest.raises(ValueError, match="layouts"):
+        DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="fid")
