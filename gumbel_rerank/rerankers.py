@@ -1,0 +1,96 @@
+"""Rerankers: the only trainable models. ``score(examples) -> (B, N)``.
+
+* ``cross``: a cross-encoder over any sequence-classification encoder; a fresh 1-logit head is
+  added when the checkpoint has none (e.g. a sentence-transformers embedding model).
+* ``bi``: a bi-encoder; mean-pooled, L2-normalised embeddings, score = cosine / temperature.
+
+Missing doc slots (a question with fewer than N docs) score ``MISSING``, a large finite negative.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data.schema import Example
+from .models import resolve
+from .readers.base import doc_text, num_docs
+
+log = logging.getLogger(__name__)
+MISSING = -1e4
+META_FILE = "gumbel_rerank.json"
+
+
+class Reranker(nn.Module):
+    """A cross- or bi-encoder reranker over a Hugging Face encoder."""
+
+    def __init__(self, encoder: Any, tokenizer: Any, *, kind: str, max_length: int = 256, temperature: float = 0.05):
+        super().__init__()
+        if kind not in ("cross", "bi"):
+            raise ValueError(f"reranker kind must be 'cross' or 'bi', got {kind!r}")
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.max_length = max_length
+        self.temperature = temperature
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, kind: str = "cross", max_length: int = 256,
+                        temperature: float = 0.05) -> Reranker:
+        """Load from a saved reranker, a packaged name, a local checkpoint or a hub id."""
+        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+        path = resolve(name_or_path)
+        meta_file = Path(path) / META_FILE
+        if meta_file.exists():  # a reranker saved by us: its own settings win
+            meta = json.loads(meta_file.read_text())
+            kind, max_length, temperature = meta["kind"], int(meta["max_length"]), float(meta["temperature"])
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if kind == "cross":
+            encoder = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        else:
+            encoder = AutoModel.from_pretrained(path)
+        return cls(encoder, tokenizer, kind=kind, max_length=max_length, temperature=temperature)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """safetensors weights, tokenizer and our settings: loadable by :meth:`from_pretrained`."""
+        path = Path(path)
+        self.encoder.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        meta = {"kind": self.kind, "max_length": self.max_length, "temperature": self.temperature}
+        (path / META_FILE).write_text(json.dumps(meta, indent=2))
+
+    def _embed(self, texts: list[str]) -> torch.Tensor:
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        hidden = self.encoder(**enc).last_hidden_state  # (X, L, H)
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        return nn.functional.normalize(pooled, dim=-1)
+
+    def score_pairs(self, queries: list[str], docs: list[str]) -> torch.Tensor:
+        """(X,) scores for X (query, doc) pairs."""
+        if self.kind == "cross":
+            enc = self.tokenizer(queries, docs, padding=True, truncation="only_second", max_length=self.max_length,
+                                 return_tensors="pt")
+            return self.encoder(**enc).logits[:, 0]
+        unique = list(dict.fromkeys(queries))
+        q = self._embed(unique)
+        qi = torch.tensor([unique.index(x) for x in queries])
+        return (q[qi] * self._embed(docs)).sum(-1) / self.temperature
+
+    def score(self, examples: list[Example]) -> torch.Tensor:
+        """(B, N) scores of every question's docs; missing slots get ``MISSING``."""
+        B, N = len(examples), num_docs(examples)
+        queries = [ex.question for ex in examples for _ in ex.docs]
+        docs = [doc_text(d.title, d.text) for ex in examples for d in ex.docs]
+        flat = self.score_pairs(queries, docs)
+        out = torch.full((B, N), MISSING, dtype=flat.dtype)
+        valid = torch.zeros(B, N, dtype=torch.bool)
+        for b, ex in enumerate(examples):
+            valid[b, : len(ex.docs)] = True
+        return out.masked_scatter(valid, flat)
