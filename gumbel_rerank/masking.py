@@ -48,4 +48,9 @@ def key_bias(log_w: torch.Tensor, key_doc: torch.Tensor, key_valid: torch.Tensor
 def causal_block(q_pos: torch.Tensor, k_pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(…, Q, S) additive mask: 0 where key index <= query index along the sequence, else blocked."""
     allowed = k_pos.unsqueeze(-2) <= q_pos.unsqueeze(-1)
-    return torch.where(allowed, 0.0, blocked(dtype)).to(dtype)
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, blocked(dtype))
+
+
+def padding_bias(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(…, S) additive mask: 0 at real keys, blocked at padding."""
+    return torch.zeros(valid.shape, dtype=dtype).masked_fill(~valid, blocked(dtype))

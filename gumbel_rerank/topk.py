@@ -99,9 +99,12 @@ def straight_through_topk(
     The forward value is binary with exactly ``min(k, N)`` ones (the docs holding the most mass in
     the relaxed mask), so training sees the same kind of input as inference.
     """
-    soft = relaxed_topk(scores, k=k, tau=tau, kappa=kappa, generator=generator)
-    hard = hard_topk(soft, k=k)
-    return hard + soft - soft.detach()
+    return straight_through(relaxed_topk(scores, k=k, tau=tau, kappa=kappa, generator=generator), k=k)
+
+
+def straight_through(soft: torch.Tensor, *, k: int) -> torch.Tensor:
+    """Forward: the hard top-k of a soft mask; backward: the soft mask's gradient."""
+    return hard_topk(soft, k=k) + soft - soft.detach()
 
 
 def subset_topk_from_noise(scores: torch.Tensor, noise: torch.Tensor, *, k: int, tau: float, kappa: float = 1.0) -> torch.Tensor:

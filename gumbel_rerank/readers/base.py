@@ -97,3 +97,8 @@ def cut_at_eos(tokens: torch.Tensor, eos: int | None) -> list[list[int]]:
     for row in tokens.tolist():
         rows.append(row[: row.index(eos)] if eos is not None and eos in row else row)
     return rows
+
+
+def upcast(logits: torch.Tensor) -> torch.Tensor:
+    """At least float32 for log-softmax (bf16/fp16 logits lose the answer's probability mass)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))

@@ -22,8 +22,8 @@ import torch
 from transformers import DynamicCache
 
 from ..data.schema import Example
-from ..masking import blocked, causal_block, key_bias, log_weights
-from .base import AnswerScores, check_weights, cut_at_eos, doc_text, freeze, num_docs
+from ..masking import causal_block, key_bias, log_weights, padding_bias
+from .base import AnswerScores, check_weights, cut_at_eos, doc_text, freeze, num_docs, upcast
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ class DecoderReader:
         dtype = log_w.dtype
         idx = torch.arange(Q)
         if self.layout == "parallel":
-            own = causal_block(idx, idx, dtype) + torch.where(ctx.valid, 0.0, blocked(dtype)).to(dtype).unsqueeze(1)
+            own = causal_block(idx, idx, dtype) + padding_bias(ctx.valid, dtype).unsqueeze(1)
             assert ctx.kv is not None and ctx.key_doc is not None and ctx.key_valid is not None
             kb = key_bias(log_w, ctx.key_doc, ctx.key_valid)  # (B, M, S)
             S = kb.shape[-1]
@@ -207,12 +207,12 @@ class DecoderReader:
         if T < 1:
             raise ValueError("the context was prepared without answers; call prepare(..., with_answer=True)")
         M = doc_weights.shape[1]
-        mask, cache = self._mask_and_cache(ctx, log_weights(doc_weights.float()))
+        mask, cache = self._mask_and_cache(ctx, log_weights(doc_weights.to(self.model.dtype)))
         out = self.model(
             input_ids=_repeat(ctx.ids, M), attention_mask=mask, position_ids=_repeat(ctx.pos, M),
             past_key_values=cache, use_cache=True, logits_to_keep=T + 1,
         )
-        logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)  # (B*M, T, V): predictions of the last T tokens
+        logp = torch.log_softmax(upcast(out.logits[:, :-1]), dim=-1)  # (B*M, T, V): predictions of the last T tokens
         target = _repeat(ctx.ids[:, -T:], M)
         token_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).reshape(B, M, T)
         token_mask = torch.arange(T).expand(B, T) >= (T - ctx.answer_len).unsqueeze(1)
@@ -223,7 +223,7 @@ class DecoderReader:
     def generate(self, examples: list[Example], keep: torch.Tensor, *, max_new_tokens: int = 16) -> list[str]:
         ctx = self.prepare(examples, with_answer=False)
         B = len(examples)
-        log_w = log_weights(keep.float().unsqueeze(1))  # (B, 1, N)
+        log_w = log_weights(keep.to(self.model.dtype).unsqueeze(1))  # (B, 1, N)
         mask, cache = self._mask_and_cache(ctx, log_w)
         out = self.model(
             input_ids=ctx.ids, attention_mask=mask, position_ids=ctx.pos,
@@ -246,7 +246,7 @@ class DecoderReader:
             if done.all() or step == max_new_tokens - 1:
                 break
             pos = pos + 1
-            mask = torch.cat([seen, torch.zeros(B, 1, 1, step + 1)], dim=-1)
+            mask = torch.cat([seen, torch.zeros(B, 1, 1, step + 1, dtype=seen.dtype)], dim=-1)
             out = self.model(
                 input_ids=nxt.unsqueeze(1), attention_mask=mask, position_ids=pos.unsqueeze(1),
                 past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1,

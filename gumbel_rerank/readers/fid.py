@@ -16,7 +16,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from ..data.schema import Example
 from ..masking import key_bias, log_weights
-from .base import AnswerScores, check_weights, cut_at_eos, freeze, num_docs
+from .base import AnswerScores, check_weights, cut_at_eos, freeze, num_docs, upcast
 
 
 @dataclass
@@ -89,16 +89,16 @@ class FiDReader:
             raise ValueError("the context was prepared without answers; call prepare(..., with_answer=True)")
         M = doc_weights.shape[1]
         dec_in = self.model.prepare_decoder_input_ids_from_labels(labels=ctx.labels)
-        logits = self._decode(ctx, log_weights(doc_weights.float()), dec_in)
+        logits = self._decode(ctx, log_weights(doc_weights.to(self.model.dtype)), dec_in)
         T = ctx.labels.shape[1]
         target = ctx.labels.clamp_min(0).repeat_interleave(M, dim=0)
-        lp = torch.log_softmax(logits.float(), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        lp = torch.log_softmax(upcast(logits), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
         return AnswerScores(lp.reshape(B, M, T), ctx.labels != -100)
 
     @torch.no_grad()
     def generate(self, examples: list[Example], keep: torch.Tensor, *, max_new_tokens: int = 16) -> list[str]:
         ctx = self.prepare(examples, with_answer=False)
-        log_w = log_weights(keep.float().unsqueeze(1))
+        log_w = log_weights(keep.to(self.model.dtype).unsqueeze(1))
         start = self.model.config.decoder_start_token_id
         dec = torch.full((len(examples), 1), start, dtype=torch.long)
         for _ in range(max_new_tokens):

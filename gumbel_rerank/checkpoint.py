@@ -1,0 +1,86 @@
+"""Crash-safe checkpoints: write into a temporary directory, then rename; a pointer names the latest.
+
+A crash during a save leaves a ``.tmp-*`` directory behind and the previous checkpoint untouched.
+Only safetensors and JSON are written or read: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .rerankers import Reranker
+
+LATEST = "latest"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for pid, entry in state["state"].items():
+        scalars["state"][str(pid)] = {}
+        for name, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{name}"] = value.contiguous()
+            else:
+                scalars["state"][str(pid)][name] = value
+    return tensors, scalars
+
+
+def save(run_dir: str | Path, step: int, reranker: Reranker, optimizer: torch.optim.Optimizer,
+         trainer_state: dict[str, Any], *, keep: int = 2) -> Path:
+    """Save ``checkpoint-{step}`` atomically, point ``latest`` at it, and keep the last ``keep``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    final = run_dir / f"checkpoint-{step}"
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".tmp-checkpoint-"))
+    reranker.save_pretrained(tmp / "reranker")
+    tensors, scalars = _optimizer_tensors(optimizer)
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "optimizer.json").write_text(json.dumps(scalars))
+    (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state}))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    _write_atomic(run_dir / LATEST, final.name)
+    for old in sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest(run_dir: str | Path) -> Path | None:
+    """The last complete checkpoint of a run, or None when there is none."""
+    pointer = Path(run_dir) / LATEST
+    if not pointer.exists():
+        return None
+    path = Path(run_dir) / pointer.read_text().strip()
+    return path if (path / "trainer_state.json").exists() else None
+
+
+def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore the optimizer in place; return the trainer state saved with it."""
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    scalars = json.loads((path / "optimizer.json").read_text())
+    state: dict[int, dict[str, Any]] = {int(pid): dict(v) for pid, v in scalars["state"].items()}
+    for key, value in tensors.items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
+    return dict(json.loads((path / "trainer_state.json").read_text()))

@@ -1,0 +1,224 @@
+"""Configs: frozen dataclasses mirrored by YAML, with typed ``key=value`` overrides.
+
+An unknown key is an error that names the closest valid key; a value of the wrong type is an
+error that names the expected type. Everything is checked before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"  # "synthetic" or a path to a data file
+    eval_source: str = ""  # separate held-out file; empty = split off `source`
+    num_train: int = 400
+    num_eval: int = 100
+    num_docs: int = 8  # docs per synthetic question
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RerankerConfig:
+    model: str = "all-minilm-l6-v2"
+    kind: str = "cross"  # cross | bi
+    max_length: int = 256
+    temperature: float = 0.05  # bi-encoder: score = cosine / temperature
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    model: str = "smollm2-135m-instruct"
+    layout: str = "parallel"  # fid | parallel | sequential
+    max_doc_tokens: int = 256
+    max_answer_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    name: str = "gumbel"
+    k: int = 4
+    tau: float = 0.5
+    tau_final: float | None = None  # anneal tau geometrically to this value over training
+    kappa: float = 1.0
+    samples: int = 1  # Gumbel samples per question
+    relaxation: str = "l2x"  # l2x (the paper) | subset (without replacement)
+    straight_through: bool = False
+    noise: bool = True  # False: the "no Gumbel noise" ablation
+    log_hard_loss: bool = True  # also log the reader loss under the hard top-k mask (the soft/hard gap)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 100
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 3e-5
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 50
+    out_dir: str = "runs/default"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ks: tuple[int, ...] = (2, 4)
+    generate: bool = True  # reader EM/F1 on the hard top-k docs
+    max_new_tokens: int = 16
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    reranker: RerankerConfig = field(default_factory=RerankerConfig)
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _keys(cls: type, prefix: str = "") -> list[str]:
+    out = []
+    for f in fields(cls):
+        tp = get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += _keys(tp, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+        else:
+            out.append(prefix + f.name)
+    return out
+
+
+VALID_KEYS = _keys(Config)
+
+
+def _unknown(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, VALID_KEYS, n=1, cutoff=0.4)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(VALID_KEYS)}"
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` (ints are accepted for floats)."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        return _coerce(key, value, next(a for a in args if a is not type(None)))
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            value = [value]
+        return tuple(_coerce(key, v, get_args(tp)[0]) for v in value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{key} must be {tp.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def from_dict(raw: dict[str, Any], cls: type = Config, prefix: str = "") -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'the config'} must be a mapping, got {type(raw).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        full = prefix + str(key)
+        if key not in names:
+            raise _unknown(full)
+        tp = hints[key]
+        kwargs[key] = from_dict(value, tp, full + ".") if dataclasses.is_dataclass(tp) else _coerce(full, value, tp)
+    return cls(**kwargs)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key=value, e.g. objective.tau=0.3")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if key not in VALID_KEYS:
+        raise _unknown(key)
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"cannot parse the value of {key}: {err}") from None
+    return key, value
+
+
+def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or start from the defaults) and apply ``key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p}: not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+    for item in overrides:
+        key, value = parse_override(item)
+        section, name = key.split(".", 1)
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"section {section!r} must be a mapping")
+        raw[section][name] = value
+    return validate(from_dict(raw))
+
+
+def validate(cfg: Config) -> Config:
+    """Cross-field checks that must fail before any model loads."""
+    checks = [
+        (cfg.reader.layout in ("fid", "parallel", "sequential"), "reader.layout must be fid, parallel or sequential"),
+        (cfg.reranker.kind in ("cross", "bi"), "reranker.kind must be cross or bi"),
+        (cfg.objective.relaxation in ("l2x", "subset"), "objective.relaxation must be l2x or subset"),
+        (cfg.objective.k >= 1, "objective.k must be >= 1"),
+        (cfg.objective.tau > 0, "objective.tau must be > 0"),
+        (cfg.objective.tau_final is None or cfg.objective.tau_final > 0, "objective.tau_final must be > 0"),
+        (cfg.objective.samples >= 1, "objective.samples must be >= 1"),
+        (cfg.train.steps >= 0 and cfg.train.batch_size >= 1 and cfg.train.grad_accum >= 1,
+         "train.steps >= 0, train.batch_size >= 1 and train.grad_accum >= 1"),
+        (cfg.train.lr > 0, "train.lr must be > 0"),
+        (cfg.data.num_train >= 1 and cfg.data.num_eval >= 0, "data.num_train >= 1 and data.num_eval >= 0"),
+        (all(k >= 1 for k in cfg.eval.ks), "eval.ks must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    from .objectives import OBJECTIVES
+
+    if cfg.objective.name not in OBJECTIVES:
+        raise ConfigError(f"objective.name must be one of {sorted(OBJECTIVES)}, got {cfg.objective.name!r}")
+    return cfg
+
+
+def dump(cfg: Config) -> str:
+    data = cfg.to_dict()
+    data["eval"]["ks"] = list(data["eval"]["ks"])
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,69 @@
+"""Evaluation: rank every question's docs with the reranker, then score rankings and answers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .data.schema import Example
+from .metrics import exact_match, f1_score, full_support_at_k, mean, ndcg_at_k, rank, recall_at_k, reciprocal_rank
+from .readers.base import Reader
+from .rerankers import Reranker
+from .topk import hard_topk
+
+
+@torch.no_grad()
+def score_all(reranker: Reranker, examples: Sequence[Example], *, batch_size: int = 8,
+              progress: bool = False) -> list[list[float]]:
+    """Deterministic reranker scores, one list per question (its own number of docs)."""
+    was_training = reranker.training
+    reranker.eval()
+    out: list[list[float]] = []
+    for i in tqdm(range(0, len(examples), batch_size), desc="rerank", disable=not progress, leave=False):
+        batch = list(examples[i : i + batch_size])
+        scores = reranker.score(batch)
+        out += [scores[b, : len(ex.docs)].tolist() for b, ex in enumerate(batch)]
+    reranker.train(was_training)
+    return out
+
+
+def retrieval_metrics(examples: Sequence[Example], scores: Sequence[Sequence[float]], ks: Sequence[int]) -> dict[str, float]:
+    """Gold and bridge-doc ranking metrics, averaged over questions (ir_measures-style names)."""
+    per: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        per.setdefault(name, []).append(value)
+
+    for ex, s in zip(examples, scores, strict=True):
+        ranking = rank(s)
+        gold = {i for i, d in enumerate(ex.docs) if d.is_gold}
+        bridge = {i for i, d in enumerate(ex.docs) if d.is_bridge}
+        for k in ks:
+            add(f"R@{k}", recall_at_k(ranking, gold, k))
+            add(f"FullSupport@{k}", full_support_at_k(ranking, gold, k))
+            add(f"nDCG@{k}", ndcg_at_k(ranking, gold, k))
+            add(f"bridge_R@{k}", recall_at_k(ranking, bridge, k))
+            add(f"bridge_nDCG@{k}", ndcg_at_k(ranking, bridge, k))
+        add("RR", reciprocal_rank(ranking, gold))
+        add("bridge_RR", reciprocal_rank(ranking, bridge))
+    return {name: mean(values) for name, values in per.items()}
+
+
+def reader_metrics(reader: Reader, examples: Sequence[Example], scores: Sequence[Sequence[float]], *, k: int,
+                   batch_size: int = 8, max_new_tokens: int = 16, progress: bool = False) -> dict[str, Any]:
+    """EM / F1 of the reader's greedy answers from the hard top-k docs of each question."""
+    predictions: list[str] = []
+    for i in tqdm(range(0, len(examples), batch_size), desc="answer", disable=not progress, leave=False):
+        batch = list(examples[i : i + batch_size])
+        N = max(len(ex.docs) for ex in batch)
+        padded = torch.full((len(batch), N), -float("inf"))
+        for b, s in enumerate(scores[i : i + batch_size]):
+            padded[b, : len(s)] = torch.tensor(s)
+        keep = hard_topk(padded, k=k).bool() & torch.isfinite(padded)
+        predictions += reader.generate(batch, keep, max_new_tokens=max_new_tokens)
+    em = [exact_match(p, ex.answers) for p, ex in zip(predictions, examples, strict=True)]
+    f1 = [f1_score(p, ex.answers) for p, ex in zip(predictions, examples, strict=True)]
+    return {"EM": mean(em), "F1": mean(f1), "predictions": predictions}

@@ -1,0 +1,47 @@
+"""What every objective receives and returns. The loop never branches on an objective's name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from ..data.schema import Example
+from ..readers.base import Reader, doc_valid
+
+
+@dataclass
+class Batch:
+    """B questions, their (B, N) valid-doc mask, and the reader's prepared context (built on demand)."""
+
+    examples: list[Example]
+    progress: float = 0.0  # share of training done, in [0, 1] (for schedules such as tau annealing)
+    valid: torch.Tensor = field(init=False)
+    _context: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.valid = doc_valid(self.examples)
+
+    def context(self, reader: Reader) -> Any:
+        """Tokenised batch with doc encodings, computed once per batch and shared by all reader calls."""
+        if self._context is None:
+            self._context = reader.prepare(self.examples)
+        return self._context
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # scalar, differentiable in the reranker's parameters
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Objective(Protocol):
+    def __call__(
+        self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator
+    ) -> LossOutput: ...
+
+
+def answer_nll(reader: Reader, batch: Batch, weights: torch.Tensor) -> torch.Tensor:
+    """(B, M) token-mean NLL of the gold answer under (B, M, N) doc weights."""
+    return -reader.answer_logprob(batch.context(reader), weights).mean()

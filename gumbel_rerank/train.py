@@ -1,0 +1,151 @@
+"""The one training loop: the reranker learns, the reader is frozen, the objective is pluggable."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .config import Config, ConfigError, ReaderConfig, dump
+from .data import Example, load_splits
+from .evaluate import reader_metrics, retrieval_metrics, score_all
+from .models import load_causal_lm
+from .objectives import OBJECTIVES, Batch
+from .readers.base import Reader
+from .readers.decoder import DecoderReader
+from .readers.fid import FiDReader
+from .rerankers import Reranker
+
+log = logging.getLogger(__name__)
+
+
+def build_reader(cfg: ReaderConfig, model: Any = None, tokenizer: Any = None) -> Reader:
+    """The frozen reader for ``cfg.layout``; pass ``model``/``tokenizer`` to skip loading."""
+    if model is None:
+        model, tokenizer = load_causal_lm(cfg.model)
+    if cfg.layout == "fid":
+        return FiDReader(model, tokenizer, max_doc_tokens=cfg.max_doc_tokens, max_answer_tokens=cfg.max_answer_tokens)
+    return DecoderReader(model, tokenizer, layout=cfg.layout, max_doc_tokens=cfg.max_doc_tokens,
+                         max_answer_tokens=cfg.max_answer_tokens)
+
+
+def check_data(cfg: Config, train: list[Example], held_out: list[Example]) -> None:
+    """Data problems that must stop a run before any model loads."""
+    if not train:
+        raise ConfigError("no training questions; check data.source and data.num_train")
+    fewest = min(len(ex.docs) for ex in train)
+    if cfg.objective.name == "gumbel" and cfg.objective.k > fewest:
+        raise ConfigError(
+            f"objective.k={cfg.objective.k} is larger than the number of docs of some training question ({fewest}); "
+            f"lower objective.k to at most {fewest}"
+        )
+
+
+def evaluate(cfg: Config, reranker: Reranker, reader: Reader | None, examples: list[Example],
+             *, progress: bool = True) -> dict[str, Any]:
+    """Ranking metrics at every k in ``eval.ks``, plus EM/F1 from the top-k docs if asked."""
+    if not examples:
+        return {}
+    scores = score_all(reranker, examples, batch_size=cfg.eval.batch_size, progress=progress)
+    result: dict[str, Any] = retrieval_metrics(examples, scores, cfg.eval.ks)
+    if cfg.eval.generate and reader is not None:
+        qa = reader_metrics(reader, examples, scores, k=cfg.objective.k, batch_size=cfg.eval.batch_size,
+                            max_new_tokens=cfg.eval.max_new_tokens, progress=progress)
+        result.update(EM=qa["EM"], F1=qa["F1"])
+    return result
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    before: dict[str, Any]
+    after: dict[str, Any]
+    seconds_per_step: float
+    skipped_steps: int
+
+
+def _save_final(reranker: Reranker, run_dir: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
+        reranker.save_pretrained(Path(tmp) / "reranker")
+        target = run_dir / "reranker"
+        if target.exists():
+            shutil.rmtree(target)
+        (Path(tmp) / "reranker").rename(target)
+
+
+def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = None,
+          reader: Reader | None = None) -> TrainResult:
+    """Train ``cfg``; the run directory gets config.yaml, metrics.jsonl, checkpoints, reranker/ and report.json."""
+    train_set, held_out = load_splits(cfg.data)
+    check_data(cfg, train_set, held_out)
+    run_dir = Path(cfg.train.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump(cfg))
+    reranker = reranker or Reranker.from_pretrained(cfg.reranker.model, kind=cfg.reranker.kind,
+                                                    max_length=cfg.reranker.max_length,
+                                                    temperature=cfg.reranker.temperature)
+    reader = reader or build_reader(cfg.reader)
+    objective = OBJECTIVES[cfg.objective.name](cfg.objective)
+    before = evaluate(cfg, reranker, reader, held_out, progress=progress)
+
+    torch.manual_seed(cfg.train.seed)  # the reranker's dropout; everything else takes explicit generators
+    noise = torch.Generator().manual_seed(cfg.train.seed)
+    order = torch.Generator().manual_seed(cfg.train.seed + 1)
+    optimizer = torch.optim.AdamW(reranker.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    reranker.train()
+    queue: list[int] = []
+    skipped, t0 = 0, time.perf_counter()
+    bar = tqdm(range(cfg.train.steps), desc=f"train {cfg.objective.name}", disable=not progress)
+    with (run_dir / "metrics.jsonl").open("w") as log_file:
+        for step in bar:
+            started = time.perf_counter()
+            metrics: dict[str, float] = {}
+            finite = True
+            for _ in range(cfg.train.grad_accum):
+                if len(queue) < cfg.train.batch_size:
+                    queue += torch.randperm(len(train_set), generator=order).tolist()
+                idx, queue = queue[: cfg.train.batch_size], queue[cfg.train.batch_size :]
+                batch = Batch([train_set[i] for i in idx], progress=step / max(cfg.train.steps - 1, 1))
+                out = objective(batch, reranker.score(batch.examples), reader, noise)
+                if not torch.isfinite(out.loss):
+                    finite = False
+                    break
+                (out.loss / cfg.train.grad_accum).backward()
+                for key, value in out.metrics.items():
+                    metrics[key] = metrics.get(key, 0.0) + value / cfg.train.grad_accum
+            if not finite:
+                skipped += 1
+                optimizer.zero_grad(set_to_none=True)
+                log.warning("step %d: non-finite loss, step skipped (%d so far)", step, skipped)
+                continue
+            grad_norm = torch.nn.utils.clip_grad_norm_(reranker.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            metrics.update(step=step + 1, grad_norm=float(grad_norm), seconds=time.perf_counter() - started)
+            log_file.write(json.dumps(metrics) + "\n")
+            log_file.flush()
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", s_per_step=f"{metrics['seconds']:.2f}")
+            if cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0:
+                checkpoint.save(run_dir, step + 1, reranker, optimizer, {"skipped": skipped})
+    seconds_per_step = (time.perf_counter() - t0) / max(cfg.train.steps, 1)
+    reranker.eval()
+    _save_final(reranker, run_dir)
+    after = evaluate(cfg, reranker, reader, held_out, progress=progress)
+    report = {"before": before, "after": after, "seconds_per_step": seconds_per_step, "skipped_steps": skipped,
+              "train_questions": len(train_set), "held_out_questions": len(held_out)}
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=_nan_to_none))
+    return TrainResult(run_dir, before, after, seconds_per_step, skipped)
+
+
+def _nan_to_none(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else str(value)
