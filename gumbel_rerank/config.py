@@ -27,6 +27,8 @@ class DataConfig:
     num_train: int = 400
     num_eval: int = 100
     num_docs: int = 8  # docs per synthetic question
+    hard_negatives: int = 2  # synthetic: docs about the question's entity with another relation (0-2)
+    min_docs: int = 0  # file data: skip (and count) questions with fewer candidate docs than this
     seed: int = 0
 
 
@@ -151,7 +153,8 @@ def from_dict(raw: dict[str, Any], cls: type = Config, prefix: str = "") -> Any:
         if key not in names:
             raise _unknown(full)
         tp = hints[key]
-        kwargs[key] = from_dict(value, tp, full + ".") if dataclasses.is_dataclass(tp) else _coerce(full, value, tp)
+        nested = isinstance(tp, type) and dataclasses.is_dataclass(tp)
+        kwargs[key] = from_dict(value, tp, full + ".") if nested else _coerce(full, value, tp)
     return cls(**kwargs)
 
 

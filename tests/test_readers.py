@@ -129,7 +129,7 @@ def test_masking_matters_and_is_not_a_no_op(name: str, reader, ref) -> None:  # 
     examples = make_examples()
     w = torch.ones(len(examples), 2, 4)
     w[:, 1, 1] = 0
-    lp, mask = ours(reader, examples, w)
+    lp, _mask = ours(reader, examples, w)
     assert (lp[:, 0] - lp[:, 1]).abs().max() > 1e-4
 
 

@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..config import DataConfig
 from .formats import read_examples
 from .schema import DataError, Doc, Example
 from .synthetic import generate
 
+log = logging.getLogger(__name__)
+
 
 def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
     """Training and held-out questions as the config describes them."""
     if cfg.source == "synthetic":
-        examples = generate(cfg.num_train + cfg.num_eval, num_docs=cfg.num_docs, seed=cfg.seed)
+        examples = generate(cfg.num_train + cfg.num_eval, num_docs=cfg.num_docs, seed=cfg.seed,
+                            hard_negatives=cfg.hard_negatives)
         return examples[: cfg.num_train], examples[cfg.num_train :]
-    examples = list(read_examples(cfg.source))
+    examples = _enough_docs(list(read_examples(cfg.source)), cfg.min_docs, cfg.source)
     if cfg.eval_source:
-        return examples[: cfg.num_train], list(read_examples(cfg.eval_source))[: cfg.num_eval]
+        held_out = _enough_docs(list(read_examples(cfg.eval_source)), cfg.min_docs, cfg.eval_source)
+        return examples[: cfg.num_train], held_out[: cfg.num_eval]
     if len(examples) < cfg.num_train + cfg.num_eval:
         raise DataError(
             f"{cfg.source} has {len(examples)} questions, fewer than data.num_train + data.num_eval = "
             f"{cfg.num_train + cfg.num_eval}; lower them"
         )
     return examples[: cfg.num_train], examples[cfg.num_train : cfg.num_train + cfg.num_eval]
+
+
+def _enough_docs(examples: list[Example], min_docs: int, source: str) -> list[Example]:
+    kept = [ex for ex in examples if len(ex.docs) >= min_docs]
+    if len(kept) < len(examples):
+        log.warning("%s: skipped %d of %d questions with fewer than data.min_docs=%d docs",
+                    source, len(examples) - len(kept), len(examples), min_docs)
+    return kept
 
 
 __all__ = ["DataError", "Doc", "Example", "generate", "load_splits", "read_examples"]

@@ -40,13 +40,13 @@ def parse_record(r: Any, where: str) -> Example:
     if not isinstance(r, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(r).__name__}")
     try:
-        if "docs" in r:
+        if "docs" in r or ("question" in r and "answers" in r):
             return example_from_json(r, where)
         if "context" in r and "supporting_facts" in r:
             return _hotpot_official(r, where)
         if "contexts" in r and "question_text" in r:
             return _ircot(r, where)
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         if isinstance(err, DataError):
             raise
         raise DataError(f"{where}: malformed record ({err!r}); check it against the format's fields") from None

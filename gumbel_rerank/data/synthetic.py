@@ -102,14 +102,14 @@ def _chain_docs(chain: Chain, names: NameMaker) -> tuple[str, str, str, str, str
     return e, x, a, chain.bridge.format(e=e, x=x), chain.answer.format(x=x, a=a)
 
 
-def make_example(rng: random.Random, index: int, num_docs: int) -> Example:
+def make_example(rng: random.Random, index: int, num_docs: int, hard_negatives: int = 2) -> Example:
     """One question: 2 gold docs and ``num_docs - 2`` distractors of the same shapes, shuffled."""
     names = NameMaker(rng)  # names are unique within a question
     chain = CHAINS[index % len(CHAINS)]
     e, x, a, bridge, answer = _chain_docs(chain, names)
     docs = [(e, bridge, True), (x, answer, True)]
     pool: list[tuple[str, str, bool]] = []
-    for template in chain.other:  # docs about e with other relations, each with its own second hop
+    for template in chain.other[:hard_negatives]:  # docs about e with other relations, each with a second hop
         y = chain.make_x(names)
         pool.append((e, template.format(e=e, y=y), False))
         pool.append((y, chain.answer.format(x=y, a=chain.make_a(names)), False))
@@ -129,9 +129,13 @@ def make_example(rng: random.Random, index: int, num_docs: int) -> Example:
     )
 
 
-def generate(num_questions: int, *, num_docs: int = 8, seed: int = 0) -> list[Example]:
-    """``num_questions`` two-hop questions; the same arguments always give the same questions."""
+def generate(num_questions: int, *, num_docs: int = 8, seed: int = 0, hard_negatives: int = 2) -> list[Example]:
+    """``num_questions`` two-hop questions; the same arguments always give the same questions.
+
+    ``hard_negatives`` (0-2): docs about the question's entity with another relation (each with its
+    own second-hop doc), which a ranker that only matches the entity cannot tell from the bridge.
+    """
     if num_docs < 2:
         raise ValueError(f"num_docs must be >= 2 (two gold docs per question), got {num_docs}")
     rng = random.Random(seed)
-    return [make_example(rng, i, num_docs) for i in range(num_questions)]
+    return [make_example(rng, i, num_docs, hard_negatives) for i in range(num_questions)]

@@ -25,7 +25,14 @@ import torch
 
 from ..config import ObjectiveConfig
 from ..readers.base import Reader
-from ..topk import RELAXATIONS, gumbel_noise, hard_topk, relaxed_topk_from_noise, straight_through, subset_topk_from_noise
+from ..topk import (
+    RELAXATIONS,
+    gumbel_noise,
+    hard_topk,
+    relaxed_topk_from_noise,
+    straight_through,
+    subset_topk_from_noise,
+)
 from .base import Batch, LossOutput, answer_nll
 
 

@@ -67,7 +67,7 @@ def check_weights(doc_weights: torch.Tensor, batch_size: int, num_docs: int) -> 
         )
 
 
-def freeze(model: torch.nn.Module) -> torch.nn.Module:
+def freeze(model: Any) -> Any:
     """Frozen means frozen: eval mode (no dropout) and no parameter requires a gradient."""
     model.eval()
     model.requires_grad_(False)

@@ -110,7 +110,9 @@ class DecoderReader:
             return self._prepare_parallel(examples, with_answer)
         return self._prepare_sequential(examples, with_answer)
 
-    def _left_pad(self, rows: list[list[int]], starts: list[int], docs: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
+    def _left_pad(
+        self, rows: list[list[int]], starts: list[int], docs: list[list[int]] | None = None
+    ) -> dict[str, Any]:
         width = max(len(r) for r in rows)
         B = len(rows)
         ids = torch.full((B, width), self.pad_id, dtype=torch.long)
@@ -124,7 +126,7 @@ class DecoderReader:
             valid[b, width - n :] = True
             if docs is not None:
                 tok_doc[b, width - n :] = torch.tensor(docs[b])
-        return {"ids": ids, "pos": pos, "valid": valid, "tok_doc": tok_doc}
+        return {"ids": ids, "pos": pos, "valid": valid, "tok_doc": tok_doc}  # DecoderContext fields
 
     def _prepare_sequential(self, examples: list[Example], with_answer: bool) -> DecoderContext:
         prefix = self._prefix_ids()
@@ -138,34 +140,35 @@ class DecoderReader:
             rows.append(row + query)
             owners.append(owner + [-1] * len(query))
             answer_len.append(t)
-        t = self._left_pad(rows, [0] * len(rows), owners)
-        return DecoderContext(**t, answer_len=torch.tensor(answer_len), num_docs=num_docs(examples))
+        seq = self._left_pad(rows, [0] * len(rows), owners)
+        return DecoderContext(**seq, answer_len=torch.tensor(answer_len), num_docs=num_docs(examples))
 
     @torch.no_grad()
     def _prepare_parallel(self, examples: list[Example], with_answer: bool) -> DecoderContext:
         prefix = self._prefix_ids()
+        if not prefix:
+            raise ValueError("the parallel layout needs a non-empty prompt prefix (the docs' shared start)")
         B, N, P = len(examples), num_docs(examples), len(prefix)
         doc_ids = [self._doc_ids(ex) + [[] for _ in range(N - len(ex.docs))] for ex in examples]
         L = max(len(ids) for row in doc_ids for ids in row)
-        ids = torch.full((B * N, P + L), self.pad_id, dtype=torch.long)
+        # The prefix is encoded once; every doc continues from it at positions P..P+L-1.
+        base = self.model.base_model
+        head = base(input_ids=torch.tensor([prefix]), position_ids=torch.arange(P)[None],
+                    past_key_values=DynamicCache(), use_cache=True).past_key_values
+        head_kv = [(k, v) for k, v, *_ in head]  # per layer (1, H, P, D)
+        ids = torch.full((B * N, L), self.pad_id, dtype=torch.long)
         attn = torch.zeros(B * N, P + L, dtype=torch.long)
+        attn[:, :P] = 1
         for i, d in enumerate(d for row in doc_ids for d in row):
-            ids[i, : P + len(d)] = torch.tensor(prefix + d, dtype=torch.long)
-            attn[i, : P + len(d)] = 1
-        pos = torch.arange(P + L).expand(B * N, -1)
-        out = self.model.base_model(
-            input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=DynamicCache(), use_cache=True
-        )
-        kv = []
-        for k, v, *_ in out.past_key_values:
-            H, D = k.shape[1], k.shape[3]
-
-            def merge(x: torch.Tensor) -> torch.Tensor:  # (B*N, H, P+L, D) -> (B, H, P + N*L, D)
-                head = x[::N, :, :P]
-                docs = x[:, :, P:].reshape(B, N, H, L, D).permute(0, 2, 1, 3, 4).reshape(B, H, N * L, D)
-                return torch.cat([head, docs], dim=2)
-
-            kv.append((merge(k), merge(v)))
+            ids[i, : len(d)] = torch.tensor(d, dtype=torch.long)
+            attn[i, P : P + len(d)] = 1
+        cache = DynamicCache(ddp_cache_data=[(k.expand(B * N, -1, -1, -1), v.expand(B * N, -1, -1, -1)) for k, v in head_kv])
+        out = base(input_ids=ids, attention_mask=attn, position_ids=torch.arange(P, P + L).expand(B * N, -1),
+                   past_key_values=cache, use_cache=True)
+        kv = [
+            (_merge_docs(hk, k[:, :, P:], B, N), _merge_docs(hv, v[:, :, P:], B, N))
+            for (hk, hv), (k, v, *_) in zip(head_kv, out.past_key_values, strict=True)
+        ]
         key_doc = torch.cat([torch.full((P,), -1), torch.arange(N).repeat_interleave(L)]).expand(B, -1)
         lengths = torch.tensor([[len(d) for d in row] for row in doc_ids])  # (B, N)
         in_doc = torch.arange(L).expand(B, N, L) < lengths.unsqueeze(-1)
@@ -173,9 +176,9 @@ class DecoderReader:
         rows, answer_len = zip(*(self._query_ids(ex, with_answer) for ex in examples), strict=True)
         # The question starts after the longest of its own candidates: the same position whatever the mask.
         starts = [P + int(lengths[b].max()) for b in range(B)]
-        t = self._left_pad(list(rows), starts)
+        q = self._left_pad(list(rows), starts)
         return DecoderContext(
-            **t, answer_len=torch.tensor(answer_len), num_docs=N, kv=kv, key_doc=key_doc.clone(), key_valid=key_valid
+            **q, answer_len=torch.tensor(answer_len), num_docs=N, kv=kv, key_doc=key_doc.clone(), key_valid=key_valid
         )
 
     # ---- scoring ------------------------------------------------------------------------------
@@ -254,6 +257,13 @@ class DecoderReader:
         gen = torch.stack(tokens, dim=1)
         texts = self.tokenizer.batch_decode(cut_at_eos(gen, self.tokenizer.eos_token_id), skip_special_tokens=True)
         return [t.strip().split("\n")[0].strip() for t in texts]
+
+
+def _merge_docs(head: torch.Tensor, docs: torch.Tensor, B: int, N: int) -> torch.Tensor:
+    """Prefix (1, H, P, D) + docs (B*N, H, L, D) -> one key/value sequence per question (B, H, P + N*L, D)."""
+    _, H, L, D = docs.shape
+    docs = docs.reshape(B, N, H, L, D).permute(0, 2, 1, 3, 4).reshape(B, H, N * L, D)
+    return torch.cat([head.expand(B, -1, -1, -1), docs], dim=2)
 
 
 def _repeat(x: torch.Tensor, m: int) -> torch.Tensor:

