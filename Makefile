@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/gumbel-rerank train configs/default.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check gumbel_rerank tests bench
+	$(BIN)/ruff check gumbel_rerank tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Mutation check: each line breaks the math on purpose; the named tests must fail (prints "caught").
+cd "$(dirname "$0")/.."
+run() { # file, python-replace-from, to, tests
+  cp "$1" /tmp/orig_file
+  python3 -c "import sys; p,a,b=sys.argv[1:4]; s=open(p).read(); assert a in s, a; open(p,'w').write(s.replace(a,b,1))" "$1" "$2" "$3"
+  if timeout 600 .venv/bin/python -m pytest -q -x $4 > /tmp/mut.log 2>&1; then echo "NOT CAUGHT: $2 -> $3"; else echo "caught: $2 -> $3 ($(grep -m1 FAILED /tmp/mut.log))"; fi
+  cp /tmp/orig_file "$1"
+}
+run gumbel_rerank/masking.py "return torch.log(weights.clamp_min" "return -torch.log(weights.clamp_min" tests/test_readers.py
+run gumbel_rerank/topk.py "draws = torch.softmax((kappa * scores.unsqueeze(0) + noise) / tau, dim=-1)" "draws = ((kappa * scores.unsqueeze(0) + noise) / tau).exp()" tests/test_topk.py
+run gumbel_rerank/readers/base.py "    model.requires_grad_(False)" "    pass" "tests/test_readers.py tests/test_objectives.py"
+run gumbel_rerank/objectives/gumbel.py "nll = answer_nll(reader, batch, weights)" "nll = -answer_nll(reader, batch, weights)" tests/test_objectives.py
+run gumbel_rerank/readers/decoder.py "bias = torch.where(same_doc.unsqueeze(1), torch.zeros((), dtype=dtype), kb.unsqueeze(2))" "bias = torch.zeros_like(kb.unsqueeze(2).expand(-1, -1, kb.shape[-1], -1))" tests/test_readers.py
