@@ -16,7 +16,7 @@ from .config import load as load_config
 from .data.schema import DataError
 
 METRIC_ORDER = ("R@2", "R@4", "R@5", "FullSupport@2", "FullSupport@4", "FullSupport@5", "RR", "nDCG@4", "nDCG@5",
-                "bridge_R@2", "bridge_R@4", "bridge_R@5", "bridge_RR", "EM", "F1")
+                "answer_R@2", "answer_R@4", "answer_R@5", "bridge_R@2", "bridge_R@4", "bridge_R@5", "bridge_RR", "EM", "F1")
 
 
 def _fmt(value: Any) -> str:

@@ -41,10 +41,12 @@ def retrieval_metrics(examples: Sequence[Example], scores: Sequence[Sequence[flo
         ranking = rank(s)
         gold = {i for i, d in enumerate(ex.docs) if d.is_gold}
         bridge = {i for i, d in enumerate(ex.docs) if d.is_bridge}
+        direct = gold - bridge  # gold docs that contain the answer
         for k in ks:
             add(f"R@{k}", recall_at_k(ranking, gold, k))
             add(f"FullSupport@{k}", full_support_at_k(ranking, gold, k))
             add(f"nDCG@{k}", ndcg_at_k(ranking, gold, k))
+            add(f"answer_R@{k}", recall_at_k(ranking, direct, k))
             add(f"bridge_R@{k}", recall_at_k(ranking, bridge, k))
             add(f"bridge_nDCG@{k}", ndcg_at_k(ranking, bridge, k))
         add("RR", reciprocal_rank(ranking, gold))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 import torch
@@ -49,20 +50,20 @@ def byte_tokenizer(post: str) -> PreTrainedTokenizerFast:
 VOCAB = len(SPECIALS) + 256
 
 
-def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+def _tiny_causal(config_cls: type, model_cls: type, seed: int) -> Any:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    return LlamaForCausalLM(cfg)
+    cfg = config_cls(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                     pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return model_cls(cfg)
+
+
+def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    return _tiny_causal(LlamaConfig, LlamaForCausalLM, seed)
 
 
 def tiny_qwen2(seed: int = 0) -> Qwen2ForCausalLM:
-    torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    return Qwen2ForCausalLM(cfg)
+    return _tiny_causal(Qwen2Config, Qwen2ForCausalLM, seed)
 
 
 def tiny_t5(seed: int = 0) -> T5ForConditionalGeneration:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from gumbel_rerank.data import generate, read_examples
 from gumbel_rerank.data.formats import parse_record
-from gumbel_rerank.data.schema import DataError, contains_answer, read_jsonl, write_jsonl
+from gumbel_rerank.data.schema import DataError, contains_answer, write_jsonl
 
 
 def test_synthetic_is_deterministic_and_labelled() -> None:
@@ -38,7 +39,6 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
     examples = generate(5)
     path = tmp_path / "x.jsonl"
     write_jsonl(examples, path)
-    assert list(read_jsonl(path)) == examples
     assert list(read_examples(path)) == examples
 
 
@@ -93,10 +93,8 @@ keys = st.sampled_from(["id", "question", "answers", "docs", "context", "support
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(keys, json_values, max_size=6))
 def test_fuzzed_records_raise_only_data_errors(record: dict[str, object]) -> None:
-    try:
+    with contextlib.suppress(DataError):
         parse_record(record, "fuzz:1")
-    except DataError:
-        pass
 
 
 @settings(max_examples=100, deadline=None)
@@ -106,10 +104,8 @@ def test_fuzzed_files_raise_only_data_errors(text: str) -> None:
 
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as f:
         f.write(text)
-    try:
+    with contextlib.suppress(DataError):
         list(read_examples(f.name))
-    except DataError:
-        pass
 
 
 def test_real_hotpotqa_files_load_when_present() -> None:

@@ -61,7 +61,10 @@ def read_examples(path: str | Path) -> Iterator[Example]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}); convert the file to UTF-8") from None
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -95,20 +95,6 @@ def example_from_json(record: object, where: str) -> Example:
         raise DataError(f"{where}: every doc needs 'id' and 'text' ({err!r})") from None
     ex = Example(str(record["id"]), str(record["question"]), tuple(str(a) for a in record["answers"]), docs)
     return validate(ex, where)
-
-
-def read_jsonl(path: str | Path) -> Iterator[Example]:
-    """Read schema records, one JSON object per line; blank lines are skipped."""
-    path = Path(path)
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}); each line must be one JSON object") from None
-            yield example_from_json(record, f"{path}:{lineno}")
 
 
 def write_jsonl(examples: Iterable[Example], path: str | Path) -> None:

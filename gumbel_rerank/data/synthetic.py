@@ -3,10 +3,10 @@
 Each question names an entity E. One gold doc (the *bridge*) links E to a second entity X and does
 not contain the answer; the other gold doc gives the answer about X and does not mention E. The
 distractors have the same shapes: docs about E with other relations (one of them starts a
-competing chain), bridge-shaped docs about other entities, and answer-shaped docs about other
-X's. All names are invented from syllables, so the reader cannot answer from memory: it has to
-read both gold docs. A doc scored on its own cannot tell the right answer doc from its
-same-shaped distractors, which is what makes these questions a test of end-to-end training.
+competing chain with its own answer-shaped doc) and bridge-shaped docs about other entities.
+All names are invented from syllables, so the reader cannot answer from memory: it has to read
+the docs. A doc scored on its own cannot tell the right answer doc from its same-shaped
+distractor, which is what makes these questions a test of end-to-end training.
 """
 
 from __future__ import annotations
@@ -103,19 +103,25 @@ def _chain_docs(chain: Chain, names: NameMaker) -> tuple[str, str, str, str, str
 
 
 def make_example(rng: random.Random, index: int, num_docs: int, hard_negatives: int = 2) -> Example:
-    """One question: 2 gold docs and ``num_docs - 2`` distractors of the same shapes, shuffled."""
+    """One question: 2 gold docs and ``num_docs - 2`` distractors of the same shapes, shuffled.
+
+    Distractors, in order of filling: ``hard_negatives`` docs about the question's entity with
+    another relation; one answer-shaped doc about the first of those docs' second-hop entity (a
+    competing chain); then bridge-shaped docs about other entities.
+    """
     names = NameMaker(rng)  # names are unique within a question
     chain = CHAINS[index % len(CHAINS)]
     e, x, a, bridge, answer = _chain_docs(chain, names)
     docs = [(e, bridge, True), (x, answer, True)]
     pool: list[tuple[str, str, bool]] = []
-    for template in chain.other[:hard_negatives]:  # docs about e with other relations, each with a second hop
+    for i, template in enumerate(chain.other[:hard_negatives]):
         y = chain.make_x(names)
         pool.append((e, template.format(e=e, y=y), False))
-        pool.append((y, chain.answer.format(x=y, a=chain.make_a(names)), False))
-    while len(pool) < num_docs:  # bridge-shaped and answer-shaped docs about other entities
-        e2, x2, _, bridge2, answer2 = _chain_docs(chain, names)
-        pool += [(e2, bridge2, False), (x2, answer2, False)]
+        if i == 0:
+            pool.append((y, chain.answer.format(x=y, a=chain.make_a(names)), False))
+    while len(pool) < num_docs:
+        e2, _, _, bridge2, _ = _chain_docs(chain, names)
+        pool.append((e2, bridge2, False))
     docs += pool[: num_docs - 2]
     rng.shuffle(docs)
     return Example(
