@@ -76,7 +76,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     """How much the reader's answer likelihood depends on the gold docs (answer NLL per token)."""
     from .data import load_splits
-    from .probe import reader_dependence
+    from .probe import reader_dependence, weight_gradients
     from .train import build_reader
 
     cfg = load_config(args.config, args.overrides)
@@ -86,7 +86,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     print(f"answer NLL per token, {cfg.reader.model} ({cfg.reader.layout}), {min(args.questions, len(held_out))} "
           "held-out questions (lower = the reader finds the answer more likely):")
     for view, value in result.items():
-        print(f"  {view:<32} {_fmt(value)}")
+        print(f"  {view:<38} {_fmt(value)}")
+    print("gradient of the answer NLL w.r.t. each doc's weight, all docs at w=0.5 (negative = the reader wants it):")
+    for kind, value in weight_gradients(reader, held_out[: args.questions]).items():
+        print(f"  {kind:<38} {value:+.3f}")
     return 0
 
 

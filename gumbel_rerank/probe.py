@@ -33,3 +33,23 @@ def reader_dependence(reader: Reader, examples: list[Example], batch_size: int =
     result = {view: float(t) / len(examples) for view, t in zip(VIEWS, totals, strict=True)}
     result["share: both gold < answer + 2 distr."] = gold_wins / len(examples)
     return result
+
+
+def weight_gradients(reader: Reader, examples: list[Example], *, weight: float = 0.5,
+                     batch_size: int = 4) -> dict[str, float]:
+    """Mean d(answer NLL)/d(w_i) by doc kind with every doc at ``weight``: the signal G-Rerank follows.
+
+    Negative = the reader wants more of that kind of doc; positive = less.
+    """
+    sums: dict[str, list[float]] = {"answer doc (gold)": [], "bridge doc (gold)": [], "distractor": []}
+    for i in range(0, len(examples), batch_size):
+        batch = examples[i : i + batch_size]
+        N = max(len(ex.docs) for ex in batch)
+        w = torch.full((len(batch), 1, N), weight, requires_grad=True)
+        (-reader.answer_logprob(reader.prepare(batch), w).mean()).sum().backward()
+        assert w.grad is not None
+        for b, ex in enumerate(batch):
+            for n, d in enumerate(ex.docs):
+                kind = "bridge doc (gold)" if d.is_bridge else "answer doc (gold)" if d.is_gold else "distractor"
+                sums[kind].append(float(w.grad[b, 0, n]))
+    return {f"dNLL/dw, {kind}": sum(v) / len(v) for kind, v in sums.items() if v}
