@@ -143,9 +143,12 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
     after = evaluate(cfg, reranker, reader, held_out, progress=progress)
     report = {"before": before, "after": after, "seconds_per_step": seconds_per_step, "skipped_steps": skipped,
               "train_questions": len(train_set), "held_out_questions": len(held_out)}
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=_nan_to_none))
+    (run_dir / "report.json").write_text(json.dumps(_no_nan(report), indent=2))
     return TrainResult(run_dir, before, after, seconds_per_step, skipped)
 
 
-def _nan_to_none(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else str(value)
+def _no_nan(value: Any) -> Any:
+    """Strict JSON: NaN (a metric with no relevant doc anywhere) becomes null."""
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value

@@ -120,3 +120,16 @@ def test_bad_data_records_name_file_and_line(tmp_path: Path, bert_dir: str, caps
     assert main(["train", "configs/default.yaml", *args, "-q"]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:2" in err and "empty answer" in err
+
+
+def test_cli_eval_compares_zero_shot_and_trained(tmp_path: Path, bert_dir: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = small_config(tmp_path, bert_dir, "eval.generate=false", "train.checkpoint_every=0")
+    reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=96)
+    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    result = train(cfg, progress=False, reranker=reranker, reader=reader)
+    capsys.readouterr()
+    assert main(["eval", str(result.run_dir), "eval.generate=false", "--json", str(tmp_path / "m.json")]) == 0
+    assert "| R@2 |" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert saved["after"]["R@2"] == pytest.approx(result.after["R@2"])
+    assert saved["before"]["R@2"] == pytest.approx(result.before["R@2"])
