@@ -54,20 +54,28 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    """Zero-shot vs trained reranker of a run, with run files and a paired test per metric."""
+    from .data import load_splits
+    from .evaluate import score_all
     from .rerankers import Reranker
+    from .runfiles import write_comparison
     from .train import build_reader, evaluate
 
     run_dir = Path(args.run_dir)
     cfg = load_config(run_dir / "config.yaml", args.overrides)
-    from .data import load_splits
-
     _, held_out = load_splits(cfg.data)
     reader = build_reader(cfg.reader) if cfg.eval.generate else None
     zero_shot = Reranker.from_pretrained(cfg.reranker.model, kind=cfg.reranker.kind,
                                          max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature)
-    before = evaluate(cfg, zero_shot, reader, held_out)
-    after = evaluate(cfg, Reranker.from_pretrained(str(run_dir / "reranker")), reader, held_out)
+    trained = Reranker.from_pretrained(str(run_dir / "reranker"))
+    before, after = evaluate(cfg, zero_shot, reader, held_out), evaluate(cfg, trained, reader, held_out)
     print(comparison_table(before, after))
+    tests = write_comparison(run_dir / "eval", held_out, score_all(zero_shot, held_out), score_all(trained, held_out),
+                             cfg.eval.ks)
+    print("\npaired permutation test per question (two-sided p-value of the change):")
+    for name, row in tests.items():
+        print(f"  {name:<16} {_fmt(row['before'])} -> {_fmt(row['after'])}   p = {row['p_value']:.4f}")
+    print(f"run files, qrels, per-question metrics and metrics.json: {run_dir / 'eval'}")
     if args.json:
         Path(args.json).write_text(json.dumps({"before": before, "after": after}, indent=2))
     return 0
@@ -93,6 +101,35 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert a dataset file to our JSONL schema and print what it holds and what was skipped."""
+    from .data import convert
+    from .data.schema import write_jsonl
+
+    loaded = convert.load(args.input, allow_no_docs=args.pool > 0)
+    if args.pool > 0:
+        from .data.pool import build_pools
+        from .rerankers import Reranker
+
+        extra = [] if not args.corpus else [d for ex in convert.load(args.corpus).examples for d in ex.docs]
+        encoder = Reranker.from_pretrained(args.encoder, kind="bi")
+        loaded.examples, stats = build_pools(loaded.examples, extra, n=args.pool, encoder=encoder)
+        print(f"pools: {args.pool} candidates per question from {stats.passages} passages; "
+              f"gold passage not retrieved for {stats.gold_not_retrieved} of {stats.questions} questions")
+    write_jsonl(loaded.examples, args.output)
+    s = convert.summary(loaded)
+    d = s["docs_per_question"]
+    print(f"{args.input}: formats {s['formats']}")
+    print(f"  questions {s['questions']}, docs per question {d['min']}-{d['max']} (mean {d['mean']:.2f}), "
+          f"gold per question {s['gold_per_question']:.2f}, bridge per question {s['bridge_per_question']:.2f}, "
+          f"with a bridge doc {s['share_with_bridge']:.1%}, without any gold doc {s['questions_without_gold']}")
+    print(f"  skipped {s['skipped']}: {s['skipped_by_reason'] or 'none'}")
+    for message in s["first_errors"]:
+        print(f"    e.g. {message}")
+    print(f"  written: {args.output}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gumbel-rerank", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -112,6 +149,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*")
     r.add_argument("--questions", type=int, default=40)
     r.set_defaults(func=cmd_probe)
+    d = sub.add_parser("data", help="dataset tools")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    c = dsub.add_parser("convert", help="detect the format, convert to our JSONL schema, print a summary")
+    c.add_argument("input")
+    c.add_argument("--output", required=True)
+    c.add_argument("--pool", type=int, default=0, help="retrieve this many candidates per question (NQ-open style)")
+    c.add_argument("--corpus", help="more passages to retrieve from (any supported file)")
+    c.add_argument("--encoder", default="all-minilm-l6-v2", help="bi-encoder used to build the pools")
+    c.set_defaults(func=cmd_convert)
     return p
 
 

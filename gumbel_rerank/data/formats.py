@@ -1,83 +1,160 @@
-"""Readers for dataset files: our JSONL schema, HotpotQA official records and the IRCoT format.
+"""Readers for dataset files in their official formats, detected per record from its keys.
 
-The format is detected per record from its keys, so JSON lists and JSON Lines both work.
+Supported: our JSONL schema; HotpotQA official records (distractor and fullwiki); the IRCoT
+processed format; MuSiQue; 2WikiMultihopQA (official keys, also in the pandas column layout whose
+list fields are stored as Python-literal strings); DPR/FiD-style records with ``ctxs`` (the
+NQ-open oracle file). JSON lists, JSON Lines, gzip and pandas ``to_json()`` layouts all load.
 """
 
 from __future__ import annotations
 
+import ast
+import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .schema import DataError, Doc, Example, contains_answer, example_from_json, validate
 
 
-def _hotpot_official(r: dict[str, Any], where: str) -> Example:
-    """Official HotpotQA: context [[title, [sentences]]], sentence-level supporting_facts -> doc-level gold."""
-    gold_titles = {t for t, _ in r.get("supporting_facts", [])}
-    answer = str(r["answer"])
-    docs = tuple(
-        Doc(id=f"{r['_id']}-{i}", title=str(title), text="".join(sents).strip(), is_gold=title in gold_titles,
-            has_answer=contains_answer("".join(sents), [answer]))
-        for i, (title, sents) in enumerate(r["context"])
+def _literal(value: Any) -> Any:
+    """2Wiki's pandas dump stores lists as Python-literal strings; parse them safely (no eval)."""
+    if isinstance(value, str) and value[:1] in "[(":
+        return ast.literal_eval(value)
+    return value
+
+
+def _docs(qid: str, items: list[tuple[str, str, bool]], answers: tuple[str, ...]) -> tuple[Doc, ...]:
+    return tuple(
+        Doc(id=f"{qid}-{i}", title=title, text=text, is_gold=gold, has_answer=contains_answer(text, answers))
+        for i, (title, text, gold) in enumerate(items)
     )
-    return validate(Example(str(r["_id"]), str(r["question"]), (answer,), docs), where)
+
+
+def _hotpot_official(r: dict[str, Any], where: str) -> Example:
+    """HotpotQA / 2Wiki: context [[title, [sentences]]]; sentence-level supporting_facts -> doc-level gold."""
+    qid = str(r.get("_id", r.get("_1", r.get("id"))))
+    gold_titles = {str(t) for t, _ in _literal(r.get("supporting_facts", []))}
+    answers = (str(r["answer"]),)
+    items = [(str(t), "".join(sents).strip(), str(t) in gold_titles) for t, sents in _literal(r["context"])]
+    return validate(Example(qid, str(r["question"]), answers, _docs(qid, items, answers)), where)
 
 
 def _ircot(r: dict[str, Any], where: str) -> Example:
     """IRCoT processed format: contexts [{title, paragraph_text, is_supporting}], answers_objects[{spans}]."""
     answers = tuple(str(s) for obj in r["answers_objects"] for s in obj.get("spans", []))
-    docs = tuple(
-        Doc(id=f"{r['question_id']}-{i}", title=str(c.get("title", "")), text=str(c["paragraph_text"]),
-            is_gold=bool(c.get("is_supporting", False)), has_answer=contains_answer(str(c["paragraph_text"]), answers))
-        for i, c in enumerate(r["contexts"])
+    qid = str(r["question_id"])
+    items = [(str(c.get("title", "")), str(c["paragraph_text"]), bool(c.get("is_supporting"))) for c in r["contexts"]]
+    return validate(Example(qid, str(r["question_text"]), answers, _docs(qid, items, answers)), where)
+
+
+def _musique(r: dict[str, Any], where: str) -> Example:
+    """MuSiQue: paragraphs [{idx, title, paragraph_text, is_supporting}], answer + answer_aliases."""
+    answers = (str(r["answer"]), *(str(a) for a in r.get("answer_aliases", [])))
+    qid = str(r["id"])
+    items = [(str(p.get("title", "")), str(p["paragraph_text"]), bool(p.get("is_supporting"))) for p in r["paragraphs"]]
+    return validate(Example(qid, str(r["question"]), answers, _docs(qid, items, answers)), where)
+
+
+def _dpr(r: dict[str, Any], where: str) -> Example:
+    """DPR / FiD records: question, answers, ctxs [{title, text, isgold?, hasanswer?}]."""
+    answers = tuple(str(a) for a in r["answers"])
+    qid = str(r.get("id", r.get("question_id", r["question"])))
+    items = [(str(c.get("title", "")), str(c["text"]), bool(c.get("isgold", c.get("is_gold", False)))) for c in r["ctxs"]]
+    return validate(Example(qid, str(r["question"]), answers, _docs(qid, items, answers)), where)
+
+
+def _no_docs(r: dict[str, Any], where: str) -> Example:
+    raise DataError(
+        f"{where}: a question with answers but no candidate docs (NQ-open style); "
+        "build a candidate pool first: gumbel-rerank data convert FILE --corpus PASSAGES.jsonl.gz"
     )
-    return validate(Example(str(r["question_id"]), str(r["question_text"]), answers, docs), where)
+
+
+FORMATS: list[tuple[str, Callable[[dict[str, Any]], bool], Callable[[dict[str, Any], str], Example]]] = [
+    ("schema", lambda r: "docs" in r, example_from_json),
+    ("musique", lambda r: "paragraphs" in r, _musique),
+    ("hotpotqa/2wiki", lambda r: "context" in r and "supporting_facts" in r, _hotpot_official),
+    ("ircot", lambda r: "contexts" in r and "question_text" in r, _ircot),
+    ("dpr", lambda r: "ctxs" in r, _dpr),
+    ("schema", lambda r: "question" in r and "answers" in r and "answer" not in r, example_from_json),
+    ("question-only", lambda r: "question" in r and ("answer" in r or "answers" in r), _no_docs),
+]
+
+
+def detect(r: Any) -> str:
+    """The name of the format a record is in ('unknown' if none)."""
+    if isinstance(r, dict):
+        for name, test, _ in FORMATS:
+            if test(r):
+                return name
+    return "unknown"
 
 
 def parse_record(r: Any, where: str) -> Example:
+    """One record in any supported format -> :class:`Example`; :class:`DataError` says where and why."""
     if not isinstance(r, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(r).__name__}")
-    try:
-        if "docs" in r or ("question" in r and "answers" in r):
-            return example_from_json(r, where)
-        if "context" in r and "supporting_facts" in r:
-            return _hotpot_official(r, where)
-        if "contexts" in r and "question_text" in r:
-            return _ircot(r, where)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-        if isinstance(err, DataError):
-            raise
-        raise DataError(f"{where}: malformed record ({err!r}); check it against the format's fields") from None
+    for _, test, parse in FORMATS:
+        if test(r):
+            try:
+                return parse(r, where)
+            except DataError:
+                raise
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError, SyntaxError, MemoryError) as err:
+                raise DataError(f"{where}: malformed record ({err!r}); check it against the format's fields") from None
     raise DataError(
-        f"{where}: unknown record format (keys {sorted(r)[:8]}); expected our schema (id, question, answers, docs), "
-        "official HotpotQA (context, supporting_facts) or IRCoT (question_text, contexts)"
+        f"{where}: unknown record format (keys {sorted(map(str, r))[:8]}); expected our schema (id, question, answers, "
+        "docs), HotpotQA/2Wiki (context, supporting_facts), IRCoT (question_text, contexts), MuSiQue (paragraphs) "
+        "or DPR (ctxs)"
     )
 
 
-def read_examples(path: str | Path) -> Iterator[Example]:
-    """Examples from a JSON list or a JSON Lines file, in file order."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"data file {str(path)!r} does not exist")
+def _records(path: Path) -> Iterator[tuple[Any, str]]:
+    """(record, 'file:line') pairs from JSON (list or pandas column layout), JSON Lines, optionally gzip."""
+    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (byte {err.start}); convert the file to UTF-8") from None
-    if text.lstrip().startswith("["):
+        with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+            text = f.read()
+    except (UnicodeDecodeError, OSError, EOFError) as err:
+        raise DataError(f"{path}: cannot read as UTF-8 text ({err}); give a JSON, JSON Lines or .gz file") from None
+    head = text.lstrip()[:1]
+    if head in "[{" and (head == "[" or "\n" not in text.strip()):
         try:
-            records = json.loads(text)
+            data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
-        for i, r in enumerate(records):
-            yield parse_record(r, f"{path}[{i}]")
-        return
+            if head == "[":
+                raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+            data = None
+        if isinstance(data, list):
+            yield from ((r, f"{path}[{i}]") for i, r in enumerate(data))
+            return
+        if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
+            columns = list(data)  # pandas DataFrame.to_json(): {column: {row: value}}
+            rows = list(data[columns[0]])
+            yield from (({c: data[c].get(row) for c in columns}, f"{path}[row {row}]") for row in rows)
+            return
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            r = json.loads(line)
+            yield json.loads(line), f"{path}:{lineno}"
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}); each line must be one JSON object") from None
-        yield parse_record(r, f"{path}:{lineno}")
+            yield DataError(f"{path}:{lineno}: not valid JSON ({err.msg}); each line must be one JSON object"), ""
+
+
+def read_examples(path: str | Path, on_error: Callable[[DataError], None] | None = None) -> Iterator[Example]:
+    """Examples in file order. Without ``on_error`` the first bad record raises; with it, it is reported and skipped."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file {str(path)!r} does not exist")
+    for record, where in _records(path):
+        try:
+            if isinstance(record, DataError):
+                raise record
+            yield parse_record(record, where)
+        except DataError as err:
+            if on_error is None:
+                raise
+            on_error(err)

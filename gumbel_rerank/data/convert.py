@@ -1,0 +1,80 @@
+"""``gumbel-rerank data convert``: any supported file -> our JSONL schema, with a summary.
+
+Bad records are never dropped silently: each is reported with file and line and counted by reason.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .formats import _records, detect, parse_record
+from .schema import DataError, Example
+
+
+@dataclass
+class Loaded:
+    examples: list[Example] = field(default_factory=list)
+    errors: list[DataError] = field(default_factory=list)
+    formats: Counter[str] = field(default_factory=Counter)
+
+
+def load(path: str | Path, *, allow_no_docs: bool = False) -> Loaded:
+    """Every record of ``path``; question-only records become doc-less examples if ``allow_no_docs``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file {str(path)!r} does not exist")
+    out = Loaded()
+    for record, where in _records(path):
+        if isinstance(record, DataError):
+            out.errors.append(record)
+            continue
+        fmt = detect(record)
+        out.formats[fmt] += 1
+        try:
+            if fmt == "question-only" and allow_no_docs:
+                out.examples.append(_question_only(record, where))
+            else:
+                out.examples.append(parse_record(record, where))
+        except DataError as err:
+            out.errors.append(err)
+    return out
+
+
+def _question_only(r: dict[str, Any], where: str) -> Example:
+    answers = r.get("answers", r.get("answer"))
+    answers = [answers] if isinstance(answers, str) else answers
+    if not isinstance(answers, list) or not answers or not str(answers[0]).strip() or not str(r["question"]).strip():
+        raise DataError(f"{where}: a question-only record needs a non-empty question and answer(s)")
+    return Example(str(r.get("id", r["question"])), str(r["question"]), tuple(str(a) for a in answers), ())
+
+
+def reason(err: DataError) -> str:
+    """The reason part of an error message (after 'file:line: '), for counting."""
+    text = str(err).split(": ", 1)[-1]
+    return re.sub(r"'[^']*'", "'…'", text.split(";")[0].split(" (")[0])  # ids out, so reasons group
+
+
+def summary(loaded: Loaded) -> dict[str, Any]:
+    exs = loaded.examples
+    docs = [len(ex.docs) for ex in exs]
+    gold = [sum(d.is_gold for d in ex.docs) for ex in exs]
+    bridge = [sum(d.is_bridge for d in ex.docs) for ex in exs]
+    skipped = Counter(reason(e) for e in loaded.errors)
+    return {
+        "formats": dict(loaded.formats),
+        "questions": len(exs),
+        "docs_per_question": {"min": min(docs, default=0), "mean": statistics.fmean(docs) if docs else 0.0,
+                              "max": max(docs, default=0)},
+        "gold_per_question": statistics.fmean(gold) if gold else 0.0,
+        "bridge_per_question": statistics.fmean(bridge) if bridge else 0.0,
+        "share_with_bridge": sum(b > 0 for b in bridge) / len(exs) if exs else 0.0,
+        "questions_without_gold": sum(g == 0 for g in gold),
+        "skipped": sum(skipped.values()),
+        "skipped_by_reason": dict(skipped),
+        "first_errors": [str(e) for e in loaded.errors[:3]],
+    }

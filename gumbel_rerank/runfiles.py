@@ -1,0 +1,95 @@
+"""Standard outputs: TREC run files and qrels, per-question metrics, and paired significance tests."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from .data.schema import Example
+from .metrics import full_support_at_k, ndcg_at_k, rank, recall_at_k, reciprocal_rank
+
+
+def write_trec_run(examples: Sequence[Example], scores: Sequence[Sequence[float]], path: str | Path, tag: str) -> None:
+    """``qid Q0 docid rank score tag`` per line, best first (ties to the lower index, as :func:`rank`)."""
+    with Path(path).open("w") as f:
+        for ex, s in zip(examples, scores, strict=True):
+            for pos, i in enumerate(rank(s), 1):
+                f.write(f"{ex.id} Q0 {ex.docs[i].id} {pos} {s[i]:.6f} {tag}\n")
+
+
+def write_qrels(examples: Sequence[Example], path: str | Path) -> None:
+    """``qid 0 docid relevance`` for every candidate (1 = gold)."""
+    with Path(path).open("w") as f:
+        for ex in examples:
+            for d in ex.docs:
+                f.write(f"{ex.id} 0 {d.id} {int(d.is_gold)}\n")
+
+
+def per_question(examples: Sequence[Example], scores: Sequence[Sequence[float]], ks: Sequence[int]) -> list[dict[str, float]]:
+    """One dict of metric values per question (ir_measures-style names; NaN where undefined)."""
+    rows = []
+    for ex, s in zip(examples, scores, strict=True):
+        ranking = rank(s)
+        gold = {i for i, d in enumerate(ex.docs) if d.is_gold}
+        bridge = {i for i, d in enumerate(ex.docs) if d.is_bridge}
+        row: dict[str, float] = {"RR": reciprocal_rank(ranking, gold), "bridge_RR": reciprocal_rank(ranking, bridge)}
+        for k in ks:
+            row[f"R@{k}"] = recall_at_k(ranking, gold, k)
+            row[f"FullSupport@{k}"] = full_support_at_k(ranking, gold, k)
+            row[f"nDCG@{k}"] = ndcg_at_k(ranking, gold, k)
+            row[f"bridge_R@{k}"] = recall_at_k(ranking, bridge, k)
+        rows.append(row)
+    return rows
+
+
+def paired_permutation_test(a: Sequence[float], b: Sequence[float], *, rounds: int = 10_000, seed: int = 0) -> float:
+    """Two-sided p-value of mean(b - a) under random sign flips of the paired differences.
+
+    Pairs with a NaN on either side are left out. Exact enumeration when there are at most 16 pairs.
+    """
+    diffs = [y - x for x, y in zip(a, b, strict=True) if not (math.isnan(x) or math.isnan(y))]
+    if not diffs or all(d == 0 for d in diffs):
+        return 1.0
+    observed = abs(sum(diffs))
+    if len(diffs) <= 16:
+        signs = ([1 - 2 * ((m >> i) & 1) for i in range(len(diffs))] for m in range(2 ** len(diffs)))
+        totals = [abs(sum(s * d for s, d in zip(sg, diffs, strict=True))) for sg in signs]
+        return sum(t >= observed - 1e-12 for t in totals) / len(totals)
+    rng = random.Random(seed)
+    hits = sum(abs(sum(d if rng.random() < 0.5 else -d for d in diffs)) >= observed - 1e-12 for _ in range(rounds))
+    return (hits + 1) / (rounds + 1)
+
+
+def write_comparison(out_dir: str | Path, examples: Sequence[Example], before: Sequence[Sequence[float]],
+                     after: Sequence[Sequence[float]], ks: Sequence[int]) -> dict[str, dict[str, float]]:
+    """Run files, qrels, per-question JSONL and metrics.json (with a paired test per metric) in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_qrels(examples, out / "qrels.txt")
+    write_trec_run(examples, before, out / "before.run", "zero-shot")
+    write_trec_run(examples, after, out / "after.run", "trained")
+    rows_b, rows_a = per_question(examples, before, ks), per_question(examples, after, ks)
+    with (out / "per_question.jsonl").open("w") as f:
+        for ex, rb, ra in zip(examples, rows_b, rows_a, strict=True):
+            f.write(json.dumps({"id": ex.id, "before": _clean(rb), "after": _clean(ra)}) + "\n")
+    result = {}
+    for name in rows_b[0] if rows_b else []:
+        xs, ys = [r[name] for r in rows_b], [r[name] for r in rows_a]
+        mb, ma = _mean(xs), _mean(ys)
+        result[name] = {"before": mb, "after": ma, "p_value": paired_permutation_test(xs, ys)}
+    (out / "metrics.json").write_text(json.dumps(_clean(result), indent=2))
+    return result
+
+
+def _mean(values: Sequence[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def _clean(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
