@@ -122,7 +122,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     print(f"{args.input}: formats {s['formats']}")
     print(f"  questions {s['questions']}, docs per question {d['min']}-{d['max']} (mean {d['mean']:.2f}), "
           f"gold per question {s['gold_per_question']:.2f}, bridge per question {s['bridge_per_question']:.2f}, "
-          f"with a bridge doc {s['share_with_bridge']:.1%}, without any gold doc {s['questions_without_gold']}")
+          f"with a bridge doc {s['share_with_bridge']:.1%}, without any gold doc {s['questions_without_gold']}, "
+          f"missing a gold doc {s['questions_missing_a_gold_doc']}")
+    for message in s["first_warnings"]:
+        print(f"    e.g. {message}")
     print(f"  skipped {s['skipped']}: {s['skipped_by_reason'] or 'none'}")
     for message in s["first_errors"]:
         print(f"    e.g. {message}")

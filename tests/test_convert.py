@@ -64,3 +64,6 @@ def test_real_files_convert_with_expected_counts() -> None:
     mus = summary(load(root / "musique" / "musique_ans_dev_200.jsonl"))
     assert mus["questions"] == 200 and mus["docs_per_question"]["mean"] == 20
     assert mus["gold_per_question"] == pytest.approx((145 * 2 + 32 * 3 + 23 * 4) / 200)  # SOURCE.md hop counts
+    fullwiki = summary(load(root / "hotpotqa" / "hotpot_dev_fullwiki_500.jsonl"))
+    assert fullwiki["questions"] - fullwiki["questions_missing_a_gold_doc"] == 151  # SOURCE.md: both gold for 151/500
+    assert fullwiki["skipped"] == 2

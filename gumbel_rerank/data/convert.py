@@ -21,6 +21,7 @@ class Loaded:
     examples: list[Example] = field(default_factory=list)
     errors: list[DataError] = field(default_factory=list)
     formats: Counter[str] = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)  # kept, but worth knowing (e.g. gold docs missing)
 
 
 def load(path: str | Path, *, allow_no_docs: bool = False) -> Loaded:
@@ -40,9 +41,22 @@ def load(path: str | Path, *, allow_no_docs: bool = False) -> Loaded:
                 out.examples.append(_question_only(record, where))
             else:
                 out.examples.append(parse_record(record, where))
+                _check_gold_present(record, fmt, where, out.warnings)
         except DataError as err:
             out.errors.append(err)
     return out
+
+
+def _check_gold_present(r: dict[str, Any], fmt: str, where: str, warnings: list[str]) -> None:
+    """HotpotQA/2Wiki name their gold docs by title: say when one is not among the candidates."""
+    if fmt != "hotpotqa/2wiki":
+        return
+    from .formats import _literal
+
+    titles = {str(t) for t, _ in _literal(r["context"])}
+    missing = sorted({str(t) for t, _ in _literal(r.get("supporting_facts", []))} - titles)
+    if missing:
+        warnings.append(f"{where}: gold doc(s) {missing} missing from the candidates; question kept, counted")
 
 
 def _question_only(r: dict[str, Any], where: str) -> Example:
@@ -74,6 +88,8 @@ def summary(loaded: Loaded) -> dict[str, Any]:
         "bridge_per_question": statistics.fmean(bridge) if bridge else 0.0,
         "share_with_bridge": sum(b > 0 for b in bridge) / len(exs) if exs else 0.0,
         "questions_without_gold": sum(g == 0 for g in gold),
+        "questions_missing_a_gold_doc": len(loaded.warnings),
+        "first_warnings": loaded.warnings[:2],
         "skipped": sum(skipped.values()),
         "skipped_by_reason": dict(skipped),
         "first_errors": [str(e) for e in loaded.errors[:3]],
