@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -111,7 +112,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
         from .data.pool import build_pools
         from .rerankers import Reranker
 
-        extra = [] if not args.corpus else [d for ex in convert.load(args.corpus).examples for d in ex.docs]
+        corpus = convert.load(args.corpus).examples if args.corpus else []
+        # a question-only record whose question is in the corpus file takes that record's gold passages
+        gold_by_question = {ex.question: tuple(d for d in ex.docs if d.is_gold) for ex in corpus}
+        loaded.examples = [ex if ex.docs else dataclasses.replace(ex, docs=gold_by_question.get(ex.question, ()))
+                           for ex in loaded.examples]
+        extra = [d for ex in corpus for d in ex.docs]
         encoder = Reranker.from_pretrained(args.encoder, kind="bi")
         loaded.examples, stats = build_pools(loaded.examples, extra, n=args.pool, encoder=encoder)
         print(f"pools: {args.pool} candidates per question from {stats.passages} passages; "

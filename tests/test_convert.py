@@ -67,3 +67,25 @@ def test_real_files_convert_with_expected_counts() -> None:
     fullwiki = summary(load(root / "hotpotqa" / "hotpot_dev_fullwiki_500.jsonl"))
     assert fullwiki["questions"] - fullwiki["questions_missing_a_gold_doc"] == 151  # SOURCE.md: both gold for 151/500
     assert fullwiki["skipped"] == 2
+
+
+def test_pools_from_a_corpus_link_gold_and_answers(tmp_path: Path, bert_dir: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "oracle.jsonl"
+    rows = [{"question": f"question {i}?", "answers": [f"answer{i}"],
+             "ctxs": [{"title": f"T{i}", "text": f"Text {i} says answer{i}.", "isgold": True, "hasanswer": True}]}
+            for i in range(6)]
+    corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    questions = tmp_path / "nq.jsonl"
+    questions.write_text("\n".join(json.dumps({"question": f"question {i}?", "answer": [f"answer{i}"]})
+                                   for i in (0, 3, 9)) + "\n")
+    out = tmp_path / "out.jsonl"
+    args = ["data", "convert", str(questions), "--output", str(out), "--pool", "6", "--corpus", str(corpus),
+            "--encoder", bert_dir]
+    assert main(args) == 0
+    examples = list(read_examples(out))
+    assert [len(ex.docs) for ex in examples] == [6, 6, 6]  # every corpus passage is a candidate here
+    assert sum(d.is_gold for d in examples[0].docs) == 1 and sum(d.is_gold for d in examples[2].docs) == 0
+    gold = next(d for d in examples[1].docs if d.is_gold)
+    assert gold.text == "Text 3 says answer3." and gold.has_answer
+    assert "gold passage not retrieved for 0" in capsys.readouterr().out
