@@ -30,28 +30,32 @@ def score_all(reranker: Reranker, examples: Sequence[Example], *, batch_size: in
     return out
 
 
-def retrieval_metrics(examples: Sequence[Example], scores: Sequence[Sequence[float]], ks: Sequence[int]) -> dict[str, float]:
-    """Gold and bridge-doc ranking metrics, averaged over questions (ir_measures-style names)."""
-    per: dict[str, list[float]] = {}
-
-    def add(name: str, value: float) -> None:
-        per.setdefault(name, []).append(value)
-
+def per_question(examples: Sequence[Example], scores: Sequence[Sequence[float]], ks: Sequence[int]) -> list[dict[str, float]]:
+    """Gold, answer-doc and bridge-doc ranking metrics per question (ir_measures-style names; NaN if undefined)."""
+    rows = []
     for ex, s in zip(examples, scores, strict=True):
         ranking = rank(s)
         gold = {i for i, d in enumerate(ex.docs) if d.is_gold}
         bridge = {i for i, d in enumerate(ex.docs) if d.is_bridge}
         direct = gold - bridge  # gold docs that contain the answer
+        row: dict[str, float] = {}
         for k in ks:
-            add(f"R@{k}", recall_at_k(ranking, gold, k))
-            add(f"FullSupport@{k}", full_support_at_k(ranking, gold, k))
-            add(f"nDCG@{k}", ndcg_at_k(ranking, gold, k))
-            add(f"answer_R@{k}", recall_at_k(ranking, direct, k))
-            add(f"bridge_R@{k}", recall_at_k(ranking, bridge, k))
-            add(f"bridge_nDCG@{k}", ndcg_at_k(ranking, bridge, k))
-        add("RR", reciprocal_rank(ranking, gold))
-        add("bridge_RR", reciprocal_rank(ranking, bridge))
-    return {name: mean(values) for name, values in per.items()}
+            row[f"R@{k}"] = recall_at_k(ranking, gold, k)
+            row[f"FullSupport@{k}"] = full_support_at_k(ranking, gold, k)
+            row[f"nDCG@{k}"] = ndcg_at_k(ranking, gold, k)
+            row[f"answer_R@{k}"] = recall_at_k(ranking, direct, k)
+            row[f"bridge_R@{k}"] = recall_at_k(ranking, bridge, k)
+            row[f"bridge_nDCG@{k}"] = ndcg_at_k(ranking, bridge, k)
+        row["RR"] = reciprocal_rank(ranking, gold)
+        row["bridge_RR"] = reciprocal_rank(ranking, bridge)
+        rows.append(row)
+    return rows
+
+
+def retrieval_metrics(examples: Sequence[Example], scores: Sequence[Sequence[float]], ks: Sequence[int]) -> dict[str, float]:
+    """:func:`per_question` averaged over the questions where each metric is defined."""
+    rows = per_question(examples, scores, ks)
+    return {name: mean([r[name] for r in rows]) for name in (rows[0] if rows else {})}
 
 
 def reader_metrics(reader: Reader, examples: Sequence[Example], scores: Sequence[Sequence[float]], *, k: int,

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data.schema import Example
-from .metrics import full_support_at_k, ndcg_at_k, rank, recall_at_k, reciprocal_rank
+from .evaluate import per_question
+from .metrics import mean, rank
 
 
 def write_trec_run(examples: Sequence[Example], scores: Sequence[Sequence[float]], path: str | Path, tag: str) -> None:
@@ -26,23 +27,6 @@ def write_qrels(examples: Sequence[Example], path: str | Path) -> None:
         for ex in examples:
             for d in ex.docs:
                 f.write(f"{ex.id} 0 {d.id} {int(d.is_gold)}\n")
-
-
-def per_question(examples: Sequence[Example], scores: Sequence[Sequence[float]], ks: Sequence[int]) -> list[dict[str, float]]:
-    """One dict of metric values per question (ir_measures-style names; NaN where undefined)."""
-    rows = []
-    for ex, s in zip(examples, scores, strict=True):
-        ranking = rank(s)
-        gold = {i for i, d in enumerate(ex.docs) if d.is_gold}
-        bridge = {i for i, d in enumerate(ex.docs) if d.is_bridge}
-        row: dict[str, float] = {"RR": reciprocal_rank(ranking, gold), "bridge_RR": reciprocal_rank(ranking, bridge)}
-        for k in ks:
-            row[f"R@{k}"] = recall_at_k(ranking, gold, k)
-            row[f"FullSupport@{k}"] = full_support_at_k(ranking, gold, k)
-            row[f"nDCG@{k}"] = ndcg_at_k(ranking, gold, k)
-            row[f"bridge_R@{k}"] = recall_at_k(ranking, bridge, k)
-        rows.append(row)
-    return rows
 
 
 def paired_permutation_test(a: Sequence[float], b: Sequence[float], *, rounds: int = 10_000, seed: int = 0) -> float:
@@ -78,15 +62,10 @@ def write_comparison(out_dir: str | Path, examples: Sequence[Example], before: S
     result = {}
     for name in rows_b[0] if rows_b else []:
         xs, ys = [r[name] for r in rows_b], [r[name] for r in rows_a]
-        mb, ma = _mean(xs), _mean(ys)
+        mb, ma = mean(xs), mean(ys)
         result[name] = {"before": mb, "after": ma, "p_value": paired_permutation_test(xs, ys)}
     (out / "metrics.json").write_text(json.dumps(_clean(result), indent=2))
     return result
-
-
-def _mean(values: Sequence[float]) -> float:
-    kept = [v for v in values if not math.isnan(v)]
-    return sum(kept) / len(kept) if kept else math.nan
 
 
 def _clean(value: object) -> object:
