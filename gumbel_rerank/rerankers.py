@@ -19,7 +19,7 @@ from torch import nn
 
 from .data.schema import Example
 from .models import resolve
-from .readers.base import doc_text, num_docs
+from .readers.base import doc_text, doc_valid, num_docs
 
 log = logging.getLogger(__name__)
 MISSING = -1e4
@@ -65,7 +65,8 @@ class Reranker(nn.Module):
         meta = {"kind": self.kind, "max_length": self.max_length, "temperature": self.temperature}
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
 
-    def _embed(self, texts: list[str]) -> torch.Tensor:
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """Mean-pooled, L2-normalised embeddings (X, H) of ``texts``."""
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         hidden = self.encoder(**enc).last_hidden_state  # (X, L, H)
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -79,9 +80,9 @@ class Reranker(nn.Module):
                                  return_tensors="pt")
             return self.encoder(**enc).logits[:, 0]
         unique = list(dict.fromkeys(queries))
-        q = self._embed(unique)
+        q = self.embed(unique)
         qi = torch.tensor([unique.index(x) for x in queries])
-        return (q[qi] * self._embed(docs)).sum(-1) / self.temperature
+        return (q[qi] * self.embed(docs)).sum(-1) / self.temperature
 
     def score(self, examples: list[Example]) -> torch.Tensor:
         """(B, N) scores of every question's docs; missing slots get ``MISSING``."""
@@ -90,7 +91,4 @@ class Reranker(nn.Module):
         docs = [doc_text(d.title, d.text) for ex in examples for d in ex.docs]
         flat = self.score_pairs(queries, docs)
         out = torch.full((B, N), MISSING, dtype=flat.dtype)
-        valid = torch.zeros(B, N, dtype=torch.bool)
-        for b, ex in enumerate(examples):
-            valid[b, : len(ex.docs)] = True
-        return out.masked_scatter(valid, flat)
+        return out.masked_scatter(doc_valid(examples), flat)

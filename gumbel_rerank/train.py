@@ -52,11 +52,15 @@ def check_data(cfg: Config, train: list[Example], held_out: list[Example]) -> No
 
 
 def evaluate(cfg: Config, reranker: Reranker, reader: Reader | None, examples: list[Example],
-             *, progress: bool = True) -> dict[str, Any]:
-    """Ranking metrics at every k in ``eval.ks``, plus EM/F1 from the top-k docs if asked."""
+             *, progress: bool = True, scores: list[list[float]] | None = None) -> dict[str, Any]:
+    """Ranking metrics at every k in ``eval.ks``, plus EM/F1 from the top-k docs if asked.
+
+    ``scores`` are the reranker's scores of ``examples`` when the caller already has them.
+    """
     if not examples:
         return {}
-    scores = score_all(reranker, examples, batch_size=cfg.eval.batch_size, progress=progress)
+    if scores is None:
+        scores = score_all(reranker, examples, batch_size=cfg.eval.batch_size, progress=progress)
     result: dict[str, Any] = retrieval_metrics(examples, scores, cfg.eval.ks)
     if cfg.eval.generate and reader is not None:
         qa = reader_metrics(reader, examples, scores, k=cfg.objective.k, batch_size=cfg.eval.batch_size,

@@ -23,7 +23,7 @@ def test_bi_encoder_is_cosine_over_temperature(bert_dir: str) -> None:
     r = Reranker.from_pretrained(bert_dir, kind="bi", temperature=0.1, max_length=64)
     s = r.score(make_examples())
     assert (s[0].abs() <= 10 + 1e-4).all()  # |cos| <= 1
-    q = r._embed(["a question"])
+    q = r.embed(["a question"])
     assert torch.allclose(q.norm(dim=-1), torch.ones(1))
 
 

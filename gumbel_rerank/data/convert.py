@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .formats import _records, detect, parse_record
+from .formats import _literal, _records, detect, parse_record
 from .schema import DataError, Example
 
 
@@ -51,8 +51,6 @@ def _check_gold_present(r: dict[str, Any], fmt: str, where: str, warnings: list[
     """HotpotQA/2Wiki name their gold docs by title: say when one is not among the candidates."""
     if fmt != "hotpotqa/2wiki":
         return
-    from .formats import _literal
-
     titles = {str(t) for t, _ in _literal(r["context"])}
     missing = sorted({str(t) for t, _ in _literal(r.get("supporting_facts", []))} - titles)
     if missing:

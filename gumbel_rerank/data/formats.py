@@ -144,17 +144,12 @@ def _records(path: Path) -> Iterator[tuple[Any, str]]:
             yield DataError(f"{path}:{lineno}: not valid JSON ({err.msg}); each line must be one JSON object"), ""
 
 
-def read_examples(path: str | Path, on_error: Callable[[DataError], None] | None = None) -> Iterator[Example]:
-    """Examples in file order. Without ``on_error`` the first bad record raises; with it, it is reported and skipped."""
+def read_examples(path: str | Path) -> Iterator[Example]:
+    """Examples in file order; the first bad record raises :class:`DataError` (``data convert`` counts them instead)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file {str(path)!r} does not exist")
     for record, where in _records(path):
-        try:
-            if isinstance(record, DataError):
-                raise record
-            yield parse_record(record, where)
-        except DataError as err:
-            if on_error is None:
-                raise
-            on_error(err)
+        if isinstance(record, DataError):
+            raise record
+        yield parse_record(record, where)

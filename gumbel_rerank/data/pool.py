@@ -9,12 +9,16 @@ answer match. A question whose gold passage is not retrieved keeps its candidate
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
 from ..readers.base import doc_text
 from .schema import Doc, Example, contains_answer
+
+if TYPE_CHECKING:
+    from ..rerankers import Reranker
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ def _key(d: Doc) -> tuple[str, str]:
 
 
 @torch.no_grad()
-def build_pools(examples: list[Example], extra: list[Doc], *, n: int, encoder: object,
+def build_pools(examples: list[Example], extra: list[Doc], *, n: int, encoder: Reranker,
                 batch_size: int = 64, progress: bool = True) -> tuple[list[Example], PoolStats]:
     """Replace each question's docs with its top-``n`` passages; ``encoder`` is a bi-encoder Reranker."""
     corpus: dict[tuple[str, str], Doc] = {}
@@ -38,7 +42,7 @@ def build_pools(examples: list[Example], extra: list[Doc], *, n: int, encoder: o
     passages = list(corpus.values())
     if not passages:
         raise ValueError("no passages to build candidate pools from; give --corpus with passages")
-    embed = encoder._embed  # type: ignore[attr-defined]
+    embed = encoder.embed
     p_emb = torch.cat([embed([doc_text(d.title, d.text) for d in passages[i : i + batch_size]])
                        for i in tqdm(range(0, len(passages), batch_size), desc="embed passages", disable=not progress)])
     out, missed = [], 0
