@@ -60,6 +60,11 @@ class ObjectiveConfig:
     straight_through: bool = False
     noise: bool = True  # False: the "no Gumbel noise" ablation
     log_hard_loss: bool = True  # also log the reader loss under the hard top-k mask (the soft/hard gap)
+    # distillation rivals (names as in Atlas): P_R = softmax(w / temperature_score), target softmax(g / temperature_gold)
+    temperature_gold: float = 0.01
+    temperature_score: float = 0.01
+    adist_aggregation: str = "scores"  # scores (FiD: mean pre-softmax score) | value_norm (Atlas: attention x |v|)
+    emdr_per_token: bool = False  # EMDR2 marginalised per answer token (Atlas) instead of per sequence
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 50
+    teacher_cache: str = ""  # directory for the distillation teachers' cache ("" = memory only)
     out_dir: str = "runs/default"
 
 
@@ -205,6 +211,9 @@ def validate(cfg: Config) -> Config:
         (cfg.objective.tau > 0, "objective.tau must be > 0"),
         (cfg.objective.tau_final is None or cfg.objective.tau_final > 0, "objective.tau_final must be > 0"),
         (cfg.objective.samples >= 1, "objective.samples must be >= 1"),
+        (cfg.objective.temperature_gold > 0 and cfg.objective.temperature_score > 0,
+         "objective.temperature_gold and objective.temperature_score must be > 0"),
+        (cfg.objective.adist_aggregation in ("scores", "value_norm"), "objective.adist_aggregation must be scores or value_norm"),
         (cfg.train.steps >= 0 and cfg.train.batch_size >= 1 and cfg.train.grad_accum >= 1,
          "train.steps >= 0, train.batch_size >= 1 and train.grad_accum >= 1"),
         (cfg.train.lr > 0, "train.lr must be > 0"),

@@ -20,7 +20,7 @@ from .config import Config, ConfigError, ReaderConfig, dump
 from .data import Example, load_splits
 from .evaluate import reader_metrics, retrieval_metrics, score_all
 from .models import load_causal_lm
-from .objectives import OBJECTIVES, Batch
+from .objectives import OBJECTIVES, Batch, TeacherCache
 from .readers.base import Reader
 from .readers.decoder import DecoderReader
 from .readers.fid import FiDReader
@@ -76,6 +76,7 @@ class TrainResult:
     after: dict[str, Any]
     seconds_per_step: float
     skipped_steps: int
+    held_out_scores: list[list[float]]  # the trained reranker's scores of the held-out questions
 
 
 def _save_final(reranker: Reranker, run_dir: Path) -> None:
@@ -88,8 +89,13 @@ def _save_final(reranker: Reranker, run_dir: Path) -> None:
 
 
 def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = None,
-          reader: Reader | None = None) -> TrainResult:
-    """Train ``cfg``; the run directory gets config.yaml, metrics.jsonl, checkpoints, reranker/ and report.json."""
+          reader: Reader | None = None, teachers: TeacherCache | None = None,
+          before: dict[str, Any] | None = None) -> TrainResult:
+    """Train ``cfg``; the run directory gets config.yaml, metrics.jsonl, checkpoints, reranker/ and report.json.
+
+    ``reranker``, ``reader`` and ``teachers`` skip loading or share them across runs (``compare``);
+    ``before`` is the starting reranker's held-out evaluation when the caller already has it.
+    """
     train_set, held_out = load_splits(cfg.data)
     check_data(cfg, train_set, held_out)
     run_dir = Path(cfg.train.out_dir)
@@ -99,8 +105,10 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
                                                     max_length=cfg.reranker.max_length,
                                                     temperature=cfg.reranker.temperature)
     reader = reader or build_reader(cfg.reader)
-    objective = OBJECTIVES[cfg.objective.name](cfg.objective)
-    before = evaluate(cfg, reranker, reader, held_out, progress=progress)
+    teachers = teachers or TeacherCache(cfg.train.teacher_cache or None)
+    objective = OBJECTIVES[cfg.objective.name](cfg.objective, teachers)
+    if before is None:
+        before = evaluate(cfg, reranker, reader, held_out, progress=progress)
 
     torch.manual_seed(cfg.train.seed)  # the reranker's dropout; everything else takes explicit generators
     noise = torch.Generator().manual_seed(cfg.train.seed)
@@ -144,11 +152,12 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
     seconds_per_step = (time.perf_counter() - t0) / max(cfg.train.steps, 1)
     reranker.eval()
     _save_final(reranker, run_dir)
-    after = evaluate(cfg, reranker, reader, held_out, progress=progress)
+    after_scores = score_all(reranker, held_out, batch_size=cfg.eval.batch_size, progress=progress)
+    after = evaluate(cfg, reranker, reader, held_out, progress=progress, scores=after_scores)
     report = {"before": before, "after": after, "seconds_per_step": seconds_per_step, "skipped_steps": skipped,
               "train_questions": len(train_set), "held_out_questions": len(held_out)}
     (run_dir / "report.json").write_text(json.dumps(_no_nan(report), indent=2))
-    return TrainResult(run_dir, before, after, seconds_per_step, skipped)
+    return TrainResult(run_dir, before, after, seconds_per_step, skipped, after_scores)
 
 
 def _no_nan(value: Any) -> Any:

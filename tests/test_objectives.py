@@ -38,6 +38,9 @@ class ClosedFormReader:
         p = (0.01 + (doc_weights * self.u.unsqueeze(1)).sum(-1)) / (1 + doc_weights.sum(-1))  # (B, M)
         return AnswerScores(p.log().unsqueeze(-1), torch.ones(p.shape[0], 1, dtype=torch.bool))
 
+    def doc_attention(self, context: None, aggregation: str) -> torch.Tensor:
+        return self.u  # this reader looks at a doc as much as the doc supports the answer
+
     def generate(self, examples: list[Example], keep: torch.Tensor, *, max_new_tokens: int = 16) -> list[str]:
         return ["" for _ in examples]
 
@@ -54,6 +57,13 @@ CONFIGS = {
     "gumbel-subset": ObjectiveConfig(name="gumbel", k=2, tau=0.5, samples=64, relaxation="subset"),
     "gumbel-no-noise": ObjectiveConfig(name="gumbel", k=2, tau=0.5, noise=False),
     "supervised": ObjectiveConfig(name="supervised"),
+    "adist": ObjectiveConfig(name="adist"),
+    "adist-value-norm": ObjectiveConfig(name="adist", adist_aggregation="value_norm"),
+    "emdr": ObjectiveConfig(name="emdr"),
+    "emdr-per-token": ObjectiveConfig(name="emdr", emdr_per_token=True),
+    "pdist": ObjectiveConfig(name="pdist"),
+    "loop": ObjectiveConfig(name="loop"),
+    "lsr": ObjectiveConfig(name="lsr"),
 }
 
 

@@ -45,3 +45,22 @@ class Objective(Protocol):
 def answer_nll(reader: Reader, batch: Batch, weights: torch.Tensor) -> torch.Tensor:
     """(B, M) token-mean NLL of the gold answer under (B, M, N) doc weights."""
     return -reader.answer_logprob(batch.context(reader), weights).mean()
+
+
+def masked_log_softmax(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """log softmax over the valid entries of the last dim; 0 (never -inf) at invalid ones."""
+    out = torch.log_softmax(logits.masked_fill(~valid, -torch.inf), dim=-1)
+    return torch.where(valid, out, torch.zeros((), dtype=out.dtype))
+
+
+def student_log_probs(doc_scores: torch.Tensor, valid: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log P_R(d_i | q) = log softmax(w_i / temperature_score) over the question's docs."""
+    return masked_log_softmax(doc_scores / temperature, valid)
+
+
+def kl_to_student(teacher_logits: torch.Tensor, student_logp: torch.Tensor, valid: torch.Tensor,
+                  temperature: float) -> torch.Tensor:
+    """Mean over questions of KL(softmax(teacher / temperature_gold) || P_R), entirely in log space."""
+    teacher_logp = masked_log_softmax(teacher_logits.detach().to(student_logp.dtype) / temperature, valid)
+    kl = torch.where(valid, teacher_logp.exp() * (teacher_logp - student_logp), torch.zeros((), dtype=student_logp.dtype))
+    return kl.sum(-1).mean()

@@ -37,7 +37,7 @@ from .base import Batch, LossOutput, answer_nll
 
 
 class GumbelObjective:
-    def __init__(self, cfg: ObjectiveConfig) -> None:
+    def __init__(self, cfg: ObjectiveConfig, teachers: object = None) -> None:  # no teacher
         if cfg.relaxation not in RELAXATIONS:
             raise ValueError(f"objective.relaxation must be one of {sorted(RELAXATIONS)}")
         self.cfg = cfg

@@ -17,7 +17,7 @@ from .base import Batch, LossOutput
 
 
 class SupervisedObjective:
-    def __init__(self, cfg: ObjectiveConfig) -> None:
+    def __init__(self, cfg: ObjectiveConfig, teachers: object = None) -> None:  # no teacher
         self.cfg = cfg
 
     def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput:

@@ -1,13 +1,16 @@
 """The reader interface shared by every layout and every objective.
 
 A reader is a frozen LM. Objectives ask it one question: the log-probability of each gold answer
-token given the question and the docs, with doc i's attention scaled by a weight. Weights come as
+token given the question and the docs, with doc i's attention scaled by a weight (and, for attention
+distillation, how much attention each doc receives). Weights come as
 (B, M, N): M views per question, so one call serves one Gumbel sample (M=1), n one-doc views
 (PDist, EMDR) or n leave-one-out views (LOOP).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,6 +56,10 @@ class Reader(Protocol):
 
     def answer_logprob(self, context: Any, doc_weights: torch.Tensor) -> AnswerScores:
         """Gold-answer token log-probs given (B, M, N) doc weights; differentiable in the weights."""
+        ...
+
+    def doc_attention(self, context: Any, aggregation: str) -> torch.Tensor:
+        """(B, N) attention mass each doc receives from the answer positions, all docs present (no gradient)."""
         ...
 
     def generate(self, examples: list[Example], keep: torch.Tensor, *, max_new_tokens: int = 16) -> list[str]:
@@ -102,3 +109,66 @@ def cut_at_eos(tokens: torch.Tensor, eos: int | None) -> list[list[int]]:
 def upcast(logits: torch.Tensor) -> torch.Tensor:
     """At least float32 for log-softmax (bf16/fp16 logits lose the answer's probability mass)."""
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+ADIST_AGGREGATIONS = ("scores", "value_norm")
+
+
+@contextmanager
+def eager_attention(model: Any) -> Iterator[None]:
+    """Attention probabilities are only returned by the eager kernel: switch to it for one call."""
+    old = model.config._attn_implementation
+    if old != "eager":
+        model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if old != "eager":
+            model.set_attn_implementation(old)
+
+
+def attention_per_doc(
+    attentions: Sequence[torch.Tensor],
+    values: Sequence[torch.Tensor],
+    key_doc: torch.Tensor,
+    key_valid: torch.Tensor,
+    queries: torch.Tensor,
+    num_docs: int,
+    aggregation: str,
+) -> torch.Tensor:
+    """The attention each doc receives from the answer positions, aggregated over layers and heads.
+
+    Args:
+        attentions: per layer (B, H, Q, S) attention probabilities of Q query positions over S keys.
+        values: per layer (B, H_kv, S, D) value vectors of the same keys (used by ``value_norm``).
+        key_doc, key_valid: (B, S) doc index of each key (-1 outside docs) and False at padding.
+        queries: (B, Q) True at the query positions that count.
+        aggregation: ``scores`` (FiD, Izacard & Grave 2021): the mean pre-softmax score over heads,
+            layers, counted queries and the doc's tokens. Pre-softmax scores are not returned by the
+            public API; log-probabilities differ from them by one constant per (layer, head, query),
+            the same for every doc, so the teacher softmax over docs is unchanged.
+            ``value_norm`` (Atlas): attention probability times the value vector's norm, summed.
+
+    Returns:
+        (B, N) per-doc scores (0 for empty doc slots).
+    """
+    if aggregation not in ADIST_AGGREGATIONS:
+        raise ValueError(f"attention aggregation must be one of {ADIST_AGGREGATIONS}, got {aggregation!r}")
+    in_doc = (key_doc.unsqueeze(-1) == torch.arange(num_docs)) & key_valid.unsqueeze(-1)  # (B, S, N)
+    q = queries[:, None, :, None]
+    per_key = torch.zeros(key_doc.shape, dtype=torch.float32)
+    for layer, att in enumerate(attentions):
+        att = att.float()
+        if aggregation == "scores":
+            logp = att.clamp_min(torch.finfo(torch.float32).tiny).log()
+            per_key += torch.where(q, logp, torch.zeros(())).sum(dim=(1, 2))
+        else:
+            norms = values[layer].float().norm(dim=-1)  # (B, H_kv, S)
+            norms = norms.repeat_interleave(att.shape[1] // norms.shape[1], dim=1)  # grouped-query heads
+            per_key += (att * q * norms.unsqueeze(2)).sum(dim=(1, 2))
+    totals = torch.einsum("bs,bsn->bn", per_key, in_doc.float())
+    if aggregation == "value_norm":
+        return totals
+    heads = attentions[0].shape[1]
+    count = in_doc.sum(1).float() * queries.sum(-1, keepdim=True).float() * heads * len(attentions)
+    return torch.where(count > 0, totals / count.clamp_min(1), torch.zeros(()))

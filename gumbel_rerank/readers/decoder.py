@@ -23,7 +23,17 @@ from transformers import DynamicCache
 
 from ..data.schema import Example
 from ..masking import causal_block, key_bias, log_weights, padding_bias
-from .base import AnswerScores, check_weights, cut_at_eos, doc_text, freeze, num_docs, upcast
+from .base import (
+    AnswerScores,
+    attention_per_doc,
+    check_weights,
+    cut_at_eos,
+    doc_text,
+    eager_attention,
+    freeze,
+    num_docs,
+    upcast,
+)
 
 
 @dataclass(frozen=True)
@@ -220,6 +230,33 @@ class DecoderReader:
         token_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).reshape(B, M, T)
         token_mask = torch.arange(T).expand(B, T) >= (T - ctx.answer_len).unsqueeze(1)
         return AnswerScores(token_lp, token_mask)
+
+    @torch.no_grad()
+    def doc_attention(self, context: DecoderContext, aggregation: str) -> torch.Tensor:
+        """Attention from the positions that predict answer tokens to each doc's tokens (all docs at w=1).
+
+        ``scores`` counts only the position that predicts the first answer token (FiD's first decoded
+        token); ``value_norm`` counts every answer-predicting position (Atlas).
+        """
+        ctx = context
+        B, Q = ctx.ids.shape
+        if ctx.answer_tokens < 1:
+            raise ValueError("the context was prepared without answers; call prepare(..., with_answer=True)")
+        mask, cache = self._mask_and_cache(ctx, torch.zeros(B, 1, ctx.num_docs, dtype=self.model.dtype))
+        with eager_attention(self.model):
+            out = self.model(input_ids=ctx.ids, attention_mask=mask, position_ids=ctx.pos, past_key_values=cache,
+                             use_cache=True, output_attentions=True, logits_to_keep=1)
+        idx = torch.arange(Q)
+        first = (Q - 1 - ctx.answer_len).unsqueeze(1)  # (B, 1): the position predicting the first answer token
+        queries = idx == first if aggregation == "scores" else (idx >= first) & (idx < Q - 1)
+        if self.layout == "parallel":
+            assert ctx.kv is not None and ctx.key_doc is not None and ctx.key_valid is not None
+            S = ctx.key_doc.shape[1]
+            attentions = [a[..., :S] for a in out.attentions]
+            values = [v for _, v in ctx.kv]
+            return attention_per_doc(attentions, values, ctx.key_doc, ctx.key_valid, queries, ctx.num_docs, aggregation)
+        values = [v for _, v, *_ in out.past_key_values]
+        return attention_per_doc(out.attentions, values, ctx.tok_doc, ctx.valid, queries, ctx.num_docs, aggregation)
 
     # ---- generation ---------------------------------------------------------------------------
     @torch.no_grad()

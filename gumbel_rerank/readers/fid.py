@@ -16,7 +16,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from ..data.schema import Example
 from ..masking import key_bias, log_weights
-from .base import AnswerScores, check_weights, cut_at_eos, freeze, num_docs, upcast
+from .base import AnswerScores, attention_per_doc, check_weights, cut_at_eos, eager_attention, freeze, num_docs, upcast
 
 
 @dataclass
@@ -94,6 +94,29 @@ class FiDReader:
         target = ctx.labels.clamp_min(0).repeat_interleave(M, dim=0)
         lp = torch.log_softmax(upcast(logits), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
         return AnswerScores(lp.reshape(B, M, T), ctx.labels != -100)
+
+    @torch.no_grad()
+    def doc_attention(self, context: FiDContext, aggregation: str) -> torch.Tensor:
+        """Decoder cross-attention over each doc's encoder tokens (all docs at w=1).
+
+        ``scores`` counts the first decoded token only (FiD); ``value_norm`` every answer token (Atlas).
+        """
+        ctx = context
+        if bool((ctx.labels == -100).all()):
+            raise ValueError("the context was prepared without answers; call prepare(..., with_answer=True)")
+        B, S = ctx.key_doc.shape
+        mask = key_bias(torch.zeros(B, 1, ctx.num_docs, dtype=self.model.dtype), ctx.key_doc, ctx.key_valid)
+        dec_in = self.model.prepare_decoder_input_ids_from_labels(labels=ctx.labels)
+        with eager_attention(self.model):
+            out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=ctx.hidden),
+                             attention_mask=mask.reshape(B, 1, 1, S), decoder_input_ids=dec_in,
+                             output_attentions=True, use_cache=True)
+        answer = ctx.labels != -100
+        queries = answer & (torch.arange(answer.shape[1]) == 0) if aggregation == "scores" else answer
+        cross = out.past_key_values.cross_attention_cache
+        values = [v for _, v, *_ in cross]
+        return attention_per_doc(out.cross_attentions, values, ctx.key_doc, ctx.key_valid, queries, ctx.num_docs,
+                                 aggregation)
 
     @torch.no_grad()
     def generate(self, examples: list[Example], keep: torch.Tensor, *, max_new_tokens: int = 16) -> list[str]:

@@ -1,0 +1,164 @@
+"""Teacher signals of the distillation objectives: computed without gradient, cached, shared.
+
+A teacher signal depends only on the frozen reader and the question, never on the reranker, so it
+is computed once per (reader, signal, question) and reused across epochs and across objectives:
+PDist, LSR and both EMDR variants share the one-doc-at-a-time answer log-probabilities, LOOP has
+its leave-one-out ones, ADist its attention scores. The cache lives in memory and, given a
+directory, on disk: one safetensors file per question and signal, written atomically, under a
+sub-directory named by the reader's fingerprint (model, weights, layout, prompt, truncation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..data.schema import Example
+from ..readers.base import Reader
+from .base import Batch
+
+VIEWS_PER_CALL = 8  # weight views per reader call: bounds memory when n views of n docs are scored
+
+
+def reader_fingerprint(reader: Reader) -> str:
+    """A short hash of what determines the reader's outputs (not its Python identity)."""
+    model = reader.model
+    params = list(model.parameters())
+    probe = [params[0], params[-1]] if params else []
+    parts = {
+        "class": type(reader).__name__,
+        "layout": reader.layout,
+        "model": getattr(getattr(model, "config", None), "name_or_path", type(model).__name__),
+        "dtype": str(getattr(model, "dtype", "")),
+        "parameters": sum(p.numel() for p in params),
+        "weights": [hashlib.sha1(p.detach().float().cpu().numpy().tobytes()).hexdigest() for p in probe],
+        "settings": {k: repr(v) for k, v in sorted(vars(reader).items())
+                     if k in ("max_doc_tokens", "max_answer_tokens", "template")},
+    }
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def example_key(ex: Example) -> str:
+    """Content hash of a question: same id with other docs or another answer is another question."""
+    content = [ex.id, ex.question, ex.answers[0] if ex.answers else "", [(d.id, d.title, d.text) for d in ex.docs]]
+    return hashlib.sha1(json.dumps(content).encode()).hexdigest()
+
+
+class TeacherCache:
+    def __init__(self, directory: str | Path | None = None) -> None:
+        self.directory = Path(directory) if directory else None
+        self.memory: dict[tuple[str, str, str], torch.Tensor] = {}
+        self.hits = 0
+        self.misses = 0
+        self._fingerprints: dict[int, str] = {}
+
+    def _fingerprint(self, reader: Reader) -> str:
+        if id(reader) not in self._fingerprints:
+            self._fingerprints[id(reader)] = reader_fingerprint(reader)
+        return self._fingerprints[id(reader)]
+
+    def _path(self, fp: str, kind: str, key: str) -> Path | None:
+        return None if self.directory is None else self.directory / fp / kind / f"{key}.safetensors"
+
+    def get(self, reader: Reader, kind: str, batch: Batch,
+            compute: Callable[[Batch], list[torch.Tensor]]) -> list[torch.Tensor]:
+        """One tensor per question of ``batch``; ``compute`` runs only on the questions not cached yet."""
+        fp = self._fingerprint(reader)
+        keys = [(fp, kind, example_key(ex)) for ex in batch.examples]
+        found: list[torch.Tensor | None] = []
+        for key in keys:
+            value = self.memory.get(key)
+            path = self._path(*key)
+            if value is None and path is not None and path.exists():
+                value = load_file(path)["teacher"]
+                self.memory[key] = value
+            found.append(value)
+        missing = [b for b, v in enumerate(found) if v is None]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            sub = batch if len(missing) == len(keys) else Batch([batch.examples[b] for b in missing])
+            with torch.no_grad():
+                computed = compute(sub)
+            for b, value in zip(missing, computed, strict=True):
+                value = value.detach().float().contiguous()
+                self.memory[keys[b]] = value
+                self._write(keys[b], value)
+                found[b] = value
+        return [v for v in found if v is not None]
+
+    def _write(self, key: tuple[str, str, str], value: torch.Tensor) -> None:
+        path = self._path(*key)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"teacher": value}, tmp)
+            os.replace(tmp, path)  # atomic: a reader never sees half a file
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+# ---- the signals ---------------------------------------------------------------------------------
+
+def _view_logprobs(reader: Reader, batch: Batch, keep_alone: bool) -> list[torch.Tensor]:
+    """Per question (n_docs, T) answer token log-probs with one doc alone (or one doc left out)."""
+    N = batch.valid.shape[1]
+    eye = torch.eye(N)
+    views = eye if keep_alone else 1 - eye  # (N views, N docs)
+    ctx = batch.context(reader)
+    chunks = []
+    for start in range(0, N, VIEWS_PER_CALL):
+        w = views[start : start + VIEWS_PER_CALL].unsqueeze(0) * batch.valid.unsqueeze(1)  # (B, m, N)
+        scores = reader.answer_logprob(ctx, w)
+        chunks.append(scores.token_logprobs)
+    lp = torch.cat(chunks, dim=1)  # (B, N, T)
+    return [lp[b, : len(ex.docs)][:, scores.token_mask[b]] for b, ex in enumerate(batch.examples)]
+
+
+def one_doc_logprobs(reader: Reader, batch: Batch) -> list[torch.Tensor]:
+    return _view_logprobs(reader, batch, keep_alone=True)
+
+
+def leave_one_out_logprobs(reader: Reader, batch: Batch) -> list[torch.Tensor]:
+    return _view_logprobs(reader, batch, keep_alone=False)
+
+
+def pad_token_logprobs(values: list[torch.Tensor], num_docs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-question (n_b, T_b) -> (B, N, T) log-probs and (B, T) token mask (left-aligned)."""
+    T = max(v.shape[1] for v in values)
+    out = torch.zeros(len(values), num_docs, T)
+    mask = torch.zeros(len(values), T, dtype=torch.bool)
+    for b, v in enumerate(values):
+        out[b, : v.shape[0], : v.shape[1]] = v
+        mask[b, : v.shape[1]] = True
+    return out, mask
+
+
+def pad_doc_scores(values: list[torch.Tensor], num_docs: int) -> torch.Tensor:
+    out = torch.zeros(len(values), num_docs)
+    for b, v in enumerate(values):
+        out[b, : v.shape[0]] = v
+    return out
+
+
+def mean_logprob(token_lp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, N, T), (B, T) -> (B, N) length-normalised answer log-likelihood."""
+    m = mask.unsqueeze(1).float()
+    return (token_lp * m).sum(-1) / m.sum(-1)
+
+
+def one_doc_teacher(cache: TeacherCache, reader: Reader, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N, T) log p(answer token | question, doc i alone) and the (B, T) token mask (cached)."""
+    values = cache.get(reader, "one_doc", batch, lambda b: one_doc_logprobs(reader, b))
+    return pad_token_logprobs(values, batch.valid.shape[1])
