@@ -102,6 +102,22 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Every objective from the same reranker on the same batches, reader and candidates."""
+    from .compare import compare, markdown_table, parse_objectives
+
+    cfg = load_config(args.config, args.overrides)
+    names = parse_objectives(args.objectives)
+    out = args.out or str(Path(cfg.train.out_dir).parent / "compare")
+    print(f"gumbel-rerank compare: {', '.join(names)}; reader={cfg.reader.model} ({cfg.reader.layout}) "
+          f"reranker={cfg.reranker.model} ({cfg.reranker.kind}) data={cfg.data.source} -> {out}")
+    result = compare(cfg, names, out, progress=not args.quiet)
+    print(markdown_table(result.rows, cfg.eval.ks))
+    print(f"table: {result.out_dir / 'table.md'} (and table.csv)  plots: {result.out_dir / 'recall_at_k.png'}, "
+          f"{result.out_dir / 'bridge_recall.png'}  runs: {result.out_dir}/<objective>/")
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert a dataset file to our JSONL schema and print what it holds and what was skipped."""
     from .data import convert
@@ -158,6 +174,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*")
     r.add_argument("--questions", type=int, default=40)
     r.set_defaults(func=cmd_probe)
+    m = sub.add_parser("compare", help="train several objectives on the same data and reader; one table and plots")
+    m.add_argument("config")
+    m.add_argument("overrides", nargs="*")
+    m.add_argument("--objectives", default="gumbel,adist,emdr,pdist,loop,lsr,supervised",
+                   help="comma-separated, from: gumbel, adist, emdr, pdist, loop, lsr, supervised")
+    m.add_argument("--out", help="output directory (default: next to train.out_dir, named compare)")
+    m.add_argument("-q", "--quiet", action="store_true")
+    m.set_defaults(func=cmd_compare)
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
     c = dsub.add_parser("convert", help="detect the format, convert to our JSONL schema, print a summary")
