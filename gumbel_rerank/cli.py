@@ -118,6 +118,66 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    out = export(args.run_dir, args.out_dir)
+    print(f"exported to {out}: loads with sentence_transformers "
+          f"{'CrossEncoder' if (out / 'modules.json').exists() and not (out / '1_Pooling').exists() else 'SentenceTransformer'}"
+          f"({str(out)!r}); model card: {out / 'README.md'}")
+    return 0
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    """Rerank every question's candidates from a file; TREC run + JSONL with the top k."""
+    from tqdm.auto import tqdm
+
+    from .data.formats import read_examples
+    from .export import load_reranker
+    from .metrics import rank
+    from .readers.base import doc_text
+    from .runfiles import write_trec_run
+
+    if args.top_k < 1:
+        raise ValueError("--top-k must be at least 1")
+    reranker = load_reranker(args.model, kind=args.kind)
+    examples = [ex for ex in read_examples(args.input) if ex.docs]
+    if not examples:
+        raise ValueError(f"{args.input}: no question with candidate documents")
+    out = Path(args.output or Path(args.input).with_suffix(""))
+    scores: list[list[float]] = []
+    with (out.parent / f"{out.name}.jsonl").open("w") as f:
+        for ex in tqdm(examples, desc="rerank", disable=args.quiet):
+            s = reranker.predict([(ex.question, doc_text(d.title, d.text)) for d in ex.docs], batch_size=args.batch_size)
+            scores.append(s)
+            top = rank(s)[: args.top_k]
+            f.write(json.dumps({"id": ex.id, "question": ex.question, "results": [
+                {"rank": r + 1, "doc_id": ex.docs[i].id, "score": s[i], "title": ex.docs[i].title} for r, i in enumerate(top)
+            ]}) + "\n")
+    write_trec_run(examples, scores, out.parent / f"{out.name}.run", "gumbel-rerank", keep=args.top_k)
+    print(f"reranked {len(examples)} questions; top {args.top_k}: {out}.run (TREC) and {out}.jsonl")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .export import load_reranker
+    from .serve import Limits, make_server
+
+    reranker = load_reranker(args.model, kind=args.kind)
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_documents=args.max_documents, max_chars=args.max_chars)
+    server, batcher = make_server(reranker, args.host, args.port, limits=limits, model_name=args.model)
+    print(f"serving {args.model} ({reranker.kind}) on http://{args.host}:{server.server_address[1]}  "
+          "POST /rerank, GET /health (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        batcher.close()
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert a dataset file to our JSONL schema and print what it holds and what was skipped."""
     from .data import convert
@@ -182,6 +242,28 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--out", help="output directory (default: next to train.out_dir, named compare)")
     m.add_argument("-q", "--quiet", action="store_true")
     m.set_defaults(func=cmd_compare)
+    x = sub.add_parser("export", help="write a sentence-transformers directory with a model card")
+    x.add_argument("run_dir", help="a training run directory (or its reranker/ directory)")
+    x.add_argument("out_dir")
+    x.set_defaults(func=cmd_export)
+    rr = sub.add_parser("rerank", help="rerank the candidates of a question file; TREC run + JSONL")
+    rr.add_argument("model", help="run directory, saved or exported reranker, packaged name or hub id")
+    rr.add_argument("--input", required=True, help="questions with candidates (any format `data convert` reads)")
+    rr.add_argument("--top-k", type=int, default=10)
+    rr.add_argument("--output", help="output prefix (default: the input path without its extension)")
+    rr.add_argument("--kind", default="cross", choices=["cross", "bi"], help="for a model that is not ours")
+    rr.add_argument("--batch-size", type=int, default=32)
+    rr.add_argument("-q", "--quiet", action="store_true")
+    rr.set_defaults(func=cmd_rerank)
+    sv = sub.add_parser("serve", help="HTTP service: POST /rerank, GET /health")
+    sv.add_argument("model")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--kind", default="cross", choices=["cross", "bi"])
+    sv.add_argument("--max-documents", type=int, default=1000)
+    sv.add_argument("--max-chars", type=int, default=20_000, help="per query or document")
+    sv.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    sv.set_defaults(func=cmd_serve)
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
     c = dsub.add_parser("convert", help="detect the format, convert to our JSONL schema, print a summary")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from .data.schema import Example
+from .metrics import rank
 from .models import resolve
 from .readers.base import doc_text, doc_valid, num_docs
 
@@ -83,6 +85,36 @@ class Reranker(nn.Module):
         q = self.embed(unique)
         qi = torch.tensor([unique.index(x) for x in queries])
         return (q[qi] * self.embed(docs)).sum(-1) / self.temperature
+
+    @torch.inference_mode()
+    def predict(self, pairs: Sequence[tuple[str, str]] | Sequence[Sequence[str]], *, batch_size: int = 32,
+                show_progress_bar: bool = False) -> list[float]:
+        """Scores of (query, document) pairs, as ``CrossEncoder.predict`` (eval mode, no gradient)."""
+        from tqdm.auto import tqdm
+
+        was_training = self.training
+        self.eval()
+        scores: list[float] = []
+        try:
+            for i in tqdm(range(0, len(pairs), batch_size), desc="predict", disable=not show_progress_bar):
+                chunk = pairs[i : i + batch_size]
+                scores += self.score_pairs([str(p[0]) for p in chunk], [str(p[1]) for p in chunk]).float().tolist()
+        finally:
+            self.train(was_training)
+        return scores
+
+    def rank(self, query: str, documents: Sequence[str], *, top_k: int | None = None, return_documents: bool = False,
+             batch_size: int = 32) -> list[dict[str, Any]]:
+        """``[{corpus_id, score, text?}]`` best first, as ``CrossEncoder.rank``; equal scores keep input order."""
+        scores = self.predict([(query, d) for d in documents], batch_size=batch_size)
+        order = rank(scores)[:top_k]
+        results: list[dict[str, Any]] = []
+        for i in order:
+            row: dict[str, Any] = {"corpus_id": i, "score": scores[i]}
+            if return_documents:
+                row["text"] = documents[i]
+            results.append(row)
+        return results
 
     def score(self, examples: list[Example]) -> torch.Tensor:
         """(B, N) scores of every question's docs; missing slots get ``MISSING``."""

@@ -13,11 +13,13 @@ from .evaluate import per_question
 from .metrics import mean, rank
 
 
-def write_trec_run(examples: Sequence[Example], scores: Sequence[Sequence[float]], path: str | Path, tag: str) -> None:
-    """``qid Q0 docid rank score tag`` per line, best first (ties to the lower index, as :func:`rank`)."""
+def write_trec_run(examples: Sequence[Example], scores: Sequence[Sequence[float]], path: str | Path, tag: str,
+                   keep: int | None = None) -> None:
+    """``qid Q0 docid rank score tag`` per line, best first (ties to the lower index, as :func:`rank`);
+    ``keep`` writes only the top ``keep`` docs of each question."""
     with Path(path).open("w") as f:
         for ex, s in zip(examples, scores, strict=True):
-            for pos, i in enumerate(rank(s), 1):
+            for pos, i in enumerate(rank(s)[:keep], 1):
                 f.write(f"{ex.id} Q0 {ex.docs[i].id} {pos} {s[i]:.6f} {tag}\n")
 
 

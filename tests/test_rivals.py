@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from conftest import make_examples
-from test_readers import READERS, plain_fid, plain_parallel
+from test_readers import READERS
 
 from gumbel_rerank.config import ObjectiveConfig
 from gumbel_rerank.objectives import OBJECTIVES, Batch, TeacherCache

@@ -1,0 +1,157 @@
+"""Export a trained reranker to the formats RAG stacks load directly, with a model card.
+
+* cross-encoder -> a ``sentence_transformers.CrossEncoder`` directory (identity activation, so
+  ``predict`` returns our raw scores) that ``AutoModelForSequenceClassification`` also loads;
+* bi-encoder -> a ``sentence_transformers.SentenceTransformer`` (mean pooling, normalisation):
+  its cosine similarity times 1 / temperature is our score, the ranking is the same.
+
+Weights are written as safetensors only. The sentence-transformers package does the writing, so
+what we export is what it reads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .models import ALIASES
+from .rerankers import Reranker
+
+CITATION = """@inproceedings{huang2025gumbel,
+  title     = {Gumbel Reranking: Differentiable End-to-End Reranker Optimization},
+  author    = {Huang, Siyuan and others},
+  booktitle = {Proceedings of the 63rd Annual Meeting of the Association for Computational Linguistics (ACL)},
+  year      = {2025},
+  note      = {arXiv:2502.11116}
+}"""
+
+
+def load_reranker(name_or_path: str, *, kind: str = "cross") -> Reranker:
+    """A training run directory, a saved reranker, an exported directory, a packaged name or a hub id."""
+    path = Path(name_or_path)
+    if path.is_dir() and ((path / "reranker").is_dir() or (path / "gumbel_rerank.json").exists()):
+        return Reranker.from_pretrained(str(find_reranker(path)))
+    return Reranker.from_pretrained(name_or_path, kind=kind)
+
+
+def find_reranker(run_dir: Path) -> Path:
+    """``RUN_DIR/reranker`` of a training run, or a saved reranker directory itself."""
+    for candidate in (run_dir / "reranker", run_dir):
+        if (candidate / "gumbel_rerank.json").exists():
+            return candidate
+    raise FileNotFoundError(f"{run_dir} holds no trained reranker (expected {run_dir / 'reranker'}); "
+                            "pass the run directory of `gumbel-rerank train`")
+
+
+def _run_info(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    import yaml
+
+    cfg_file, report_file = run_dir / "config.yaml", run_dir / "report.json"
+    cfg = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else {}
+    report = json.loads(report_file.read_text()) if report_file.exists() else {}
+    return (cfg if isinstance(cfg, dict) else {}), (report if isinstance(report, dict) else {})
+
+
+def _hub_id(name: str) -> str:
+    return {v: k for k, v in ALIASES.items()}.get(name, name)
+
+
+def model_card(reranker: Reranker, cfg: dict[str, Any], report: dict[str, Any]) -> str:
+    rr, rd, ob, data, tr = (cfg.get(k, {}) for k in ("reranker", "reader", "objective", "data", "train"))
+    base = _hub_id(str(rr.get("model", "unknown")))
+    dataset = str(data.get("source", "unknown"))
+    cross = reranker.kind == "cross"
+    before, after = report.get("before", {}), report.get("after", {})
+    names = [m for m in after if isinstance(after.get(m), int | float) and isinstance(before.get(m), int | float)]
+    rows = "\n".join(f"| {m} | {before[m]:.3f} | {after[m]:.3f} |" for m in names)
+    table = ("| metric | zero-shot | trained |\n|---|---|---|\n" + rows) if rows else "No held-out report was found."
+    meta = {
+        "library_name": "sentence-transformers",
+        "pipeline_tag": "text-ranking" if cross else "sentence-similarity",
+        "base_model": base,
+        "datasets": [dataset],
+        "metrics": ["recall", "ndcg", "mrr", "exact_match", "f1"],
+        "tags": ["gumbel-rerank", "reranker", "cross-encoder" if cross else "bi-encoder", "rag"],
+        "license": "apache-2.0",
+    }
+    import yaml
+
+    if cross:
+        usage = ("```python\nfrom sentence_transformers import CrossEncoder\n\nmodel = CrossEncoder(\"PATH\")\n"
+                 "model.rank(\"who wrote Hamlet?\", [\"Hamlet is a play by Shakespeare.\", \"Paris is in France.\"])\n```")
+    else:
+        usage = ("```python\nfrom sentence_transformers import SentenceTransformer\n\nmodel = SentenceTransformer(\"PATH\")\n"
+                 "q, d = model.encode([\"who wrote Hamlet?\", \"Hamlet is a play by Shakespeare.\"])\n"
+                 "score = model.similarity(q, d)  # cosine; training used cosine / "
+                 f"{reranker.temperature}\n```")
+    return f"""---
+{yaml.safe_dump(meta, sort_keys=False).strip()}
+---
+
+# {base} reranker trained with gumbel-rerank ({ob.get('name', 'gumbel')})
+
+A {'cross' if cross else 'bi'}-encoder reranker fine-tuned from `{base}` without relevance labels: it
+learned from the answer loss of a frozen reader LM through the objective below (for G-Rerank, a
+Gumbel relaxed top-k mask inside the reader's attention; Huang et al., ACL 2025).
+
+## Training
+- Reader (frozen): `{_hub_id(str(rd.get('model', 'unknown')))}`, layout `{rd.get('layout', '?')}`
+- Objective: `{ob.get('name', '?')}`, k={ob.get('k', '?')}, tau={ob.get('tau', '?')}, kappa={ob.get('kappa', '?')},
+  Gumbel samples={ob.get('samples', '?')}, relaxation={ob.get('relaxation', '?')},
+  straight-through={ob.get('straight_through', '?')}
+- Data: `{dataset}`, {data.get('num_train', '?')} training questions (their gold labels unused),
+  {data.get('num_eval', '?')} held out
+- Steps: {tr.get('steps', '?')} x batch {tr.get('batch_size', '?')}, learning rate {tr.get('lr', '?')}, seed {tr.get('seed', '?')}
+- Max length {reranker.max_length} tokens
+
+## Held-out results (before and after training, top-k={ob.get('k', '?')})
+{table}
+
+R@k: share of gold docs in the top k; bridge_R@k: gold docs that do not contain the answer;
+EM/F1: the reader's answer from the top-k docs.
+
+## Usage
+{usage}
+{"Scores are raw logits (identity activation), as during training." if cross else ""}
+
+## Citation
+```bibtex
+{CITATION}
+```
+"""
+
+
+def export(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write a sentence-transformers directory with a model card to ``out_dir`` (atomically)."""
+    run_dir, out = Path(run_dir), Path(out_dir)
+    try:
+        import torch
+        from sentence_transformers import CrossEncoder, SentenceTransformer
+        try:  # sentence-transformers >= 6
+            from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+        except ImportError:
+            from sentence_transformers.models import Normalize, Pooling, Transformer  # type: ignore[no-redef]
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise FileNotFoundError("export needs sentence-transformers: pip install 'gumbel-rerank[st]'") from err
+    source = find_reranker(run_dir)
+    reranker = Reranker.from_pretrained(str(source))
+    cfg, report = _run_info(run_dir if source != run_dir else run_dir.parent)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        staged = Path(tmp) / "model"
+        if reranker.kind == "cross":
+            model: Any = CrossEncoder(str(source), num_labels=1, max_length=reranker.max_length,
+                                      activation_fn=torch.nn.Identity())
+        else:
+            body = Transformer(str(source), max_seq_length=reranker.max_length)
+            dim = getattr(body, "get_embedding_dimension", None) or body.get_word_embedding_dimension
+            model = SentenceTransformer(modules=[body, Pooling(dim(), "mean"), Normalize()])
+        model.save_pretrained(str(staged), safe_serialization=True)
+        (staged / "README.md").write_text(model_card(reranker, cfg, report))
+        if out.exists():
+            shutil.rmtree(out)
+        staged.rename(out)
+    return out
