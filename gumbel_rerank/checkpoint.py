@@ -45,8 +45,11 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 
 def save(run_dir: str | Path, step: int, reranker: Reranker, optimizer: torch.optim.Optimizer,
-         trainer_state: dict[str, Any], *, keep: int = 2) -> Path:
-    """Save ``checkpoint-{step}`` atomically, point ``latest`` at it, and keep the last ``keep``."""
+         trainer_state: dict[str, Any], *, keep: int = 2, state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save ``checkpoint-{step}`` atomically, point ``latest`` at it, and keep the last ``keep``.
+
+    ``state`` tensors (e.g. RNG states) go to ``state.safetensors`` next to the trainer state.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / f"checkpoint-{step}"
@@ -55,6 +58,7 @@ def save(run_dir: str | Path, step: int, reranker: Reranker, optimizer: torch.op
     tensors, scalars = _optimizer_tensors(optimizer)
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     (tmp / "optimizer.json").write_text(json.dumps(scalars))
+    save_file({k: v.contiguous() for k, v in (state or {}).items()}, str(tmp / "state.safetensors"))
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state}))
     if final.exists():
         shutil.rmtree(final)
@@ -84,3 +88,15 @@ def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, An
         state.setdefault(int(pid), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
     return dict(json.loads((path / "trainer_state.json").read_text()))
+
+
+def load_state_tensors(path: Path) -> dict[str, torch.Tensor]:
+    file = path / "state.safetensors"
+    return load_file(str(file)) if file.exists() else {}
+
+
+def load_reranker_weights(path: Path, reranker: Reranker) -> None:
+    """Put a checkpoint's reranker weights into ``reranker`` in place (safetensors, strict)."""
+    from safetensors.torch import load_model
+
+    load_model(reranker.encoder, str(path / "reranker" / "model.safetensors"), strict=True)

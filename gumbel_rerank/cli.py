@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"gumbel-rerank train: objective={cfg.objective.name} reader={cfg.reader.model} ({cfg.reader.layout}) "
           f"reranker={cfg.reranker.model} ({cfg.reranker.kind}) data={cfg.data.source} -> {cfg.train.out_dir}")
     start = time.perf_counter()
-    result = train(cfg, progress=not args.quiet)
+    result = train(cfg, progress=not args.quiet, resume=args.resume)
     table = comparison_table(result.before, result.after)
     (result.run_dir / "report.md").write_text(f"# {cfg.train.out_dir}\n\nHeld-out questions, before and after "
                                               f"training.\n\n{table}\n")
@@ -223,6 +223,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="YAML config (see configs/)")
     t.add_argument("overrides", nargs="*", help="key=value, e.g. objective.tau=0.3 train.steps=50")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in train.out_dir (same result as an uninterrupted run)")
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="zero-shot vs trained reranker of a run: recall at k and reader EM/F1")
     e.add_argument("run_dir")

@@ -78,6 +78,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 50
     teacher_cache: str = ""  # directory for the distillation teachers' cache ("" = memory only)
+    max_nonfinite_steps: int = 10  # stop the run after this many skipped (non-finite loss) steps; 0 = never
     out_dir: str = "runs/default"
 
 
@@ -217,6 +218,8 @@ def validate(cfg: Config) -> Config:
         (cfg.train.steps >= 0 and cfg.train.batch_size >= 1 and cfg.train.grad_accum >= 1,
          "train.steps >= 0, train.batch_size >= 1 and train.grad_accum >= 1"),
         (cfg.train.lr > 0, "train.lr must be > 0"),
+        (cfg.train.max_nonfinite_steps >= 0 and cfg.train.checkpoint_every >= 0,
+         "train.max_nonfinite_steps and train.checkpoint_every must be >= 0"),
         (cfg.data.num_train >= 1 and cfg.data.num_eval >= 0, "data.num_train >= 1 and data.num_eval >= 0"),
         (all(k >= 1 for k in cfg.eval.ks), "eval.ks must be positive"),
     ]

@@ -116,6 +116,10 @@ class Reranker(nn.Module):
             results.append(row)
         return results
 
+    def forward(self, examples: list[Example]) -> torch.Tensor:
+        """``score``: calling the module (as DistributedDataParallel does) scores a batch."""
+        return self.score(examples)
+
     def score(self, examples: list[Example]) -> torch.Tensor:
         """(B, N) scores of every question's docs; missing slots get ``MISSING``."""
         B, N = len(examples), num_docs(examples)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -88,74 +89,151 @@ def _save_final(reranker: Reranker, run_dir: Path) -> None:
         (Path(tmp) / "reranker").rename(target)
 
 
+class NonFiniteLossError(ValueError):
+    """Too many steps with a non-finite loss: the run stops instead of training on garbage."""
+
+
+def _accelerator(cfg: Config) -> Any:
+    """accelerate's process group (one process unless launched with ``accelerate launch``/``torchrun``)."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    # bi-encoders leave the pooler unused; the reader stays on the CPU, so the reranker does too
+    acc = Accelerator(cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    if cfg.train.batch_size % acc.num_processes:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be a multiple of the {acc.num_processes} "
+                          "processes (each takes an equal share of every batch)")
+    return acc
+
+
+def _check_resumable(cfg: Config, run_dir: Path) -> None:
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return
+    from .config import load as load_config
+
+    def comparable(c: Config) -> dict[str, Any]:
+        d = c.to_dict()
+        d["train"].pop("steps")  # a resumed run may be extended
+        return d
+
+    if comparable(load_config(saved)) != comparable(cfg):
+        raise ConfigError(f"{run_dir} holds a run with another config; resume with the same config "
+                          f"(only train.steps may change) or pick another train.out_dir")
+
+
 def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = None,
           reader: Reader | None = None, teachers: TeacherCache | None = None,
-          before: dict[str, Any] | None = None) -> TrainResult:
+          before: dict[str, Any] | None = None, resume: bool = False) -> TrainResult:
     """Train ``cfg``; the run directory gets config.yaml, metrics.jsonl, checkpoints, reranker/ and report.json.
 
     ``reranker``, ``reader`` and ``teachers`` skip loading or share them across runs (``compare``);
     ``before`` is the starting reranker's held-out evaluation when the caller already has it.
+    ``resume`` continues from the run directory's last checkpoint (weights, optimizer, data order,
+    Gumbel noise and dropout RNG states), ending with the weights an uninterrupted run would have.
+    Under ``accelerate launch``/``torchrun`` every process holds the reader and a replica of the
+    reranker and takes an equal slice of each batch; gradients are averaged (DDP).
     """
     train_set, held_out = load_splits(cfg.data)
     check_data(cfg, train_set, held_out)
+    acc = _accelerator(cfg)
+    main = acc.is_main_process
     run_dir = Path(cfg.train.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump(cfg))
+    ckpt = checkpoint.latest(run_dir) if resume else None
+    if ckpt is not None:
+        _check_resumable(cfg, run_dir)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump(cfg))
     reranker = reranker or Reranker.from_pretrained(cfg.reranker.model, kind=cfg.reranker.kind,
                                                     max_length=cfg.reranker.max_length,
                                                     temperature=cfg.reranker.temperature)
     reader = reader or build_reader(cfg.reader)
     teachers = teachers or TeacherCache(cfg.train.teacher_cache or None)
     objective = OBJECTIVES[cfg.objective.name](cfg.objective, teachers)
-    if before is None:
-        before = evaluate(cfg, reranker, reader, held_out, progress=progress)
 
     torch.manual_seed(cfg.train.seed)  # the reranker's dropout; everything else takes explicit generators
     noise = torch.Generator().manual_seed(cfg.train.seed)
     order = torch.Generator().manual_seed(cfg.train.seed + 1)
     optimizer = torch.optim.AdamW(reranker.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    reranker.train()
     queue: list[int] = []
-    skipped, t0 = 0, time.perf_counter()
-    bar = tqdm(range(cfg.train.steps), desc=f"train {cfg.objective.name}", disable=not progress)
-    with (run_dir / "metrics.jsonl").open("w") as log_file:
+    first_step, skipped = 0, 0
+    if ckpt is not None:
+        checkpoint.load_reranker_weights(ckpt, reranker)
+        state = checkpoint.load_optimizer(ckpt, optimizer)
+        rng = checkpoint.load_state_tensors(ckpt)
+        noise.set_state(rng["noise"])
+        order.set_state(rng["order"])
+        torch.set_rng_state(rng["torch"])
+        first_step, skipped, queue, before = state["step"], state["skipped"], state["queue"], state.get("before")
+        log.warning("resuming %s from %s (step %d)", run_dir, ckpt.name, first_step)
+    if before is None:
+        before = evaluate(cfg, reranker, reader, held_out, progress=progress) if main else {}
+    model = acc.prepare(reranker)  # DDP across processes; the same module in a single process
+    model.train()
+    share = cfg.train.batch_size // acc.num_processes
+    mine = slice(acc.process_index * share, (acc.process_index + 1) * share)
+    log_path = run_dir / "metrics.jsonl"
+    kept = [x for x in log_path.read_text().splitlines() if json.loads(x)["step"] <= first_step] \
+        if ckpt is not None and log_path.exists() else []
+    t0 = time.perf_counter()
+    bar = tqdm(range(first_step, cfg.train.steps), desc=f"train {cfg.objective.name}", disable=not (progress and main),
+               initial=first_step, total=cfg.train.steps)
+    with (log_path.open("w") if main else open(os.devnull, "w")) as log_file:
+        log_file.writelines(x + "\n" for x in kept)
         for step in bar:
             started = time.perf_counter()
             metrics: dict[str, float] = {}
-            finite = True
+            bad = 0.0
             for _ in range(cfg.train.grad_accum):
                 if len(queue) < cfg.train.batch_size:
                     queue += torch.randperm(len(train_set), generator=order).tolist()
                 idx, queue = queue[: cfg.train.batch_size], queue[cfg.train.batch_size :]
-                batch = Batch([train_set[i] for i in idx], progress=step / max(cfg.train.steps - 1, 1))
-                out = objective(batch, reranker.score(batch.examples), reader, noise)
-                if not torch.isfinite(out.loss):
-                    finite = False
+                seeds = torch.randint(0, 2**62, (len(idx),), generator=noise).tolist()  # same on every process
+                batch = Batch([train_set[i] for i in idx[mine]], progress=step / max(cfg.train.steps - 1, 1),
+                              noise_seeds=seeds[mine])
+                out = objective(batch, model(batch.examples), reader, noise)
+                bad = float(acc.reduce(torch.tensor(float(not torch.isfinite(out.loss))), "sum"))
+                if bad:  # every process skips together (a lone backward would wait forever in DDP)
                     break
-                (out.loss / cfg.train.grad_accum).backward()
+                acc.backward(out.loss / cfg.train.grad_accum)
                 for key, value in out.metrics.items():
                     metrics[key] = metrics.get(key, 0.0) + value / cfg.train.grad_accum
-            if not finite:
+            if bad:
                 skipped += 1
                 optimizer.zero_grad(set_to_none=True)
-                log.warning("step %d: non-finite loss, step skipped (%d so far)", step, skipped)
+                log.warning("step %d: non-finite loss, step skipped (%d so far)", step + 1, skipped)
+                if cfg.train.max_nonfinite_steps and skipped >= cfg.train.max_nonfinite_steps:
+                    last = checkpoint.latest(run_dir)
+                    raise NonFiniteLossError(
+                        f"stopped at step {step + 1}: {skipped} steps had a non-finite loss "
+                        f"(train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}); last good checkpoint: "
+                        f"{last or 'none'}. Lower train.lr, raise objective.tau, or check the data")
                 continue
-            grad_norm = torch.nn.utils.clip_grad_norm_(reranker.parameters(), cfg.train.grad_clip)
+            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            keys = sorted(metrics)
+            averaged = acc.reduce(torch.tensor([metrics[k] for k in keys], dtype=torch.float64), "mean").tolist()
+            metrics = dict(zip(keys, averaged, strict=True))
             metrics.update(step=step + 1, grad_norm=float(grad_norm), seconds=time.perf_counter() - started)
             log_file.write(json.dumps(metrics) + "\n")
             log_file.flush()
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", s_per_step=f"{metrics['seconds']:.2f}")
-            if cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0:
-                checkpoint.save(run_dir, step + 1, reranker, optimizer, {"skipped": skipped})
-    seconds_per_step = (time.perf_counter() - t0) / max(cfg.train.steps, 1)
+            if main and cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0:
+                rng = {"noise": noise.get_state(), "order": order.get_state(), "torch": torch.get_rng_state()}
+                checkpoint.save(run_dir, step + 1, reranker, optimizer,
+                                {"skipped": skipped, "queue": queue, "before": _no_nan(before)}, state=rng)
+    seconds_per_step = (time.perf_counter() - t0) / max(cfg.train.steps - first_step, 1)
     reranker.eval()
+    acc.wait_for_everyone()
+    if not main:
+        return TrainResult(run_dir, before, {}, seconds_per_step, skipped, [])
     _save_final(reranker, run_dir)
     after_scores = score_all(reranker, held_out, batch_size=cfg.eval.batch_size, progress=progress)
     after = evaluate(cfg, reranker, reader, held_out, progress=progress, scores=after_scores)
     report = {"before": before, "after": after, "seconds_per_step": seconds_per_step, "skipped_steps": skipped,
-              "train_questions": len(train_set), "held_out_questions": len(held_out)}
+              "train_questions": len(train_set), "held_out_questions": len(held_out),
+              "processes": acc.num_processes, "resumed_from_step": first_step if ckpt is not None else None}
     (run_dir / "report.json").write_text(json.dumps(_no_nan(report), indent=2))
     return TrainResult(run_dir, before, after, seconds_per_step, skipped, after_scores)
 

@@ -110,7 +110,9 @@ def test_gumbel_loss_gradcheck_through_the_reader_float64(layout: str, reader) -
 
     HF attention takes its softmax in float32 even in a float64 model, so the forward pass is only
     float32-smooth: central differences with eps=1e-3 (truncation error ~eps^2) are the finest
-    that rise above that rounding.
+    that rise above that rounding, which still leaves about 1e-5 of absolute error in each entry
+    (measured over seeds; the gradients themselves are 1e-4 to 5e-3). A wrong gradient (sign,
+    missing factor, detached mask) is off by the gradient's own size.
     """
     examples = make_examples()
     batch = Batch(examples)
@@ -121,7 +123,7 @@ def test_gumbel_loss_gradcheck_through_the_reader_float64(layout: str, reader) -
         return obj(batch, scores, reader, torch.Generator().manual_seed(seed)).loss
 
     scores = torch.randn(2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
-    assert torch.autograd.gradcheck(loss, (scores,), eps=1e-3, atol=2e-6, rtol=2e-2)
+    assert torch.autograd.gradcheck(loss, (scores,), eps=1e-3, atol=3e-5, rtol=2e-2)
 
 
 # ---- contract tests over the registry ----------------------------------------------------------

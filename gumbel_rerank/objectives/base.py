@@ -17,11 +17,19 @@ class Batch:
 
     examples: list[Example]
     progress: float = 0.0  # share of training done, in [0, 1] (for schedules such as tau annealing)
+    noise_seeds: list[int] | None = None  # one per question: its noise is the same whichever process holds it
     valid: torch.Tensor = field(init=False)
     _context: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.valid = doc_valid(self.examples)
+
+    def question_generators(self, generator: torch.Generator) -> list[torch.Generator]:
+        """One generator per question, from ``noise_seeds`` or else drawn from ``generator``."""
+        seeds = self.noise_seeds
+        if seeds is None:
+            seeds = torch.randint(0, 2**62, (len(self.examples),), generator=generator).tolist()
+        return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
     def context(self, reader: Reader) -> Any:
         """Tokenised batch with doc encodings, computed once per batch and shared by all reader calls."""

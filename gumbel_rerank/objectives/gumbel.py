@@ -47,14 +47,20 @@ class GumbelObjective:
         c = self.cfg
         return c.tau if c.tau_final is None else c.tau * (c.tau_final / c.tau) ** min(max(progress, 0.0), 1.0)
 
-    def mask(self, scores: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:
-        """(B, S, N) soft masks, one per Gumbel sample."""
+    def mask(self, scores: torch.Tensor, valid: torch.Tensor, tau: float, generators: list[torch.Generator]) -> torch.Tensor:
+        """(B, S, N) soft masks, one per Gumbel sample.
+
+        Question b's noise comes from its own generator and covers its own docs only, so it does not
+        depend on which other questions share the batch (or the process, in multi-process training).
+        """
         c = self.cfg
         B, N = scores.shape
         draws = c.k if c.relaxation == "l2x" else 1
-        noise = gumbel_noise((c.samples, draws, B, N), generator=generator, dtype=scores.dtype)
-        if not c.noise:
-            noise.zero_()
+        noise = torch.zeros(c.samples, draws, B, N, dtype=scores.dtype)
+        if c.noise:
+            real = valid.sum(-1).tolist()  # docs of each question (they fill the first slots)
+            for b, gen in enumerate(generators):
+                noise[:, :, b, : real[b]] = gumbel_noise((c.samples, draws, real[b]), generator=gen, dtype=scores.dtype)
         masks = []
         for s in range(c.samples):
             if c.relaxation == "l2x":
@@ -73,7 +79,7 @@ class GumbelObjective:
                 "lower objective.k or drop questions with fewer docs"
             )
         tau = self.tau(batch.progress)
-        weights = self.mask(doc_scores, tau, generator) * valid.unsqueeze(1)  # (B, S, N)
+        weights = self.mask(doc_scores, valid, tau, batch.question_generators(generator)) * valid.unsqueeze(1)  # (B, S, N)
         nll = answer_nll(reader, batch, weights)  # (B, S)
         loss = nll.mean()
         metrics = {"loss": loss.item(), "tau": tau, "mask_sum": weights.detach().sum(-1).mean().item()}
