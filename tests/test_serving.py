@@ -194,3 +194,14 @@ def test_bounded_load_test_micro_batches_concurrent_requests(server) -> None:  #
     assert batcher.requests == 32 and batcher.forward_batches < 32  # concurrent requests shared forward passes
     print(f"loopback load test: {result.throughput:.1f} req/s, p50 {result.percentile(50):.1f} ms, "
           f"p95 {result.percentile(95):.1f} ms, {batcher.forward_batches} forward batches for 32 requests")
+
+
+def test_predict_sorts_by_length_but_returns_input_order(bert_dir: str, tmp_path: Path) -> None:
+    _, reranker = fake_run(tmp_path, bert_dir, "cross")
+    pairs = [(QUERY, "short"), (QUERY, "a much longer document " * 5), (QUERY, "mid length doc"), (QUERY, "")]
+    with torch.no_grad():
+        expected = [reranker.score_pairs([q], [d]).item() for q, d in pairs]  # one pair at a time, no padding
+    assert reranker.predict(pairs, batch_size=3) == pytest.approx(expected, abs=1e-5)
+    assert reranker.predict(pairs, batch_size=3, precision="bf16") == pytest.approx(expected, abs=5e-2)
+    with pytest.raises(ValueError, match="precision"):
+        reranker.predict(pairs, precision="int4")
