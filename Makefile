@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/gumbel-rerank train configs/default.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check gumbel_rerank tests scripts
+	$(BIN)/ruff check gumbel_rerank tests scripts bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

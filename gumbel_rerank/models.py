@@ -129,13 +129,17 @@ def resolve(name_or_path: str) -> str:
     return name_or_path  # a hub id, for users who have the hub
 
 
-def load_causal_lm(name_or_path: str, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
-    """A reader model (causal or seq2seq, picked from its config) and its tokenizer."""
+def load_causal_lm(name_or_path: str, dtype: torch.dtype = torch.float32, device_map: str | None = None) -> tuple[Any, Any]:
+    """A reader model (causal or seq2seq, picked from its config) and its tokenizer.
+
+    ``device_map`` (e.g. ``"auto"``) shards a large frozen reader over the visible GPUs with
+    accelerate's dispatch hooks, which move each layer's inputs to its device.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     path = resolve(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = AutoConfig.from_pretrained(path)
     cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-    model = cls.from_pretrained(path, dtype=dtype)
+    model = cls.from_pretrained(path, dtype=dtype, **({"device_map": device_map} if device_map else {}))
     return model, tokenizer

@@ -33,11 +33,11 @@ log = logging.getLogger(__name__)
 def build_reader(cfg: ReaderConfig, model: Any = None, tokenizer: Any = None) -> Reader:
     """The frozen reader for ``cfg.layout``; pass ``model``/``tokenizer`` to skip loading."""
     if model is None:
-        model, tokenizer = load_causal_lm(cfg.model)
+        model, tokenizer = load_causal_lm(cfg.model, device_map=cfg.device_map or None)
     if cfg.layout == "fid":
         return FiDReader(model, tokenizer, max_doc_tokens=cfg.max_doc_tokens, max_answer_tokens=cfg.max_answer_tokens)
     return DecoderReader(model, tokenizer, layout=cfg.layout, max_doc_tokens=cfg.max_doc_tokens,
-                         max_answer_tokens=cfg.max_answer_tokens)
+                         max_answer_tokens=cfg.max_answer_tokens, gradient_checkpointing=cfg.gradient_checkpointing)
 
 
 def check_data(cfg: Config, train: list[Example], held_out: list[Example]) -> None:

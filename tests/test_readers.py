@@ -175,3 +175,20 @@ def test_layout_errors_name_the_fix() -> None:
         FiDReader(tiny_llama(), byte_tokenizer("decoder"))
     with pytest.raises(ValueError, match="layouts"):
         DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="fid")
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    """Sequential layout: recomputing layers in the backward pass changes memory, not results."""
+    examples = make_examples()
+    grads = []
+    for ckpt in (False, True):
+        reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="sequential", gradient_checkpointing=ckpt)
+        w = torch.full((2, 2, 4), 0.6, requires_grad=True)
+        loss = -reader.answer_logprob(reader.prepare(examples), w).mean().sum()
+        loss.backward()
+        grads.append((loss.detach(), w.grad))
+        assert not reader.model.training and all(p.grad is None for p in reader.model.parameters())
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6) and grads[0][1].abs().sum() > 0
+    with pytest.raises(ValueError, match="sequential layout"):
+        DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel", gradient_checkpointing=True)

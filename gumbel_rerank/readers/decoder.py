@@ -77,6 +77,7 @@ class DecoderReader:
         max_doc_tokens: int = 256,
         max_answer_tokens: int = 32,
         template: PromptTemplate | None = None,
+        gradient_checkpointing: bool = False,
     ) -> None:
         if layout not in ("parallel", "sequential"):
             raise ValueError(f"a decoder-only reader supports layouts 'parallel' and 'sequential', not {layout!r}")
@@ -85,6 +86,9 @@ class DecoderReader:
         self.model = freeze(model)
         self.tokenizer = tokenizer
         self.layout = layout
+        self.gradient_checkpointing = gradient_checkpointing
+        if gradient_checkpointing:
+            _enable_checkpointing(model, layout)
         self.max_doc_tokens = max_doc_tokens
         self.max_answer_tokens = max_answer_tokens
         self.template = template or PromptTemplate()
@@ -221,13 +225,18 @@ class DecoderReader:
             raise ValueError("the context was prepared without answers; call prepare(..., with_answer=True)")
         M = doc_weights.shape[1]
         mask, cache = self._mask_and_cache(ctx, log_weights(doc_weights.to(self.model.dtype)))
-        out = self.model(
-            input_ids=_repeat(ctx.ids, M), attention_mask=mask, position_ids=_repeat(ctx.pos, M),
-            past_key_values=cache, use_cache=True, logits_to_keep=T + 1,
-        )
+        checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
+        self.model.train(checkpointed)  # HF recomputes layers only in training mode (no dropout is active: checked)
+        try:
+            out = self.model(
+                input_ids=_repeat(ctx.ids, M), attention_mask=mask, position_ids=_repeat(ctx.pos, M),
+                past_key_values=None if checkpointed else cache, use_cache=not checkpointed, logits_to_keep=T + 1,
+            )
+        finally:
+            self.model.eval()
         logp = torch.log_softmax(upcast(out.logits[:, :-1]), dim=-1)  # (B*M, T, V): predictions of the last T tokens
-        target = _repeat(ctx.ids[:, -T:], M)
-        token_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).reshape(B, M, T)
+        target = _repeat(ctx.ids[:, -T:], M).to(logp.device)
+        token_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).reshape(B, M, T).to(doc_weights.device)
         token_mask = torch.arange(T).expand(B, T) >= (T - ctx.answer_len).unsqueeze(1)
         return AnswerScores(token_lp, token_mask)
 
@@ -294,6 +303,23 @@ class DecoderReader:
         gen = torch.stack(tokens, dim=1)
         texts = self.tokenizer.batch_decode(cut_at_eos(gen, self.tokenizer.eos_token_id), skip_special_tokens=True)
         return [t.strip().split("\n")[0].strip() for t in texts]
+
+
+def _enable_checkpointing(model: Any, layout: str) -> None:
+    """Per-layer activation recomputation for the sequential layout (its docs run with gradient).
+
+    HF recomputes only in training mode, so the reader must have no active dropout there.
+    """
+    if layout != "sequential":
+        raise ValueError("gradient checkpointing is for the sequential layout (parallel encodes docs without gradient)")
+    active = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+    if active or float(getattr(model.config, "attention_dropout", 0.0) or 0.0) > 0:
+        raise ValueError(f"gradient checkpointing needs a reader without dropout; active in {active[:3] or 'attention'}")
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x name
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _merge_docs(head: torch.Tensor, docs: torch.Tensor, B: int, N: int) -> torch.Tensor:

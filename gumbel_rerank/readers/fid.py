@@ -91,9 +91,9 @@ class FiDReader:
         dec_in = self.model.prepare_decoder_input_ids_from_labels(labels=ctx.labels)
         logits = self._decode(ctx, log_weights(doc_weights.to(self.model.dtype)), dec_in)
         T = ctx.labels.shape[1]
-        target = ctx.labels.clamp_min(0).repeat_interleave(M, dim=0)
+        target = ctx.labels.clamp_min(0).repeat_interleave(M, dim=0).to(logits.device)
         lp = torch.log_softmax(upcast(logits), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        return AnswerScores(lp.reshape(B, M, T), ctx.labels != -100)
+        return AnswerScores(lp.reshape(B, M, T).to(doc_weights.device), ctx.labels != -100)
 
     @torch.no_grad()
     def doc_attention(self, context: FiDContext, aggregation: str) -> torch.Tensor:

@@ -1,0 +1,154 @@
+"""Training-step cost of G-Rerank against the floor, a naive implementation and the rivals.
+
+    python bench/train_step.py            # everything below, about 25 minutes on 2 cores
+    python bench/train_step.py --quick    # fewer repeats and no N=50
+
+Real models (MiniLM cross-encoder reranker, SmolLM2-135M reader), one HotpotQA question per step
+with N candidate paragraphs (max 160 tokens each). Every variant runs in its own process (peak
+RSS is per process) and the variants alternate over rounds, so the ratios compare like with like
+on this shared machine; each figure is the median step time over all rounds.
+
+Variants: ``supervised`` (the reranker-only floor); ``gumbel`` (ours, parallel layout: docs
+encoded once without gradient, only question and answer positions with gradient, LM head on the
+answer only); ``gumbel-sequential`` (and ``gumbel-checkpointed``, the same with per-layer activation
+recomputation); ``naive`` (what a straightforward implementation does: the
+concatenated prompt, forward and backward over every position, LM head on every position); the
+rivals ``adist``/``emdr``/``pdist``/``loop``, ``cold`` (teacher computed in the step) and
+``cached`` (teacher already in the cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import ROOT, hotpot_questions, median, peak_rss_mb, timed
+
+VARIANTS = ["supervised", "gumbel", "gumbel-sequential", "gumbel-checkpointed", "naive", "adist-cold", "adist-cached",
+            "emdr-cold", "emdr-cached", "pdist-cold", "pdist-cached", "loop-cold", "loop-cached"]
+
+
+def naive_reader(model, tokenizer):  # type: ignore[no-untyped-def]
+    """The sequential layout scored the straightforward way: logits at every position."""
+    import torch
+
+    from gumbel_rerank.masking import log_weights
+    from gumbel_rerank.readers.base import AnswerScores
+    from gumbel_rerank.readers.decoder import DecoderReader
+
+    class NaiveReader(DecoderReader):
+        def answer_logprob(self, context, doc_weights):  # type: ignore[no-untyped-def]
+            ctx = context
+            B, M = ctx.ids.shape[0], doc_weights.shape[1]
+            T = ctx.answer_tokens
+            mask, _ = self._mask_and_cache(ctx, log_weights(doc_weights))
+            out = self.model(input_ids=ctx.ids.repeat_interleave(M, 0), attention_mask=mask,
+                             position_ids=ctx.pos.repeat_interleave(M, 0))  # no logits_to_keep: every position
+            logp = torch.log_softmax(out.logits.float(), dim=-1)[:, -T - 1 : -1]
+            target = ctx.ids[:, -T:].repeat_interleave(M, 0)
+            lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).reshape(B, M, T)
+            return AnswerScores(lp, torch.arange(T).expand(B, T) >= (T - ctx.answer_len).unsqueeze(1))
+
+    return NaiveReader(model, tokenizer, layout="sequential", max_doc_tokens=160)
+
+
+def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
+    """Time ``steps`` training steps of one variant in this process (after one warm-up step)."""
+    import torch
+
+    from gumbel_rerank.config import ObjectiveConfig
+    from gumbel_rerank.models import load_causal_lm
+    from gumbel_rerank.objectives import OBJECTIVES, Batch, TeacherCache
+    from gumbel_rerank.readers.decoder import DecoderReader
+    from gumbel_rerank.rerankers import Reranker
+
+    torch.manual_seed(0)
+    questions = hotpot_questions(steps + 1, num_docs)
+    reranker = Reranker.from_pretrained("all-minilm-l6-v2", kind="cross", max_length=256)
+    model, tokenizer = load_causal_lm("smollm2-135m-instruct")
+    name, _, teacher = variant.partition("-")
+    if variant == "naive":
+        reader, name = naive_reader(model, tokenizer), "gumbel"
+    else:
+        layout = "sequential" if teacher in ("sequential", "checkpointed") else "parallel"
+        reader = DecoderReader(model, tokenizer, layout=layout, max_doc_tokens=160,
+                               gradient_checkpointing=teacher == "checkpointed")
+    cfg = ObjectiveConfig(name=name, k=5, log_hard_loss=False)
+    cache = TeacherCache()
+    objective = OBJECTIVES[name](cfg, cache)
+    optimizer = torch.optim.AdamW(reranker.parameters(), lr=1e-5)
+    generator = torch.Generator().manual_seed(0)
+    if teacher == "cached":  # fill the cache first, outside the timing
+        for ex in questions:
+            objective(Batch([ex]), reranker([ex]).detach(), reader, generator)
+    queue = list(questions)
+    base_rss = peak_rss_mb()
+
+    def step() -> None:
+        ex = queue.pop(0)
+        if teacher == "cold":
+            objective.teachers = TeacherCache()  # nothing cached: the teacher runs inside the step
+        out = objective(Batch([ex]), reranker([ex]), reader, generator)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    seconds = timed(step, repeats=steps, warmup=1)
+    return {"seconds": median(seconds), "peak_rss_mb": peak_rss_mb(), "loaded_rss_mb": base_rss}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", help=argparse.SUPPRESS)  # one measurement, in a child process
+    p.add_argument("--docs", type=int, default=10)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_step.json"))
+    args = p.parse_args()
+    if args.variant:
+        print(json.dumps(run_one(args.variant, args.docs, args.steps)))
+        return
+    if args.quick:
+        args.rounds, args.steps = 1, 2
+    plan = [(v, 10) for v in VARIANTS] + [("gumbel", n) for n in ((5, 20) if args.quick else (5, 20, 50))]
+    results: dict[str, list[dict[str, float]]] = {}
+    for r in range(args.rounds):
+        for variant, n in plan if r % 2 == 0 else reversed(plan):
+            key = f"{variant}@N={n}"
+            cmd = [sys.executable, __file__, "--variant", variant, "--docs", str(n), "--steps", str(args.steps)]
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            if done.returncode:
+                raise SystemExit(f"{key} failed:\n{done.stderr[-2000:]}")
+            results.setdefault(key, []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"  round {r + 1}: {key:<22} {results[key][-1]['seconds']:.2f} s/step", flush=True)
+    summary = {k: {"seconds": median([x["seconds"] for x in v]), "peak_rss_mb": max(x["peak_rss_mb"] for x in v),
+                   "loaded_rss_mb": median([x["loaded_rss_mb"] for x in v])} for k, v in results.items()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=2))
+    g = summary["gumbel@N=10"]["seconds"]
+    print("\nmedian s/step, one HotpotQA question with N=10 paragraphs; ratio = variant / G-Rerank (parallel); "
+          "peak RSS per process (weights included)")
+    print("| variant | s/step | ratio to G-Rerank | peak RSS MB | over loaded MB |\n|---|---|---|---|---|")
+    for key in [f"{v}@N=10" for v in VARIANTS]:
+        row = summary[key]
+        print(f"| {key.split('@')[0]} | {row['seconds']:.2f} | {row['seconds'] / g:.2f} | {row['peak_rss_mb']:.0f} | "
+              f"{row['peak_rss_mb'] - row['loaded_rss_mb']:.0f} |")
+    print(f"\nnaive / ours = {summary['naive@N=10']['seconds'] / g:.1f}x (target >= 5x); "
+          f"G-Rerank / PDist (cold) = {g / summary['pdist-cold@N=10']['seconds']:.2f} (target <= 1.5); "
+          f"G-Rerank / supervised floor = {g / summary['supervised@N=10']['seconds']:.1f}x")
+    ns = sorted(int(k.split("=")[1]) for k in summary if k.startswith("gumbel@"))
+    print("\nG-Rerank step time against N (linear means s/step / N roughly constant):")
+    for n in ns:
+        s = summary[f"gumbel@N={n}"]["seconds"]
+        print(f"  N={n:<3} {s:6.2f} s/step   {s / n * 1000:6.1f} ms per doc   peak RSS "
+              f"{summary[f'gumbel@N={n}']['peak_rss_mb']:.0f} MB")
+    print(f"results: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
