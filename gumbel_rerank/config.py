@@ -46,6 +46,7 @@ class ReaderConfig:
     layout: str = "parallel"  # fid | parallel | sequential
     max_doc_tokens: int = 256
     max_answer_tokens: int = 32
+    doc_cache_mb: float = 0  # parallel: keep encoded docs across steps/epochs/objectives within this budget
     gradient_checkpointing: bool = False  # sequential layout: recompute layers in the backward pass (less memory)
     device_map: str = ""  # "auto": shard a large reader over the visible GPUs (README: "Beyond one machine")
 

@@ -37,7 +37,8 @@ def build_reader(cfg: ReaderConfig, model: Any = None, tokenizer: Any = None) ->
     if cfg.layout == "fid":
         return FiDReader(model, tokenizer, max_doc_tokens=cfg.max_doc_tokens, max_answer_tokens=cfg.max_answer_tokens)
     return DecoderReader(model, tokenizer, layout=cfg.layout, max_doc_tokens=cfg.max_doc_tokens,
-                         max_answer_tokens=cfg.max_answer_tokens, gradient_checkpointing=cfg.gradient_checkpointing)
+                         max_answer_tokens=cfg.max_answer_tokens, gradient_checkpointing=cfg.gradient_checkpointing,
+                         doc_cache_mb=cfg.doc_cache_mb)
 
 
 def check_data(cfg: Config, train: list[Example], held_out: list[Example]) -> None:

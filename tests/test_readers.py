@@ -192,3 +192,22 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6) and grads[0][1].abs().sum() > 0
     with pytest.raises(ValueError, match="sequential layout"):
         DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel", gradient_checkpointing=True)
+
+
+def test_doc_cache_reuses_encodings_exactly_and_respects_its_budget() -> None:
+    """Parallel layout: encoded docs survive the step; a second batch with the same docs runs none of them."""
+    examples = make_examples()
+    plain = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    cached = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel", doc_cache_mb=64)
+    w = torch.rand(2, 3, 4, generator=torch.Generator().manual_seed(0))
+    first = cached.answer_logprob(cached.prepare(examples), w).token_logprobs
+    assert cached.doc_cache is not None and cached.doc_cache.misses == 7 and cached.doc_cache.hits == 0
+    again = cached.answer_logprob(cached.prepare(examples[::-1]), w.flip(0)).token_logprobs.flip(0)  # other order
+    assert cached.doc_cache.hits == 7 and cached.doc_cache.misses == 7
+    assert torch.allclose(first, again, atol=1e-6)
+    reference = plain.answer_logprob(plain.prepare(examples), w).token_logprobs
+    assert torch.allclose(first, reference, atol=1e-6)
+    one_doc = cached.doc_cache.used / 7
+    small = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel", doc_cache_mb=2.5 * one_doc / 2**20)
+    small.prepare(examples)
+    assert small.doc_cache is not None and len(small.doc_cache.items) == 2 and small.doc_cache.used <= small.doc_cache.budget

@@ -15,6 +15,7 @@ logits as-is), explicit ``position_ids``, a ``DynamicCache`` built from tensors,
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,38 @@ class PromptTemplate:
     doc: str = "Document: {doc}\n\n"
     query: str = "Question: {question}\nAnswer:"
     answer: str = " {answer}"
+
+
+class DocCache:
+    """Encoded docs (per layer keys and values) kept across steps, epochs and objectives, least
+    recently used first out, within a memory budget. Keyed by the doc's token ids: the reader (and
+    its prompt prefix) is fixed for the cache's life."""
+
+    def __init__(self, budget_mb: float) -> None:
+        self.budget = int(budget_mb * 2**20)
+        self.used = 0
+        self.hits = 0
+        self.misses = 0
+        self.items: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+
+    def get(self, key: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        value = self.items.get(key)
+        if value is None:
+            self.misses += 1
+            return None
+        self.items.move_to_end(key)
+        self.hits += 1
+        return value
+
+    def put(self, key: tuple[int, ...], value: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        size = sum(k.nbytes + v.nbytes for k, v in value)
+        if size > self.budget or key in self.items:
+            return
+        while self.used + size > self.budget:
+            _, old = self.items.popitem(last=False)
+            self.used -= sum(k.nbytes + v.nbytes for k, v in old)
+        self.items[key] = value
+        self.used += size
 
 
 @dataclass
@@ -78,6 +111,7 @@ class DecoderReader:
         max_answer_tokens: int = 32,
         template: PromptTemplate | None = None,
         gradient_checkpointing: bool = False,
+        doc_cache_mb: float = 0,
     ) -> None:
         if layout not in ("parallel", "sequential"):
             raise ValueError(f"a decoder-only reader supports layouts 'parallel' and 'sequential', not {layout!r}")
@@ -87,6 +121,9 @@ class DecoderReader:
         self.tokenizer = tokenizer
         self.layout = layout
         self.gradient_checkpointing = gradient_checkpointing
+        # parallel: docs' keys/values do not depend on the weights, so they can outlive a step
+        self.doc_cache = DocCache(doc_cache_mb) if doc_cache_mb > 0 and layout == "parallel" else None
+        self._prefix_cache: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
         if gradient_checkpointing:
             _enable_checkpointing(model, layout)
         self.max_doc_tokens = max_doc_tokens
@@ -165,24 +202,22 @@ class DecoderReader:
         B, N, P = len(examples), num_docs(examples), len(prefix)
         doc_ids = [self._doc_ids(ex) + [[] for _ in range(N - len(ex.docs))] for ex in examples]
         L = max(len(ids) for row in doc_ids for ids in row)
-        # The prefix is encoded once; every doc continues from it at positions P..P+L-1.
-        base = self.model.base_model
-        head = base(input_ids=torch.tensor([prefix]), position_ids=torch.arange(P)[None],
-                    past_key_values=DynamicCache(), use_cache=True).past_key_values
-        head_kv = [(k, v) for k, v, *_ in head]  # per layer (1, H, P, D)
-        ids = torch.full((B * N, L), self.pad_id, dtype=torch.long)
-        attn = torch.zeros(B * N, P + L, dtype=torch.long)
-        attn[:, :P] = 1
-        for i, d in enumerate(d for row in doc_ids for d in row):
-            ids[i, : len(d)] = torch.tensor(d, dtype=torch.long)
-            attn[i, P : P + len(d)] = 1
-        cache = DynamicCache(ddp_cache_data=[(k.expand(B * N, -1, -1, -1), v.expand(B * N, -1, -1, -1)) for k, v in head_kv])
-        out = base(input_ids=ids, attention_mask=attn, position_ids=torch.arange(P, P + L).expand(B * N, -1),
-                   past_key_values=cache, use_cache=True)
-        kv = [
-            (_merge_docs(hk, k[:, :, P:], B, N), _merge_docs(hv, v[:, :, P:], B, N))
-            for (hk, hv), (k, v, *_) in zip(head_kv, out.past_key_values, strict=True)
-        ]
+        head_kv = self._prefix_kv(prefix)
+        encoded = self._encode_docs([d for row in doc_ids for d in row if d], head_kv)
+        kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for layer, (hk, hv) in enumerate(head_kv):  # per layer: prefix + every question's docs, padded to L
+            H, D = hk.shape[1], hk.shape[3]
+            keys = hk.new_zeros(B, N, H, L, D)
+            values = hv.new_zeros(B, N, H, L, D)
+            for b, row in enumerate(doc_ids):
+                for n, d in enumerate(row):
+                    if d:
+                        k, v = encoded[tuple(d)][layer]
+                        keys[b, n, :, : len(d)] = k
+                        values[b, n, :, : len(d)] = v
+            merged = [torch.cat([h.expand(B, -1, -1, -1), x.permute(0, 2, 1, 3, 4).reshape(B, H, N * L, D)], 2)
+                      for h, x in ((hk, keys), (hv, values))]
+            kv.append((merged[0], merged[1]))
         key_doc = torch.cat([torch.full((P,), -1), torch.arange(N).repeat_interleave(L)]).expand(B, -1)
         lengths = torch.tensor([[len(d) for d in row] for row in doc_ids])  # (B, N)
         in_doc = torch.arange(L).expand(B, N, L) < lengths.unsqueeze(-1)
@@ -194,6 +229,47 @@ class DecoderReader:
         return DecoderContext(
             **q, answer_len=torch.tensor(answer_len), num_docs=N, kv=kv, key_doc=key_doc.clone(), key_valid=key_valid
         )
+
+    def _prefix_kv(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (1, H, P, D) keys and values of the shared prompt prefix (computed once per reader)."""
+        if self._prefix_cache is None or self._prefix_cache[0] != prefix:
+            head = self.model.base_model(input_ids=torch.tensor([prefix]), position_ids=torch.arange(len(prefix))[None],
+                                         past_key_values=DynamicCache(), use_cache=True).past_key_values
+            self._prefix_cache = (prefix, [(k, v) for k, v, *_ in head])
+        return self._prefix_cache[1]
+
+    def _encode_docs(self, docs: list[list[int]], head_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[tuple[int, ...], Any]:
+        """Keys and values of each distinct doc, continued from the prefix: per layer (H, len, D).
+
+        Docs already in the doc cache are not run again; the others run as one batch.
+        """
+        out: dict[tuple[int, ...], Any] = {}
+        todo: list[tuple[int, ...]] = []
+        for d in map(tuple, docs):
+            if d in out or d in todo:
+                continue
+            hit = self.doc_cache.get(d) if self.doc_cache is not None else None
+            if hit is None:
+                todo.append(d)
+            else:
+                out[d] = hit
+        if todo:
+            P, R, L = head_kv[0][0].shape[2], len(todo), max(len(d) for d in todo)
+            ids = torch.full((R, L), self.pad_id, dtype=torch.long)
+            attn = torch.zeros(R, P + L, dtype=torch.long)
+            attn[:, :P] = 1
+            for i, d in enumerate(todo):
+                ids[i, : len(d)] = torch.tensor(d, dtype=torch.long)
+                attn[i, P : P + len(d)] = 1
+            cache = DynamicCache(ddp_cache_data=[(k.expand(R, -1, -1, -1), v.expand(R, -1, -1, -1)) for k, v in head_kv])
+            res = self.model.base_model(input_ids=ids, attention_mask=attn, position_ids=torch.arange(P, P + L).expand(R, -1),
+                                        past_key_values=cache, use_cache=True).past_key_values
+            layers = [(k[:, :, P:], v[:, :, P:]) for k, v, *_ in res]
+            for i, d in enumerate(todo):
+                out[d] = [(k[i, :, : len(d)].clone(), v[i, :, : len(d)].clone()) for k, v in layers]
+                if self.doc_cache is not None:
+                    self.doc_cache.put(d, out[d])
+        return out
 
     # ---- scoring ------------------------------------------------------------------------------
     def _mask_and_cache(self, ctx: DecoderContext, log_w: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
@@ -320,13 +396,6 @@ def _enable_checkpointing(model: Any, layout: str) -> None:
         enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-def _merge_docs(head: torch.Tensor, docs: torch.Tensor, B: int, N: int) -> torch.Tensor:
-    """Prefix (1, H, P, D) + docs (B*N, H, L, D) -> one key/value sequence per question (B, H, P + N*L, D)."""
-    _, H, L, D = docs.shape
-    docs = docs.reshape(B, N, H, L, D).permute(0, 2, 1, 3, 4).reshape(B, H, N * L, D)
-    return torch.cat([head.expand(B, -1, -1, -1), docs], dim=2)
 
 
 def _repeat(x: torch.Tensor, m: int) -> torch.Tensor:
