@@ -10,7 +10,8 @@ on this shared machine; each figure is the median step time over all rounds.
 
 Variants: ``supervised`` (the reranker-only floor); ``gumbel`` (ours, parallel layout: docs
 encoded once without gradient, only question and answer positions with gradient, LM head on the
-answer only); ``gumbel-sequential`` (and ``gumbel-checkpointed``, the same with per-layer activation
+answer only); ``gumbel-cached`` (the docs' encodings already in the reader's doc cache, as in a second
+epoch or a second objective); ``gumbel-sequential`` (and ``gumbel-checkpointed``, the same with per-layer activation
 recomputation); ``naive`` (what a straightforward implementation does: the
 concatenated prompt, forward and backward over every position, LM head on every position); the
 rivals ``adist``/``emdr``/``pdist``/``loop``, ``cold`` (teacher computed in the step) and
@@ -29,8 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import ROOT, hotpot_questions, median, peak_rss_mb, timed
 
-VARIANTS = ["supervised", "gumbel", "gumbel-sequential", "gumbel-checkpointed", "naive", "adist-cold", "adist-cached",
-            "emdr-cold", "emdr-cached", "pdist-cold", "pdist-cached", "loop-cold", "loop-cached"]
+VARIANTS = ["supervised", "gumbel", "gumbel-cached", "gumbel-sequential", "gumbel-checkpointed", "naive", "adist-cold",
+            "adist-cached", "emdr-cold", "emdr-cached", "pdist-cold", "pdist-cached", "loop-cold", "loop-cached"]
 
 
 def naive_reader(model, tokenizer):  # type: ignore[no-untyped-def]
@@ -77,7 +78,8 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
     else:
         layout = "sequential" if teacher in ("sequential", "checkpointed") else "parallel"
         reader = DecoderReader(model, tokenizer, layout=layout, max_doc_tokens=160,
-                               gradient_checkpointing=teacher == "checkpointed")
+                               gradient_checkpointing=teacher == "checkpointed",
+                               doc_cache_mb=8192 if teacher == "cached" else 0)
     cfg = ObjectiveConfig(name=name, k=5, log_hard_loss=False)
     cache = TeacherCache()
     objective = OBJECTIVES[name](cfg, cache)
