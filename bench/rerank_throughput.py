@@ -1,6 +1,6 @@
 """Reranking speed: our Reranker.predict against sentence-transformers' CrossEncoder.predict.
 
-    python bench/rerank_throughput.py          # about 4 minutes on 2 cores
+    python bench/rerank_throughput.py          # about 6 minutes on 2 cores
 
 Same weights (the MiniLM cross-encoder exported with our `export`), same batch size (32), same
 HotpotQA question-paragraph pairs. Each round runs every contender once, in alternating order;
