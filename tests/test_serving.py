@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sentence_transformers as st
 import torch
 import yaml
 from conftest import make_examples
@@ -19,8 +20,6 @@ from gumbel_rerank.config import dump, load
 from gumbel_rerank.data.schema import write_jsonl
 from gumbel_rerank.rerankers import Reranker
 from gumbel_rerank.serve import Limits, load_test, make_server, post_json
-
-st = pytest.importorskip("sentence_transformers")
 
 QUERY = "Who wrote the play?"
 DOCS = ["The play was written by Ann.", "Bananas are yellow.", "Ann is a writer.", "Bananas are yellow."]
