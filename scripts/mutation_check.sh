@@ -13,4 +13,4 @@ run gumbel_rerank/readers/base.py "    model.requires_grad_(False)" "    pass" "
 run gumbel_rerank/objectives/gumbel.py "nll = answer_nll(reader, batch, weights)" "nll = -answer_nll(reader, batch, weights)" tests/test_objectives.py
 run gumbel_rerank/readers/decoder.py "bias = torch.where(same_doc.unsqueeze(1), torch.zeros((), dtype=dtype), kb.unsqueeze(2))" "bias = torch.zeros_like(kb.unsqueeze(2).expand(-1, -1, kb.shape[-1], -1))" tests/test_readers.py
 run gumbel_rerank/objectives/teachers.py "views = eye if keep_alone else 1 - eye" "views = 1 - eye if keep_alone else eye" tests/test_rivals.py
-run gumbel_rerank/objectives/base.py "teacher_logp.exp() * (teacher_logp - student_logp)" "teacher_logp.exp() * (student_logp - teacher_logp)" "tests/test_objectives.py tests/test_rivals.py"
+run gumbel_rerank/objectives/base.py "p_logp.exp() * (p_logp - q_logp)" "p_logp.exp() * (q_logp - p_logp)" "tests/test_objectives.py tests/test_rivals.py"

@@ -158,8 +158,8 @@ def test_teacher_cache_is_shared_across_objectives_and_persists_on_disk(tmp_path
     again = OBJECTIVES["pdist"](ObjectiveConfig(name="pdist"), fresh)(Batch(examples), scores, reader, torch.Generator())
     assert reader.calls == calls and fresh.hits == 2
     assert torch.equal(first.loss, again.loss)
-    lp, _ = one_doc_teacher(TeacherCache(), reader.inner, Batch(examples))
-    cached, _ = one_doc_teacher(fresh, reader, Batch(examples))
+    lp = one_doc_teacher(TeacherCache(), reader.inner, Batch(examples)).token_logprobs
+    cached = one_doc_teacher(fresh, reader, Batch(examples)).token_logprobs
     assert torch.equal(lp, cached)
 
 

@@ -20,15 +20,14 @@ import torch
 from ..config import ObjectiveConfig
 from ..readers.base import ADIST_AGGREGATIONS, Reader
 from .base import Batch, LossOutput, kl_to_student, student_log_probs
-from .teachers import TeacherCache, pad_doc_scores
+from .teachers import TeacherCache, TeacherObjective, pad_doc_scores
 
 
-class ADistObjective:
+class ADistObjective(TeacherObjective):
     def __init__(self, cfg: ObjectiveConfig, teachers: TeacherCache | None = None) -> None:
         if cfg.adist_aggregation not in ADIST_AGGREGATIONS:
             raise ValueError(f"objective.adist_aggregation must be one of {ADIST_AGGREGATIONS}")
-        self.cfg = cfg
-        self.teachers = teachers or TeacherCache()
+        super().__init__(cfg, teachers)
 
     def teacher(self, batch: Batch, reader: Reader) -> torch.Tensor:
         agg = self.cfg.adist_aggregation

@@ -70,5 +70,10 @@ def kl_to_student(teacher_logits: torch.Tensor, student_logp: torch.Tensor, vali
                   temperature: float) -> torch.Tensor:
     """Mean over questions of KL(softmax(teacher / temperature_gold) || P_R), entirely in log space."""
     teacher_logp = masked_log_softmax(teacher_logits.detach().to(student_logp.dtype) / temperature, valid)
-    kl = torch.where(valid, teacher_logp.exp() * (teacher_logp - student_logp), torch.zeros((), dtype=student_logp.dtype))
+    return kl_divergence(teacher_logp, student_logp, valid)
+
+
+def kl_divergence(p_logp: torch.Tensor, q_logp: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over questions of KL(p || q) from log-probabilities over each question's valid docs."""
+    kl = torch.where(valid, p_logp.exp() * (p_logp - q_logp), torch.zeros((), dtype=q_logp.dtype))
     return kl.sum(-1).mean()

@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import torch
 
-from ..config import ObjectiveConfig
 from ..readers.base import Reader
 from .base import Batch, LossOutput, student_log_probs
-from .teachers import TeacherCache, one_doc_teacher
+from .teachers import TeacherObjective, one_doc_teacher
 
 
-class EMDRObjective:
-    def __init__(self, cfg: ObjectiveConfig, teachers: TeacherCache | None = None) -> None:
-        self.cfg = cfg
-        self.teachers = teachers or TeacherCache()
-
+class EMDRObjective(TeacherObjective):
     def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput:
-        token_lp, mask = one_doc_teacher(self.teachers, reader, batch)  # (B, N, T), (B, T)
-        token_lp = token_lp.to(doc_scores.dtype)
+        teacher = one_doc_teacher(self.teachers, reader, batch)  # (B, N, T) log-probs, (B, T) mask
+        token_lp, mask = teacher.token_logprobs.to(doc_scores.dtype), teacher.token_mask
         valid = batch.valid
         prior = student_log_probs(doc_scores, valid, self.cfg.temperature_score)  # (B, N)
         blocked = torch.full((), -torch.inf, dtype=prior.dtype)
@@ -36,7 +31,7 @@ class EMDRObjective:
             per_token = torch.logsumexp(joint, dim=1)  # (B, T)
             nll = -(per_token * mask).sum(-1)
         else:
-            seq = (token_lp * mask.unsqueeze(1)).sum(-1)  # (B, N) log p(answer | q, d_i)
+            seq = teacher.total().to(doc_scores.dtype)  # (B, N) log p(answer | q, d_i)
             nll = -torch.logsumexp(torch.where(valid, prior + seq, blocked), dim=-1)
         loss = nll.mean()
         return LossOutput(loss, {"loss": loss.item()})

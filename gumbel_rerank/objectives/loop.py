@@ -14,22 +14,16 @@ from __future__ import annotations
 
 import torch
 
-from ..config import ObjectiveConfig
 from ..readers.base import Reader
 from .base import Batch, LossOutput, kl_to_student, student_log_probs
-from .teachers import TeacherCache, leave_one_out_logprobs, mean_logprob, pad_token_logprobs
+from .teachers import TeacherObjective, leave_one_out_logprobs, pad_token_logprobs
 
 
-class LOOPObjective:
-    def __init__(self, cfg: ObjectiveConfig, teachers: TeacherCache | None = None) -> None:
-        self.cfg = cfg
-        self.teachers = teachers or TeacherCache()
-
+class LOOPObjective(TeacherObjective):
     def teacher(self, batch: Batch, reader: Reader) -> torch.Tensor:
         """(B, N) answer NLL with each doc left out."""
         values = self.teachers.get(reader, "leave_one_out", batch, lambda b: leave_one_out_logprobs(reader, b))
-        token_lp, mask = pad_token_logprobs(values, batch.valid.shape[1])
-        return -mean_logprob(token_lp, mask)
+        return -pad_token_logprobs(values, batch.valid.shape[1]).mean()
 
     def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput:
         student = student_log_probs(doc_scores, batch.valid, self.cfg.temperature_score)

@@ -16,23 +16,16 @@ from __future__ import annotations
 
 import torch
 
-from ..config import ObjectiveConfig
 from ..readers.base import Reader
-from .base import Batch, LossOutput, masked_log_softmax, student_log_probs
-from .teachers import TeacherCache, mean_logprob, one_doc_teacher
+from .base import Batch, LossOutput, kl_divergence, masked_log_softmax, student_log_probs
+from .teachers import TeacherObjective, one_doc_teacher
 
 
-class LSRObjective:
-    def __init__(self, cfg: ObjectiveConfig, teachers: TeacherCache | None = None) -> None:
-        self.cfg = cfg
-        self.teachers = teachers or TeacherCache()
-
+class LSRObjective(TeacherObjective):
     def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput:
-        token_lp, mask = one_doc_teacher(self.teachers, reader, batch)
-        likelihood = mean_logprob(token_lp, mask).exp()  # (B, N) in (0, 1]
+        likelihood = one_doc_teacher(self.teachers, reader, batch).mean().exp()  # (B, N) in (0, 1]
         valid = batch.valid
         lm_logp = masked_log_softmax(likelihood.to(doc_scores.dtype) / self.cfg.temperature_gold, valid)
         student = student_log_probs(doc_scores, valid, self.cfg.temperature_score)
-        kl = torch.where(valid, student.exp() * (student - lm_logp), torch.zeros((), dtype=student.dtype))
-        loss = kl.sum(-1).mean()
+        loss = kl_divergence(student, lm_logp, valid)  # REPLUG's direction: KL(P_R || Q)
         return LossOutput(loss, {"loss": loss.item()})

@@ -14,20 +14,14 @@ from __future__ import annotations
 
 import torch
 
-from ..config import ObjectiveConfig
 from ..readers.base import Reader
 from .base import Batch, LossOutput, kl_to_student, student_log_probs
-from .teachers import TeacherCache, mean_logprob, one_doc_teacher
+from .teachers import TeacherObjective, one_doc_teacher
 
 
-class PDistObjective:
-    def __init__(self, cfg: ObjectiveConfig, teachers: TeacherCache | None = None) -> None:
-        self.cfg = cfg
-        self.teachers = teachers or TeacherCache()
-
+class PDistObjective(TeacherObjective):
     def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput:
-        token_lp, mask = one_doc_teacher(self.teachers, reader, batch)
-        teacher = mean_logprob(token_lp, mask)  # (B, N)
+        teacher = one_doc_teacher(self.teachers, reader, batch).mean()  # (B, N)
         student = student_log_probs(doc_scores, batch.valid, self.cfg.temperature_score)
         loss = kl_to_student(teacher, student, batch.valid, self.cfg.temperature_gold)
         return LossOutput(loss, {"loss": loss.item()})

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..config import ObjectiveConfig
 from ..data.schema import Example
-from ..readers.base import Reader
+from ..readers.base import AnswerScores, Reader
 from .base import Batch
 
 VIEWS_PER_CALL = 8  # weight views per reader call: bounds memory when n views of n docs are scored
@@ -134,7 +135,7 @@ def leave_one_out_logprobs(reader: Reader, batch: Batch) -> list[torch.Tensor]:
     return _view_logprobs(reader, batch, keep_alone=False)
 
 
-def pad_token_logprobs(values: list[torch.Tensor], num_docs: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_token_logprobs(values: list[torch.Tensor], num_docs: int) -> AnswerScores:
     """Per-question (n_b, T_b) -> (B, N, T) log-probs and (B, T) token mask (left-aligned)."""
     T = max(v.shape[1] for v in values)
     out = torch.zeros(len(values), num_docs, T)
@@ -142,7 +143,7 @@ def pad_token_logprobs(values: list[torch.Tensor], num_docs: int) -> tuple[torch
     for b, v in enumerate(values):
         out[b, : v.shape[0], : v.shape[1]] = v
         mask[b, : v.shape[1]] = True
-    return out, mask
+    return AnswerScores(out, mask)
 
 
 def pad_doc_scores(values: list[torch.Tensor], num_docs: int) -> torch.Tensor:
@@ -152,13 +153,15 @@ def pad_doc_scores(values: list[torch.Tensor], num_docs: int) -> torch.Tensor:
     return out
 
 
-def mean_logprob(token_lp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, N, T), (B, T) -> (B, N) length-normalised answer log-likelihood."""
-    m = mask.unsqueeze(1).float()
-    return (token_lp * m).sum(-1) / m.sum(-1)
-
-
-def one_doc_teacher(cache: TeacherCache, reader: Reader, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+def one_doc_teacher(cache: TeacherCache, reader: Reader, batch: Batch) -> AnswerScores:
     """(B, N, T) log p(answer token | question, doc i alone) and the (B, T) token mask (cached)."""
     values = cache.get(reader, "one_doc", batch, lambda b: one_doc_logprobs(reader, b))
     return pad_token_logprobs(values, batch.valid.shape[1])
+
+
+class TeacherObjective:
+    """What every distillation objective holds: its config and the (shared) teacher cache."""
+
+    def __init__(self, cfg: ObjectiveConfig, teachers: TeacherCache | None = None) -> None:
+        self.cfg = cfg
+        self.teachers = teachers or TeacherCache()
