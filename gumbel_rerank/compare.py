@@ -62,11 +62,10 @@ def compare(cfg: Config, objectives: Sequence[str], out_dir: str | Path, *, prog
             cfg, objective=dataclasses.replace(cfg.objective, name=name),
             train=dataclasses.replace(cfg.train, out_dir=str(out / name)),
         )
+        trained = copy.deepcopy(start)  # trained in place by train()
         t0 = time.perf_counter()
-        result = train(run_cfg, progress=progress, reranker=copy.deepcopy(start), reader=reader, teachers=teachers,
-                       before=before)
+        result = train(run_cfg, progress=progress, reranker=trained, reader=reader, teachers=teachers, before=before)
         seconds = time.perf_counter() - t0
-        trained = Reranker.from_pretrained(str(result.run_dir / "reranker"))
         held_scores[name] = result.held_out_scores
         mine_scores[name] = score_all(trained, train_set, batch_size=cfg.eval.batch_size, progress=progress)
         rows[name] = _row(result.after, train_set, mine_scores[name], ks)

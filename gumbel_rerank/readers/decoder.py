@@ -296,9 +296,7 @@ class DecoderReader:
         ctx = context
         B = ctx.ids.shape[0]
         check_weights(doc_weights, B, ctx.num_docs)
-        T = ctx.answer_tokens
-        if T < 1:
-            raise ValueError("the context was prepared without answers; call prepare(..., with_answer=True)")
+        T = _answer_tokens(ctx)
         M = doc_weights.shape[1]
         mask, cache = self._mask_and_cache(ctx, log_weights(doc_weights.to(self.model.dtype)))
         checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
@@ -325,8 +323,7 @@ class DecoderReader:
         """
         ctx = context
         B, Q = ctx.ids.shape
-        if ctx.answer_tokens < 1:
-            raise ValueError("the context was prepared without answers; call prepare(..., with_answer=True)")
+        _answer_tokens(ctx)
         mask, cache = self._mask_and_cache(ctx, torch.zeros(B, 1, ctx.num_docs, dtype=self.model.dtype))
         with eager_attention(self.model):
             out = self.model(input_ids=ctx.ids, attention_mask=mask, position_ids=ctx.pos, past_key_values=cache,
@@ -379,6 +376,12 @@ class DecoderReader:
         gen = torch.stack(tokens, dim=1)
         texts = self.tokenizer.batch_decode(cut_at_eos(gen, self.tokenizer.eos_token_id), skip_special_tokens=True)
         return [t.strip().split("\n")[0].strip() for t in texts]
+
+
+def _answer_tokens(ctx: DecoderContext) -> int:
+    if ctx.answer_tokens < 1:
+        raise ValueError("the context was prepared without answers; call prepare(..., with_answer=True)")
+    return ctx.answer_tokens
 
 
 def _enable_checkpointing(model: Any, layout: str) -> None:

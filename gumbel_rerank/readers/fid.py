@@ -85,8 +85,7 @@ class FiDReader:
         ctx = context
         B = ctx.hidden.shape[0]
         check_weights(doc_weights, B, ctx.num_docs)
-        if bool((ctx.labels == -100).all()):
-            raise ValueError("the context was prepared without answers; call prepare(..., with_answer=True)")
+        _require_answers(ctx)
         M = doc_weights.shape[1]
         dec_in = self.model.prepare_decoder_input_ids_from_labels(labels=ctx.labels)
         logits = self._decode(ctx, log_weights(doc_weights.to(self.model.dtype)), dec_in)
@@ -102,8 +101,7 @@ class FiDReader:
         ``scores`` counts the first decoded token only (FiD); ``value_norm`` every answer token (Atlas).
         """
         ctx = context
-        if bool((ctx.labels == -100).all()):
-            raise ValueError("the context was prepared without answers; call prepare(..., with_answer=True)")
+        _require_answers(ctx)
         B, S = ctx.key_doc.shape
         mask = key_bias(torch.zeros(B, 1, ctx.num_docs, dtype=self.model.dtype), ctx.key_doc, ctx.key_valid)
         dec_in = self.model.prepare_decoder_input_ids_from_labels(labels=ctx.labels)
@@ -131,3 +129,8 @@ class FiDReader:
                 break
         return [t.strip() for t in self.tokenizer.batch_decode(cut_at_eos(dec[:, 1:], self.tokenizer.eos_token_id),
                                                                skip_special_tokens=True)]
+
+
+def _require_answers(ctx: FiDContext) -> None:
+    if bool((ctx.labels == -100).all()):
+        raise ValueError("the context was prepared without answers; call prepare(..., with_answer=True)")
