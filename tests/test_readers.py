@@ -211,3 +211,28 @@ def test_doc_cache_reuses_encodings_exactly_and_respects_its_budget() -> None:
     small = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel", doc_cache_mb=2.5 * one_doc / 2**20)
     small.prepare(examples)
     assert small.doc_cache is not None and len(small.doc_cache.items) == 2 and small.doc_cache.used <= small.doc_cache.budget
+
+
+def test_generation_never_ends_before_its_first_token() -> None:
+    """A reader that ranks end-of-sequence first still answers (min_new_tokens=1), then stops at it."""
+    model = tiny_llama()
+    reader = DecoderReader(model, byte_tokenizer("decoder"), layout="parallel")
+    eos = reader.tokenizer.eos_token_id
+    forward = model.forward
+
+    def eos_first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = forward(*args, **kwargs)
+        out.logits[..., eos] = 1e4
+        return out
+
+    model.forward = eos_first  # type: ignore[method-assign]
+    ex = make_examples()[0]
+    answer = reader.generate([ex], torch.ones(1, len(ex.docs), dtype=torch.bool), max_new_tokens=6)
+    assert answer[0] != "" and len(answer[0]) <= 2  # one token from the byte tokenizer, then EOS
+
+
+def test_first_line_skips_leading_blank_lines() -> None:
+    from gumbel_rerank.readers.decoder import first_line
+
+    assert first_line("\n\n  Paris \nFrance") == "Paris"
+    assert first_line(" \n ") == ""

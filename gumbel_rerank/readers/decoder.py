@@ -362,7 +362,10 @@ class DecoderReader:
         tokens: list[torch.Tensor] = []
         done = torch.zeros(B, dtype=torch.bool)
         for step in range(max_new_tokens):
-            nxt = out.logits[:, -1].argmax(-1)  # (B,)
+            logits = out.logits[:, -1]
+            if step == 0:  # min_new_tokens=1: SmolLM2 often ends right after "Answer:" otherwise
+                logits = logits.index_fill(-1, torch.tensor([self.tokenizer.eos_token_id]), -float("inf"))
+            nxt = logits.argmax(-1)  # (B,)
             tokens.append(nxt)
             done |= nxt == self.tokenizer.eos_token_id
             if done.all() or step == max_new_tokens - 1:
@@ -375,7 +378,12 @@ class DecoderReader:
             )
         gen = torch.stack(tokens, dim=1)
         texts = self.tokenizer.batch_decode(cut_at_eos(gen, self.tokenizer.eos_token_id), skip_special_tokens=True)
-        return [t.strip().split("\n")[0].strip() for t in texts]
+        return [first_line(t) for t in texts]
+
+
+def first_line(text: str) -> str:
+    """The answer in a greedy continuation: its first non-empty line (models often start with a newline)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def _answer_tokens(ctx: DecoderContext) -> int:
