@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/gumbel-rerank train configs/default.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check gumbel_rerank tests scripts bench
+	$(BIN)/ruff check gumbel_rerank tests scripts bench experiments
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -104,7 +104,9 @@ class AnswerMemo:
 
     def __call__(self, examples: Sequence[Example], scores: Sequence[Sequence[float]], k: int) -> dict[str, float]:
         ev = self.cfg.eval
-        keys = [(ex.id, tuple(sorted(sorted(range(len(s)), key=lambda i: -s[i])[:k]))) for ex, s in zip(examples, scores, strict=True)]
+        # the hard top-k's doc set (ties to the lower index, as hard_topk)
+        keys = [(ex.id, tuple(sorted(sorted(range(len(s)), key=lambda i: -s[i])[:k])))
+                for ex, s in zip(examples, scores, strict=True)]
         todo = [i for i, key in enumerate(keys) if key not in self.answers]
         if todo:
             qa = reader_metrics(self.reader, [examples[i] for i in todo], [scores[i] for i in todo], k=k,
@@ -330,7 +332,7 @@ def _plots(out: Path, group: str, by_row: dict[str, list[dict[str, Any]]]) -> No
     gap_rows = {n: runs for n, runs in by_row.items() if any(s.get("hard_loss") is not None for r in runs for s in r["steps"])}
     if not gap_rows:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), gridspec_kw={"width_ratios": [3, 3, 2]})
     for name, runs in gap_rows.items():
         steps = sorted({s["step"] for r in runs for s in r["steps"]})
         soft = [_mean_at(runs, step, "loss") for step in steps]
@@ -342,6 +344,11 @@ def _plots(out: Path, group: str, by_row: dict[str, list[dict[str, Any]]]) -> No
     axes[1].axhline(0, color="#888", lw=0.8)
     axes[1].set(xlabel="step", ylabel="hard - soft loss", title="soft-train / hard-inference gap (moving avg 4)")
     axes[1].legend(fontsize=7)
+    late = {n: g[1] for n, g in ((n, gap_summary(r)) for n, r in gap_rows.items()) if g is not None}
+    axes[2].barh(list(late), list(late.values()), color="#a63")
+    axes[2].axvline(0, color="#888", lw=0.8)
+    axes[2].set(xlabel="hard - soft, last quarter of steps", title="gap at the end of training")
+    axes[2].tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     fig.savefig(out / "loss_gap.png", dpi=110)
     plt.close(fig)
