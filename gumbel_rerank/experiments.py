@@ -190,10 +190,13 @@ def run_group(group: str, rows: list[Row], seeds: Sequence[int], results: str | 
 
 
 def run_plan(experiments: str | Path, *, groups: Sequence[str] = (), results: str | Path | None = None,
-             work: str | Path = "runs/experiments", progress: bool = True) -> list[Path]:
-    """Run the plan's groups (all, or those named) in plan order, reusing one reader per reader config."""
+             work: str | Path = "runs/experiments", progress: bool = True, max_seeds: int | None = None) -> list[Path]:
+    """Run the plan's groups (all, or those named) in plan order, reusing one reader per reader config.
+
+    ``max_seeds`` runs only each group's first seeds (a first pass over every group; rerun without it
+    to add the remaining seeds)."""
     root = Path(experiments)
-    plan = load_plan(root / "plan.yaml")
+    plan = {g: seeds[:max_seeds] if max_seeds else seeds for g, seeds in load_plan(root / "plan.yaml").items()}
     unknown = [g for g in groups if g not in plan]
     if unknown:
         raise ConfigError(f"unknown group(s) {unknown}; plan.yaml has {', '.join(plan)}")
