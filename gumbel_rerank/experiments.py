@@ -337,7 +337,7 @@ def _plots(out: Path, group: str, by_row: dict[str, list[dict[str, Any]]]) -> No
     if not gap_rows:
         return
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), gridspec_kw={"width_ratios": [3, 3, 2]})
-    axes[0].set_prop_cycle(color=plt.get_cmap("tab20").colors)  # up to 20 rows, each its own colour
+    axes[0].set_prop_cycle(color=[plt.get_cmap("tab20")(i) for i in range(20)])  # up to 20 rows, each its own colour
     for name, runs in gap_rows.items():
         steps = sorted({s["step"] for r in runs for s in r["steps"]})
         soft = [_mean_at(runs, step, "loss") for step in steps]
@@ -399,7 +399,8 @@ def report(results: str | Path, experiments: str | Path | None = None) -> Path:
         gap_lines = [f"| {n} | {g[0]:.3f} | {g[1]:.3f} |" for n, g in gaps if g is not None]
         text = (f"# {group_dir.name}\n\n{_describe(first['config'], by_row)}\n\nPercent; mean ± sample sd over seeds; "
                 "`mining_` = the training questions themselves (their labels unused); p: paired permutation test "
-                "against G-Rerank (ablations: against the default) on per-question values averaged over seeds.\n\n" + table + "\n")
+                "against G-Rerank (ablations: against the default) on per-question values averaged over seeds.\n\n"
+                + table + "\n")
         if gap_lines:
             text += ("\n## Soft-mask vs hard-top-k loss (answer NLL per token, hard minus soft)\n\n"
                      "| row | first quarter of steps | last quarter |\n|---|---|---|\n" + "\n".join(gap_lines) + "\n")
