@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from .config import Config, ConfigError
@@ -150,6 +151,7 @@ def run_group(group: str, rows: list[Row], seeds: Sequence[int], results: str | 
     reader = reader or build_reader(cfg0.reader)
     memo = AnswerMemo(reader, cfg0) if cfg0.eval.generate else None
     teachers = TeacherCache(scratch / "teacher_cache")
+    torch.manual_seed(0)  # a cross-encoder's fresh head: the same start on every rerun
     start = Reranker.from_pretrained(cfg0.reranker.model, kind=cfg0.reranker.kind,
                                      max_length=cfg0.reranker.max_length, temperature=cfg0.reranker.temperature)
     ks = cfg0.eval.ks

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import byte_tokenizer, tiny_llama
 from test_train import small_config
 
@@ -86,3 +87,14 @@ def test_claims_compare_means_and_the_bridge_gain() -> None:
     assert "R@5 above pdist: +10.0 points" in text
     assert "R@5 below emdr: -10.0 points" in text
     assert "best rival (emdr): +5.0 points" in text  # gumbel bridge mean 0.6 vs emdr 0.55
+
+
+def test_a_fresh_cross_encoder_head_is_the_same_start_on_every_rerun(tmp_path: Path, bert_dir: str) -> None:
+    rows = load_group(write_group(tmp_path, bert_dir, {"gumbel": ["reranker.kind=cross"]}))
+    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    scores = []
+    for name in ("a", "b"):
+        torch.manual_seed(len(name) * 7 + ord(name))  # whatever the global RNG state was before
+        out = run_group("hotpotqa", rows, [], tmp_path / name, tmp_path / f"work-{name}", reader=reader, progress=False)
+        scores.append(json.loads((out / "runs" / "zero-shot.json").read_text())["held_out_scores"])
+    assert scores[0] == scores[1]
