@@ -329,6 +329,9 @@ def _plots(out: Path, group: str, by_row: dict[str, list[dict[str, Any]]]) -> No
         means = [0.0 if s is None else s[0] for s in stats]
         errs = [0.0 if s is None else s[1] for s in stats]
         ax.bar(names, means, yerr=errs, capsize=3, color=["#999" if n == "zero-shot" else "#3a7" for n in names])
+        for i, n in enumerate(names):  # each seed as a dot
+            seeds = [v for v in (_value(r, metric) for r in by_row[n]) if v is not None]
+            ax.scatter([i] * len(seeds), seeds, s=10, color="#222", zorder=3)
         ax.set(ylabel=f"held-out {metric} (mean ± sd over seeds)", ylim=(0, 1), title=f"{group}: {metric}")
         ax.tick_params(axis="x", rotation=40, labelsize=8)
     fig.tight_layout()
