@@ -93,14 +93,16 @@ def test_two_processes_train_the_same_reranker_as_one(tmp_path: Path, objective:
     """
     bert = no_dropout_bert(tmp_path)
     args = ["train.steps=4", "train.checkpoint_every=0", f"objective.name={objective}"]
-    one = worker(str(tmp_path / "one"), bert, *args)
+    one = worker(str(tmp_path / "one"), bert, *args, env={"OMP_NUM_THREADS": "1"})  # same threads per process
     assert one.returncode == 0, one.stderr
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
     two = worker(str(tmp_path / "two"), bert, *args, launcher=launcher, env={"OMP_NUM_THREADS": "1"})
     assert two.returncode == 0, two.stderr[-3000:]
     logs = [[json.loads(x) for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()] for r in ("one", "two")]
     first, later = logs[0][0], logs[1][0]  # step 1: same weights, so the same loss and gradient to fp32 precision
-    assert later["loss"] == pytest.approx(first["loss"], rel=1e-5)
+    # abs: PDist's loss is a KL of about 0.01 built from log-probs of about 1-10, so fp32 rounding of
+    # those (1e-7 each) shows up as 1e-6 absolute, far above 1e-5 relative
+    assert later["loss"] == pytest.approx(first["loss"], rel=1e-5, abs=1e-6)
     assert later["grad_norm"] == pytest.approx(first["grad_norm"], rel=1e-4)
     for x, y in zip(*logs, strict=True):  # later steps start from weights that differ by rounding
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-3)
