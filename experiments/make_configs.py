@@ -66,12 +66,11 @@ def groups() -> dict[str, dict[str, dict[str, Any]]]:
                               train={"steps": 12}) for o in RIVALS},
         # a cross-encoder with a fresh (random) scoring head instead of the bi-encoder start
         "hotpotqa-cross": {o: merged(reranker={"kind": "cross"}, objective={"name": o, "temperature_score": 1.0})
-                           for o in ("gumbel", "emdr", "pdist")},
+                           for o in RIVALS},
         "hotpotqa-sequential": {o: merged(reader={"layout": "sequential", "doc_cache_mb": 0,
                                                   "gradient_checkpointing": True}, objective={"name": o})
-                                for o in ("gumbel", "pdist")},
-        "hotpotqa-gemma": {o: merged(reader={"model": "gemma-3-270m"}, objective={"name": o})
-                           for o in ("gumbel", "emdr", "pdist")},
+                                for o in ("gumbel", "emdr", "pdist")},
+        "hotpotqa-gemma": {o: merged(reader={"model": "gemma-3-270m"}, objective={"name": o}) for o in RIVALS},
     }
 
 
