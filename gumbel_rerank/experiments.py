@@ -446,7 +446,7 @@ def readme_table(group: str, by_row: dict[str, list[dict[str, Any]]]) -> str:
             ref_value = paper.get(m, {}).get(name) if h == "paper" else None
             cells.append(("" if ref_value is None else f"{ref_value:.1f}") if h == "paper" else _cell(summarise(runs, m)))
         p = paired_p(by_row[ref], runs, "R@5") if ref in by_row and name != ref else None
-        cells.append("" if p is None else f"{p:.2f}")
+        cells.append("" if p is None else f"{p:.2f}" if p >= 0.01 else f"{p:.3f}")
         if ablation:
             gap = gap_summary(runs)
             cells.append("" if gap is None else f"{gap[0]:+.2f} / {gap[1]:+.2f}")
