@@ -431,10 +431,9 @@ def readme_table(group: str, by_row: dict[str, list[dict[str, Any]]]) -> str:
     ablation = "gumbel" not in by_row
     ref = "default" if ablation else "gumbel"
     paper = PAPER.get(group, {})
-    cols: list[tuple[str, str]] = [("R@5", "R@5"), ("paper", "R@5"), ("bridge R@5", "bridge_R@5"),
-                                          ("paper", "bridge_R@5"), ("FullSupport@5", "FullSupport@5"),
-                                          ("mining R@5", "mining_R@5"), ("paper", "mining_R@5"), ("R@2", "R@2"),
-                                          ("bridge MRR", "bridge_RR"), ("F1", "F1")]
+    cols = [("R@5", "R@5"), ("paper", "R@5"), ("bridge R@5", "bridge_R@5"), ("paper", "bridge_R@5"),
+            ("FullSupport@5", "FullSupport@5"), ("mining R@5", "mining_R@5"), ("paper", "mining_R@5"),
+            ("R@2", "R@2"), ("bridge MRR", "bridge_RR"), ("F1", "F1")]  # (header, metric)
     cols = [(h, m) for h, m in cols if h != "paper" or m in paper]
     head = ["variant" if ablation else "objective", "seeds", *(h for h, _ in cols),
             "p R@5 vs " + ("default" if ablation else "G-Rerank")]
