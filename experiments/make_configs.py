@@ -69,7 +69,7 @@ def groups() -> dict[str, dict[str, dict[str, Any]]]:
                            for o in RIVALS},
         "hotpotqa-sequential": {o: merged(reader={"layout": "sequential", "doc_cache_mb": 0,
                                                   "gradient_checkpointing": True}, objective={"name": o})
-                                for o in ("gumbel", "emdr", "pdist")},
+                                for o in ("gumbel", "adist", "emdr", "pdist")},
         "hotpotqa-gemma": {o: merged(reader={"model": "gemma-3-270m"}, objective={"name": o}) for o in RIVALS},
     }
 
