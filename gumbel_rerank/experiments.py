@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -282,7 +283,6 @@ def _cell(s: tuple[float, float, int] | None, scale: float = 100.0) -> str:
 
 def paired_p(base: list[dict[str, Any]], other: list[dict[str, Any]], metric: str) -> float | None:
     """Paired permutation test on per-question values averaged over each row's seeds."""
-    from .runfiles import paired_permutation_test
 
     def avg(runs: list[dict[str, Any]]) -> list[float]:
         cols = [r["per_question"][metric] for r in runs]
@@ -296,16 +296,33 @@ def paired_p(base: list[dict[str, Any]], other: list[dict[str, Any]], metric: st
     keep = [i for i in range(len(a)) if a[i] == a[i] and b[i] == b[i]]
     if not keep:
         return None
-    return paired_permutation_test([a[i] for i in keep], [b[i] for i in keep])
+    return _permutation_p(tuple(a[i] for i in keep), tuple(b[i] for i in keep))
+
+
+@functools.lru_cache(maxsize=1024)
+def _permutation_p(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """One report asks for the same pair in table.md, the README table and the claims: test it once."""
+    from .runfiles import paired_permutation_test
+
+    return paired_permutation_test(a, b)
+
+
+def reference_row(by_row: dict[str, list[dict[str, Any]]]) -> str:
+    """The row every other row is tested against: G-Rerank, or in an ablation group (no G-Rerank row) the default."""
+    return "gumbel" if "gumbel" in by_row else "default"
+
+
+def _seeds(name: str, runs: list[dict[str, Any]]) -> str:
+    return "-" if name == "zero-shot" else str(len(runs))
 
 
 def group_table(group: str, by_row: dict[str, list[dict[str, Any]]]) -> str:
-    ref = "gumbel" if "gumbel" in by_row else "default"  # ablations test each variant against the default
+    ref = reference_row(by_row)
     base = by_row.get(ref)
     head = ["row", "seeds", *METRICS, f"p R@5 vs {ref}", f"p bridge R@5 vs {ref}", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name, runs in by_row.items():
-        seeds = "-" if name == "zero-shot" else str(len(runs))
+        seeds = _seeds(name, runs)
         cells = [_cell(summarise(runs, m)) for m in METRICS]
         ps = []
         for metric in ("R@5", "bridge_R@5"):
@@ -428,8 +445,8 @@ def readme_table(group: str, by_row: dict[str, list[dict[str, Any]]]) -> str:
     """The compact table the README shows for a group: the main metrics, the paper's numbers where
     the paper has them for this very group, a p-value against G-Rerank (ablations: against the
     default) and, for ablations, the soft/hard loss gap."""
-    ablation = "gumbel" not in by_row
-    ref = "default" if ablation else "gumbel"
+    ref = reference_row(by_row)
+    ablation = ref == "default"
     paper = PAPER.get(group, {})
     cols = [("R@5", "R@5"), ("paper", "R@5"), ("bridge R@5", "bridge_R@5"), ("paper", "bridge_R@5"),
             ("FullSupport@5", "FullSupport@5"), ("mining R@5", "mining_R@5"), ("paper", "mining_R@5"),
@@ -440,7 +457,7 @@ def readme_table(group: str, by_row: dict[str, list[dict[str, Any]]]) -> str:
     head += ["hard - soft loss, first / last quarter"] if ablation else ["train s"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name, runs in by_row.items():
-        cells = ["-" if name == "zero-shot" else str(len(runs))]
+        cells = [_seeds(name, runs)]
         for h, m in cols:
             ref_value = paper.get(m, {}).get(name) if h == "paper" else None
             cells.append(("" if ref_value is None else f"{ref_value:.1f}") if h == "paper" else _cell(summarise(runs, m)))
@@ -530,7 +547,7 @@ def summary(groups: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
             for m in metrics:
                 ref = paper[m].get(name)
                 cells += [_cell(summarise(runs, m)), "" if ref is None else f"{ref:.1f}"]
-            lines.append(f"| {name} | {len(runs) if name != 'zero-shot' else '-'} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | {_seeds(name, runs)} | " + " | ".join(cells) + " |")
         lines += ["", *claims(by_row, bridge_gain="bridge_R@5" in paper), ""]
     return "\n".join(lines)
 
