@@ -206,6 +206,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
           f"gold per question {s['gold_per_question']:.2f}, bridge per question {s['bridge_per_question']:.2f}, "
           f"with a bridge doc {s['share_with_bridge']:.1%}, without any gold doc {s['questions_without_gold']}, "
           f"missing a gold doc {s['questions_missing_a_gold_doc']}")
+    print(f"  excluded from bridge metrics (gold docs but none holds the answer, e.g. yes/no comparisons): "
+          f"{s['excluded_from_bridge_metrics']}")
     for message in s["first_warnings"]:
         print(f"    e.g. {message}")
     print(f"  skipped {s['skipped']}: {s['skipped_by_reason'] or 'none'}")

@@ -16,6 +16,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 
+SCHEDULES = ("constant", "linear", "cosine")  # the LR after warmup (transformers' schedulers of these names)
+
+
 class ConfigError(ValueError):
     """A config that cannot run; the message says how to fix it."""
 
@@ -57,9 +60,10 @@ class ObjectiveConfig:
     k: int = 4
     tau: float = 0.5
     tau_final: float | None = None  # anneal tau geometrically to this value over training
-    kappa: float = 1.0
+    kappa: float = 1.0  # score spread against unit Gumbel noise (in score standard deviations when calibrated)
+    calibration: str = "standardize"  # standardize (z-score each question's scores first) | none (the old fixed kappa)
     samples: int = 1  # Gumbel samples per question
-    relaxation: str = "l2x"  # l2x (the paper) | subset (without replacement)
+    relaxation: str = "threshold"  # threshold (sums to k, entries in [0, 1]) | l2x (the paper's max of k draws) | subset
     straight_through: bool = False
     noise: bool = True  # False: the "no Gumbel noise" ablation
     log_hard_loss: bool = True  # also log the reader loss under the hard top-k mask (the soft/hard gap)
@@ -67,6 +71,7 @@ class ObjectiveConfig:
     temperature_gold: float = 0.01
     temperature_score: float = 0.01
     adist_aggregation: str = "scores"  # scores (FiD: mean pre-softmax score) | value_norm (Atlas: attention x |v|)
+    adist_temperature: float | None = None  # ADist's teacher temperature; None = published: 1 for scores (FiD), temperature_gold for value_norm (Atlas)
     emdr_per_token: bool = False  # EMDR2 marginalised per answer token (Atlas) instead of per sequence
 
 
@@ -76,6 +81,8 @@ class TrainConfig:
     batch_size: int = 4
     grad_accum: int = 1
     lr: float = 3e-5
+    warmup_steps: int = 0  # linear warmup from 0 to train.lr over this many optimizer steps
+    schedule: str = "linear"  # after warmup: constant | linear (decay to 0 at train.steps) | cosine
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     seed: int = 0
@@ -210,7 +217,12 @@ def validate(cfg: Config) -> Config:
     checks = [
         (cfg.reader.layout in ("fid", "parallel", "sequential"), "reader.layout must be fid, parallel or sequential"),
         (cfg.reranker.kind in ("cross", "bi"), "reranker.kind must be cross or bi"),
-        (cfg.objective.relaxation in ("l2x", "subset"), "objective.relaxation must be l2x or subset"),
+        (cfg.objective.relaxation in ("threshold", "l2x", "subset"), "objective.relaxation must be threshold, l2x or subset"),
+        (cfg.objective.calibration in ("standardize", "none"), "objective.calibration must be standardize or none"),
+        (cfg.objective.adist_temperature is None or cfg.objective.adist_temperature > 0,
+         "objective.adist_temperature must be > 0 (or null for the published default)"),
+        (cfg.train.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
+        (cfg.train.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}"),
         (cfg.objective.k >= 1, "objective.k must be >= 1"),
         (cfg.objective.tau > 0, "objective.tau must be > 0"),
         (cfg.objective.tau_final is None or cfg.objective.tau_final > 0, "objective.tau_final must be > 0"),

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .data.schema import Example
+from .data.schema import Example, has_bridge
 from .metrics import exact_match, f1_score, full_support_at_k, mean, ndcg_at_k, rank, recall_at_k, reciprocal_rank
 from .readers.base import Reader
 from .rerankers import Reranker
@@ -31,13 +31,18 @@ def score_all(reranker: Reranker, examples: Sequence[Example], *, batch_size: in
 
 
 def per_question(examples: Sequence[Example], scores: Sequence[Sequence[float]], ks: Sequence[int]) -> list[dict[str, float]]:
-    """Gold, answer-doc and bridge-doc ranking metrics per question (ir_measures-style names; NaN if undefined)."""
+    """Gold, answer-doc and bridge-doc ranking metrics per question (ir_measures-style names; NaN if undefined).
+
+    Bridge metrics count only questions with at least one answer-bearing gold doc (see
+    :func:`gumbel_rerank.data.schema.has_bridge`).
+    """
     rows = []
     for ex, s in zip(examples, scores, strict=True):
         ranking = rank(s)
         gold = {i for i, d in enumerate(ex.docs) if d.is_gold}
-        bridge = {i for i, d in enumerate(ex.docs) if d.is_bridge}
-        direct = gold - bridge  # gold docs that contain the answer
+        direct = {i for i, d in enumerate(ex.docs) if d.is_gold and d.has_answer}
+        # without an answer-bearing gold doc (yes/no comparisons) there is no bridge: NaN, skipped in means
+        bridge = {i for i, d in enumerate(ex.docs) if d.is_bridge} if has_bridge(ex.docs) else set()
         row: dict[str, float] = {}
         for k in ks:
             row[f"R@{k}"] = recall_at_k(ranking, gold, k)

@@ -14,6 +14,13 @@ shape (..., N) and masks come back with the same shape.
   one Gumbel draw, then k softmaxes, each after suppressing the mass already taken. A row sums to
   exactly k (for k <= N) but single entries may exceed 1 at moderate ``tau``; as ``tau -> 0`` it
   becomes the hard top-k of the perturbed scores (the Gumbel-top-k trick: k distinct docs).
+* :func:`threshold_topk` (the default of G-Rerank here) perturbs the scores with one Gumbel draw and
+  projects them onto the k-subset polytope with a binary-entropy regulariser (the LML layer, Amos et
+  al. 2019): ``m_i = sigmoid((kappa * w_i + G_i) / tau + nu)`` with nu set so that the row sums to
+  exactly k. Entries stay in (0, 1); as ``tau -> 0`` it becomes the hard top-k of the perturbed
+  scores (k distinct docs), so training and inference keep the same number of docs.
+* :func:`standardize` makes every relaxation scale-free: each question's scores are z-scored over
+  its valid docs before the Gumbel step, so kappa is measured in units of the scores' spread.
 """
 
 from __future__ import annotations
@@ -102,9 +109,23 @@ def straight_through_topk(
     return straight_through(relaxed_topk(scores, k=k, tau=tau, kappa=kappa, generator=generator), k=k)
 
 
+# The weight an unselected doc gets in a straight-through forward pass: removed to float precision
+# (its keys get log(1e-20) = -46 added, a share of attention below 1e-11 even for a key 20 logits
+# above the rest), yet far above the clamp of masking.log_weights, so its gradient is not cut.
+ST_FLOOR = 1e-20
+
+
 def straight_through(soft: torch.Tensor, *, k: int) -> torch.Tensor:
-    """Forward: the hard top-k of a soft mask; backward: the soft mask's gradient."""
-    return hard_topk(soft, k=k) + soft - soft.detach()
+    """Forward: the hard top-k of a soft mask; backward: the soft mask's gradient.
+
+    An exact zero would be clamped by :func:`gumbel_rerank.masking.log_weights`, and the clamp cuts
+    the gradient, so unselected docs would learn nothing. They get :data:`ST_FLOOR` instead: the
+    derivative of the loss with respect to their weight at that point is the derivative of
+    "adding a little of doc i" (finite, and what a finite difference measures), and it reaches the
+    soft mask, hence the scores, unchanged.
+    """
+    hard = hard_topk(soft, k=k).clamp_min(ST_FLOOR)
+    return hard + (soft - soft.detach())  # the bracket first: floor + soft - soft would round the floor away
 
 
 def subset_topk_from_noise(scores: torch.Tensor, noise: torch.Tensor, *, k: int, tau: float, kappa: float = 1.0) -> torch.Tensor:
@@ -143,4 +164,80 @@ def subset_topk(
     return subset_topk_from_noise(scores, noise, k=k, tau=tau, kappa=kappa)
 
 
-RELAXATIONS = {"l2x": relaxed_topk, "subset": subset_topk}
+def _threshold_offset(x: torch.Tensor, k: int, iters: int) -> torch.Tensor:
+    """(..., 1) nu with sum_i sigmoid(x_i + nu) = k, by bisection (no gradient)."""
+    x = x.detach()
+    finite = x > torch.finfo(x.dtype).min / 4  # MISSING-like slots take no part in the bounds
+    top = torch.where(finite, x, torch.full_like(x, -torch.inf)).amax(-1, keepdim=True)
+    low = torch.where(finite, x, torch.full_like(x, torch.inf)).amin(-1, keepdim=True)
+    lo, hi = -top - 50.0, -low + 50.0  # sum(lo) ~ 0 < k <= n = sum(hi) (sigmoid(+-50) is 0/1 in fp32 and fp64)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        below = torch.sigmoid(x + mid).sum(-1, keepdim=True) < k
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    return (lo + hi) / 2
+
+
+def threshold_topk_from_noise(scores: torch.Tensor, noise: torch.Tensor, *, k: int, tau: float, kappa: float = 1.0,
+                              valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Perturbed scores projected onto {m in [0, 1]^N : sum m = k} with entropy (the LML layer).
+
+    ``m = sigmoid(x + nu)``, ``x = (kappa * w + G) / tau``. nu is found by bisection without
+    gradient, then refined by one Newton step that does carry the gradient: at the solution that
+    step's derivative is the implicit-function gradient ``dnu/dx_j = -m_j(1-m_j) / sum_i m_i(1-m_i)``,
+    so the backward pass is exact without differentiating through the bisection.
+
+    Args:
+        scores: (..., N) reranker scores.
+        noise: (..., N) one Gumbel draw (zeros give the noise-free path).
+        k: docs to keep; a question with at most k valid docs keeps all of them (weight 1).
+        tau: temperature; tau -> 0 gives the hard top-k of ``kappa * w + G``.
+        kappa: score scale against the noise.
+        valid: (..., N) False at empty doc slots (weight 0); all True when omitted.
+
+    Returns:
+        (..., N) mask in [0, 1] whose rows sum to ``min(k, valid docs)``.
+    """
+    _check(scores, k, tau)
+    valid = torch.ones_like(scores, dtype=torch.bool) if valid is None else valid
+    x = (kappa * scores + noise) / tau
+    x = torch.where(valid, x, torch.full_like(x, torch.finfo(x.dtype).min / 2))
+    n = valid.sum(-1, keepdim=True)
+    iters = 60 if x.dtype == torch.float32 else 110  # bisection down to the dtype's resolution
+    nu = _threshold_offset(x, k, iters)
+    m0 = torch.sigmoid(x + nu)
+    slope = (m0 * (1 - m0)).sum(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    nu = nu - (m0.sum(-1, keepdim=True) - k) / slope  # Newton step: carries the implicit gradient
+    mask = torch.sigmoid(x + nu) * valid
+    return torch.where(n <= k, valid.to(mask.dtype), mask)
+
+
+def threshold_topk(
+    scores: torch.Tensor, *, k: int, tau: float, kappa: float = 1.0, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Gumbel-perturbed LML relaxed top-k with fresh noise; see :func:`threshold_topk_from_noise`."""
+    _check(scores, k, tau)
+    noise = gumbel_noise(scores.shape, generator=generator, dtype=scores.dtype, device=scores.device)
+    return threshold_topk_from_noise(scores, noise, k=k, tau=tau, kappa=kappa)
+
+
+def standardize(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Each row z-scored over its valid entries (0 elsewhere); differentiable in ``scores``.
+
+    The Gumbel noise has a standard deviation of about 1.28 whatever the reranker, while a
+    bi-encoder's cosine / 0.05 spans about +-12 and a fresh cross-encoder head about +-0.01.
+    After this, ``kappa`` means "score spread in units of its own standard deviation" for every
+    reranker. The gradient flows through the mean and the spread too, so the loss cannot be
+    lowered by merely inflating the scores' scale (which would silently switch exploration off).
+    A row with one valid doc, or with equal scores, comes back as zeros.
+    """
+    w = valid.to(scores.dtype)
+    n = w.sum(-1, keepdim=True).clamp_min(1.0)
+    mean = (scores * w).sum(-1, keepdim=True) / n
+    centred = (scores - mean) * w
+    var = (centred**2).sum(-1, keepdim=True) / n
+    # the floor keeps equal scores finite (and their gradient bounded) instead of 0 / 0
+    return centred / torch.sqrt(var + 1e-12)
+
+
+RELAXATIONS = {"l2x": relaxed_topk, "subset": subset_topk, "threshold": threshold_topk}

@@ -26,6 +26,7 @@ from .readers.base import Reader
 from .readers.decoder import DecoderReader
 from .readers.fid import FiDReader
 from .rerankers import Reranker
+from .schedule import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -211,15 +212,16 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
                         f"{last or 'none'}. Lower train.lr, raise objective.tau, or check the data")
                 continue
             grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            lr = set_lr(optimizer, cfg, step)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             keys = sorted(metrics)
             averaged = acc.reduce(torch.tensor([metrics[k] for k in keys], dtype=torch.float64), "mean").tolist()
             metrics = dict(zip(keys, averaged, strict=True))
-            metrics.update(step=step + 1, grad_norm=float(grad_norm), seconds=time.perf_counter() - started)
+            metrics.update(step=step + 1, lr=lr, grad_norm=float(grad_norm), seconds=time.perf_counter() - started)
             log_file.write(json.dumps(metrics) + "\n")
             log_file.flush()
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", s_per_step=f"{metrics['seconds']:.2f}")
+            bar.set_postfix(postfix(metrics))
             if main and cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0:
                 rng = {"noise": noise.get_state(), "order": order.get_state(), "torch": torch.get_rng_state()}
                 checkpoint.save(run_dir, step + 1, reranker, optimizer,
@@ -237,6 +239,23 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
               "processes": acc.num_processes, "resumed_from_step": first_step if ckpt is not None else None}
     (run_dir / "report.json").write_text(json.dumps(_no_nan(report), indent=2))
     return TrainResult(run_dir, before, after, seconds_per_step, skipped, after_scores)
+
+
+BAR_METRICS = ("loss", "mask_sum", "mask_distinct", "mask_overlap")  # shown on the progress bar when logged
+
+
+def postfix(metrics: dict[str, float]) -> dict[str, str]:
+    """The progress bar's fields: the loss, the mask telemetry where the objective logs it, s/step."""
+    shown = {k: f"{metrics[k]:.3f}" if k == "loss" else f"{metrics[k]:.2f}" for k in BAR_METRICS if k in metrics}
+    return {**shown, "s_per_step": f"{metrics['seconds']:.2f}"}
+
+
+def set_lr(optimizer: torch.optim.Optimizer, cfg: Config, step: int) -> float:
+    """Put the scheduled LR of 0-based optimizer step ``step`` into every param group; return it."""
+    lr = cfg.train.lr * lr_factor(step, warmup=cfg.train.warmup_steps, total=cfg.train.steps, kind=cfg.train.schedule)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def _no_nan(value: Any) -> Any:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .formats import _literal, _records, detect, parse_record
-from .schema import DataError, Example
+from .schema import DataError, Example, has_bridge
 
 
 @dataclass
@@ -75,7 +75,9 @@ def summary(loaded: Loaded) -> dict[str, Any]:
     exs = loaded.examples
     docs = [len(ex.docs) for ex in exs]
     gold = [sum(d.is_gold for d in ex.docs) for ex in exs]
-    bridge = [sum(d.is_bridge for d in ex.docs) for ex in exs]
+    bridge = [sum(d.is_bridge for d in ex.docs) if has_bridge(ex.docs) else 0 for ex in exs]
+    # gold docs without the answer but no answer-bearing gold doc (yes/no comparisons): not bridge questions
+    not_bridge = sum(any(d.is_bridge for d in ex.docs) and not has_bridge(ex.docs) for ex in exs)
     skipped = Counter(reason(e) for e in loaded.errors)
     return {
         "formats": dict(loaded.formats),
@@ -85,6 +87,7 @@ def summary(loaded: Loaded) -> dict[str, Any]:
         "gold_per_question": statistics.fmean(gold) if gold else 0.0,
         "bridge_per_question": statistics.fmean(bridge) if bridge else 0.0,
         "share_with_bridge": sum(b > 0 for b in bridge) / len(exs) if exs else 0.0,
+        "excluded_from_bridge_metrics": not_bridge,
         "questions_without_gold": sum(g == 0 for g in gold),
         "questions_missing_a_gold_doc": len(loaded.warnings),
         "first_warnings": loaded.warnings[:2],

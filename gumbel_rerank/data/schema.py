@@ -43,6 +43,16 @@ class Doc:
         return self.is_gold and not self.has_answer
 
 
+def has_bridge(docs: Iterable[Doc]) -> bool:
+    """True when a question has a bridge doc and an answer-bearing gold doc for it to lead to.
+
+    Yes/no comparison questions have gold docs none of which contains the answer: they are not
+    bridge questions, and bridge metrics skip them.
+    """
+    docs = list(docs)
+    return any(d.is_bridge for d in docs) and any(d.is_gold and d.has_answer for d in docs)
+
+
 @dataclass(frozen=True)
 class Example:
     """A question with its gold answers (the first is the one the reader is scored on) and docs."""

@@ -74,6 +74,10 @@ def kl_to_student(teacher_logits: torch.Tensor, student_logp: torch.Tensor, vali
 
 
 def kl_divergence(p_logp: torch.Tensor, q_logp: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean over questions of KL(p || q) from log-probabilities over each question's valid docs."""
+    """Mean over questions of KL(p || q) from log-probabilities over each question's valid docs.
+
+    This is PyTorch's ``reduction="batchmean"``, the mathematically correct KL per question; Atlas's
+    ``nn.KLDivLoss()`` (reduction "mean") divides by B x N instead.
+    """
     kl = torch.where(valid, p_logp.exp() * (p_logp - q_logp), torch.zeros((), dtype=q_logp.dtype))
     return kl.sum(-1).mean()

@@ -5,6 +5,15 @@ per doc alone and held constant (cached, shared with PDist and LSR), P_R = softm
 temperature_score). ``emdr_per_token`` marginalises per answer token as Atlas does:
 L = -sum_t log sum_i P_R(d_i | q) p_LM(a_t | q, d_i, a_<t). Both are computed with logsumexp.
 
+Temperatures: ``temperature_score`` as in Atlas. Atlas's per-token EMDR also divides the reader's
+token logits by ``temperature_gold`` before its log-softmax over the vocabulary; we do not, for two
+reasons: the teacher cache keeps only the gold tokens' log-probabilities (renormalising at another
+temperature needs the whole vocabulary's logits, 49k-262k floats per token, doc and question), and
+at Atlas's default of 0.01 the "probability" of a gold token becomes an indicator of it being the
+argmax, which is no longer the likelihood that EMDR2 (Sachan et al. 2021) marginalises. Reduction:
+Atlas averages the per-token loss over all answer tokens of the batch; we sum over a question's
+tokens (a sequence log-likelihood) and average over questions.
+
 Readers: any layout. Cost: n one-doc passes per question (the reader is not trained here).
 Relation: like PDist it scores docs alone; its gradient pushes P_R towards the posterior
 P(d_i | q, a), which concentrates on the doc that best explains the answer on its own.

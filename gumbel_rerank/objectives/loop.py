@@ -4,6 +4,9 @@ Teacher: l_i = mean token NLL of the answer given all docs except doc i (the mor
 without doc i, the more it matters), computed once without gradient and cached. Target:
 softmax(l / temperature_gold). Loss: KL(target || P_R), P_R = softmax(w / temperature_score).
 
+Reduction: KL summed over a question's docs, averaged over questions ("batchmean"); Atlas's
+``nn.KLDivLoss()`` averages over B x N entries, N times smaller (only the clipping threshold differs).
+
 Readers: any layout. A weight of zero removes the doc exactly in fid and parallel; in sequential
 the remaining docs keep their positions. Cost: n reader passes over n-1 docs per question.
 Relation: the only rival that sees docs together, but one at a time: a bridge doc whose partner is

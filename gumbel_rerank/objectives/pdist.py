@@ -4,6 +4,9 @@ Teacher: g_i = mean token log p_LM(answer | question, doc i alone), computed onc
 (cached, shared with LSR and EMDR). Target: softmax(g / temperature_gold). Loss: KL(target || P_R)
 with P_R = softmax(w / temperature_score), both in log space.
 
+Reduction: KL summed over a question's docs, averaged over questions ("batchmean"); Atlas's
+``nn.KLDivLoss()`` averages over B x N entries, N times smaller (only the clipping threshold differs).
+
 Readers: any layout (one weight view per doc). Cost: n one-doc reader passes per question, no
 backward pass through the reader; cached teachers make later epochs reranker-only.
 Hyperparameters: temperature_gold and temperature_score (Atlas defaults 0.01).

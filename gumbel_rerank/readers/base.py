@@ -112,6 +112,7 @@ def upcast(logits: torch.Tensor) -> torch.Tensor:
 
 
 ADIST_AGGREGATIONS = ("scores", "value_norm")
+ATLAS_NORM_TOKENS = 256  # Atlas divides its value-norm attention scores by 256 x layers x answer tokens
 
 
 @contextmanager
@@ -147,7 +148,10 @@ def attention_per_doc(
             layers, counted queries and the doc's tokens. Pre-softmax scores are not returned by the
             public API; log-probabilities differ from them by one constant per (layer, head, query),
             the same for every doc, so the teacher softmax over docs is unchanged.
-            ``value_norm`` (Atlas): attention probability times the value vector's norm, summed.
+            ``value_norm`` (Atlas's ``evalnormsum``): attention probability times the value vector's
+            norm, averaged over heads, summed over layers, counted queries and the doc's tokens,
+            and divided by 256 x layers x counted queries, as Atlas normalises it (its 256 is a
+            fixed stand-in for the passage length).
 
     Returns:
         (B, N) per-doc scores (0 for empty doc slots).
@@ -167,8 +171,8 @@ def attention_per_doc(
             norms = norms.repeat_interleave(att.shape[1] // norms.shape[1], dim=1)  # grouped-query heads
             per_key += (att * q * norms.unsqueeze(2)).sum(dim=(1, 2))
     totals = torch.einsum("bs,bsn->bn", per_key, in_doc.float())
-    if aggregation == "value_norm":
-        return totals
     heads = attentions[0].shape[1]
+    if aggregation == "value_norm":
+        return totals / (heads * ATLAS_NORM_TOKENS * len(attentions) * queries.sum(-1, keepdim=True).clamp_min(1).float())
     count = in_doc.sum(1).float() * queries.sum(-1, keepdim=True).float() * heads * len(attentions)
     return torch.where(count > 0, totals / count.clamp_min(1), torch.zeros(()))

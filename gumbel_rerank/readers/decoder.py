@@ -45,6 +45,9 @@ class PromptTemplate:
     doc: str = "Document: {doc}\n\n"
     query: str = "Question: {question}\nAnswer:"
     answer: str = " {answer}"
+    # Scored after the answer, as FiD scores its EOS: the target says where the answer stops, in
+    # every layout. A newline, since greedy answers are read up to the first line break.
+    end: str = "\n"
 
 
 class DocCache:
@@ -151,6 +154,7 @@ class DecoderReader:
         answer = self._ids(self.template.answer.format(answer=ex.answers[0]))[: self.max_answer_tokens]
         if not answer:
             raise ValueError(f"question {ex.id!r}: the answer {ex.answers[0]!r} tokenises to nothing")
+        answer += self._ids(self.template.end)  # the end marker, like FiD's EOS (kept when the answer is cut)
         return query + answer, len(answer)
 
     # ---- preparation --------------------------------------------------------------------------
