@@ -47,6 +47,13 @@ ABLATIONS = {  # row -> objective overrides (all G-Rerank)
 }
 
 
+MASK_ABLATIONS = {  # row -> objective overrides: the calibrated mask (default) against the old fixed-kappa L2X mask
+    "default": {},
+    "fixed-kappa-1": {"relaxation": "l2x", "calibration": "none", "kappa": 1.0},
+    "fixed-kappa-0.3": {"relaxation": "l2x", "calibration": "none", "kappa": 0.3},
+}
+
+
 def merged(**sections: dict[str, Any]) -> dict[str, Any]:
     cfg = copy.deepcopy(BASE)
     for name, values in sections.items():
@@ -61,6 +68,7 @@ def groups() -> dict[str, dict[str, dict[str, Any]]]:
     return {
         "hotpotqa": {o: merged(objective={"name": o}) for o in RIVALS},
         "hotpotqa-ablations": {r: merged(objective=o) for r, o in ABLATIONS.items()},
+        "hotpotqa-mask-ablations": {r: merged(objective=o, train={"warmup_steps": 2}) for r, o in MASK_ABLATIONS.items()},
         "2wiki": {o: merged(data=wiki, objective={"name": o}) for o in RIVALS},
         "musique": {o: merged(data=musique, reader={"max_doc_tokens": 128}, objective={"name": o},
                               train={"steps": 12}) for o in RIVALS},

@@ -134,7 +134,7 @@ def _result(examples_held: list[Example], held: list[list[float]], train_set: li
 
 def _steps(run_dir: Path) -> list[dict[str, float]]:
     log = run_dir / "metrics.jsonl"
-    keep = ("step", "loss", "hard_loss", "tau", "seconds")
+    keep = ("step", "loss", "hard_loss", "tau", "lr", "seconds", "mask_sum", "mask_distinct", "mask_overlap")
     return [{k: v for k, v in json.loads(x).items() if k in keep} for x in log.read_text().splitlines()] if log.exists() else []
 
 
@@ -454,7 +454,7 @@ def readme_table(group: str, by_row: dict[str, list[dict[str, Any]]]) -> str:
     cols = [(h, m) for h, m in cols if h != "paper" or m in paper]
     head = ["variant" if ablation else "objective", "seeds", *(h for h, _ in cols),
             "p R@5 vs " + ("default" if ablation else "G-Rerank")]
-    head += ["hard - soft loss, first / last quarter"] if ablation else ["train s"]
+    head += ["hard - soft loss, first / last quarter", "mean mask_sum"] if ablation else ["train s"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name, runs in by_row.items():
         cells = [_seeds(name, runs)]
@@ -466,6 +466,8 @@ def readme_table(group: str, by_row: dict[str, list[dict[str, Any]]]) -> str:
         if ablation:
             gap = gap_summary(runs)
             cells.append("" if gap is None else f"{gap[0]:+.2f} / {gap[1]:+.2f}")
+            sums = [st["mask_sum"] for r in runs for st in r["steps"] if st.get("mask_sum") is not None]
+            cells.append(f"{sum(sums) / len(sums):.2f}" if sums else "")
         else:
             secs = summarise(runs, "seconds") if name != "zero-shot" else None
             cells.append("" if secs is None else f"{secs[0]:.0f}")

@@ -11,9 +11,13 @@ from gumbel_rerank.topk import (
     hard_topk,
     relaxed_topk,
     relaxed_topk_from_noise,
+    standardize,
+    straight_through,
     straight_through_topk,
     subset_topk,
     subset_topk_from_noise,
+    threshold_topk,
+    threshold_topk_from_noise,
 )
 
 scores_st = st.integers(1, 12).flatmap(
@@ -127,7 +131,7 @@ def test_gradcheck_noise_free_paths_float64() -> None:
 
 def test_extreme_scores_and_tiny_tau_stay_finite() -> None:
     w = torch.tensor([[1e4, -1e4, 0.0, 1e4 - 1, -1e4 + 3]], requires_grad=True)
-    for fn in (relaxed_topk, straight_through_topk, subset_topk):
+    for fn in (relaxed_topk, straight_through_topk, subset_topk, threshold_topk):
         for tau in (1e-3, 0.5, 10.0):
             m = fn(w, k=2, tau=tau, kappa=1.0, generator=gen(3))
             (g,) = torch.autograd.grad((m * torch.arange(5.0)).sum(), w)
@@ -136,7 +140,7 @@ def test_extreme_scores_and_tiny_tau_stay_finite() -> None:
 
 def test_equal_seeds_give_bit_identical_masks() -> None:
     w = torch.randn(4, 9, generator=gen(0))
-    for fn in (relaxed_topk, straight_through_topk, subset_topk):
+    for fn in (relaxed_topk, straight_through_topk, subset_topk, threshold_topk):
         a = fn(w, k=3, tau=0.5, kappa=1.0, generator=gen(42))
         b = fn(w, k=3, tau=0.5, kappa=1.0, generator=gen(42))
         c = fn(w, k=3, tau=0.5, kappa=1.0, generator=gen(43))
@@ -152,3 +156,70 @@ def test_bad_arguments_fail_loudly() -> None:
         relaxed_topk(torch.zeros(3), k=1, tau=0.0, generator=None)
     with pytest.raises(ValueError, match="at least one doc"):
         hard_topk(torch.zeros(2, 0), k=1)
+
+
+# ---- the calibrated mask: threshold relaxation and standardised scores ---------------------------
+
+@common
+@given(scores_st, st.integers(1, 6), st.floats(0.05, 5.0), st.floats(0.1, 3.0), st.integers(0, 2**31))
+def test_threshold_topk_entries_in_unit_interval_rows_sum_to_k(values: list[float], k: int, tau: float, kappa: float,
+                                                                seed: int) -> None:
+    w = torch.tensor([values, values[::-1]], dtype=torch.float64)
+    m = threshold_topk(w, k=k, tau=tau, kappa=kappa, generator=gen(seed))
+    assert (m >= 0).all() and (m <= 1).all()
+    expected = torch.full((2,), float(min(k, len(values))), dtype=torch.float64)
+    torch.testing.assert_close(m.sum(-1), expected, atol=1e-6, rtol=0)
+
+
+@common
+@given(scores_st, st.integers(1, 6), st.integers(0, 2**31))
+def test_threshold_topk_tau_to_zero_is_the_hard_topk_of_the_perturbed_scores(values: list[float], k: int,
+                                                                              seed: int) -> None:
+    w = torch.tensor(values, dtype=torch.float64)
+    noise = gumbel_noise((len(values),), generator=gen(seed), dtype=torch.float64)
+    kk = min(k, len(values))
+    ordered = (w + noise).sort(descending=True).values
+    if len(values) > kk and ordered[kk - 1] - ordered[kk] < 1e-2:
+        return  # a near tie at the boundary: not binary at this tau
+    cold = threshold_topk_from_noise(w, noise, k=k, tau=1e-4)
+    torch.testing.assert_close(cold, hard_topk(w + noise, k=k), atol=1e-6, rtol=0)
+
+
+def test_threshold_topk_gradcheck_float64_and_valid_slots() -> None:
+    w = torch.randn(3, 6, dtype=torch.float64, generator=gen(0), requires_grad=True)
+    noise = gumbel_noise((3, 6), generator=gen(1), dtype=torch.float64)
+    valid = torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [True] * 2 + [False] * 4])
+    assert torch.autograd.gradcheck(lambda x: threshold_topk_from_noise(x, noise, k=3, tau=0.6, kappa=1.2, valid=valid), (w,))
+    m = threshold_topk_from_noise(w, noise, k=3, tau=0.6, valid=valid)
+    assert (m[~valid] == 0).all()
+    torch.testing.assert_close(m.sum(-1)[:2], torch.tensor([3.0, 3.0], dtype=torch.float64))
+    assert torch.equal(m[2], valid[2].double())  # fewer valid docs than k: keep them all
+
+
+def test_standardize_makes_the_mask_scale_and_shift_free() -> None:
+    """The same ranking at any score scale gives the same calibrated mask (what kappa alone cannot)."""
+    w = torch.randn(2, 8, dtype=torch.float64, generator=gen(3))
+    valid = torch.ones(2, 8, dtype=torch.bool)
+    noise = gumbel_noise((2, 8), generator=gen(4), dtype=torch.float64)
+    masks = [threshold_topk_from_noise(standardize(w * a + b, valid), noise, k=4, tau=0.5) for a, b in
+             ((1.0, 0.0), (20.0, 3.0), (0.01, -1.0))]
+    for m in masks[1:]:
+        torch.testing.assert_close(m, masks[0])
+    z = standardize(w, valid)
+    torch.testing.assert_close(z.mean(-1), torch.zeros(2, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(z.pow(2).mean(-1), torch.ones(2, dtype=torch.float64), atol=1e-9, rtol=0)
+    part = standardize(w, torch.arange(8).expand(2, 8) < 5)
+    assert (part[:, 5:] == 0).all() and torch.isfinite(standardize(torch.zeros(1, 3), torch.ones(1, 3).bool())).all()
+    assert torch.autograd.gradcheck(lambda x: standardize(x, valid), (w.clone().requires_grad_(True),))
+
+
+def test_straight_through_keeps_a_gradient_for_unselected_docs() -> None:
+    """Forward: 1 at the kept docs and a floor that log_weights does not clamp; backward: the soft gradient."""
+    from gumbel_rerank.masking import log_weights
+
+    soft = torch.tensor([0.9, 0.7, 0.2, 0.05], dtype=torch.float32, requires_grad=True)
+    st_mask = straight_through(soft, k=2)
+    assert torch.equal(st_mask.detach() > 0.5, torch.tensor([True, True, False, False]))
+    assert st_mask.detach()[2:].max() < 1e-15  # removed to float precision
+    (g,) = torch.autograd.grad(log_weights(st_mask).sum(), soft)
+    assert (g[2:] != 0).all() and torch.isfinite(g).all()  # the clamp at `tiny` would give exactly 0 here
