@@ -32,6 +32,7 @@ class DataConfig:
     num_docs: int = 8  # docs per synthetic question
     hard_negatives: int = 2  # synthetic: docs about the question's entity with another relation (0-2)
     min_docs: int = 0  # file data: skip (and count) questions with fewer candidate docs than this
+    num_val: int = 0  # the last num_val training questions are held back (never trained on) for label-free selection
     seed: int = 0
 
 
@@ -72,6 +73,7 @@ class ObjectiveConfig:
     temperature_score: float = 0.01
     adist_aggregation: str = "scores"  # scores (FiD: mean pre-softmax score) | value_norm (Atlas: attention x |v|)
     adist_temperature: float | None = None  # ADist's teacher temperature; None = published: 1 for scores (FiD), temperature_gold for value_norm (Atlas)
+    kl_to_start: float = 0.0  # trust region for every objective: + kl_to_start * KL(P_start || P_now), P = softmax(w / temperature_score)
     emdr_per_token: bool = False  # EMDR2 marginalised per answer token (Atlas) instead of per sequence
 
 
@@ -84,10 +86,14 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warmup from 0 to train.lr over this many optimizer steps
     schedule: str = "linear"  # after warmup: constant | linear (decay to 0 at train.steps) | cosine
     weight_decay: float = 0.01
+    train_layers: int = 0  # only the top N encoder layers (+ pooler / head) learn; 0 = all
     grad_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 50
     teacher_cache: str = ""  # directory for the distillation teachers' cache ("" = memory only)
+    eval_every: int = 0  # every N steps: validation answer NLL under the hard top-k (needs data.num_val), gold R@k logged
+    select: str = "last"  # last | val_loss (restore the checkpoint with the lowest validation answer NLL)
+    patience: int = 0  # stop after this many evaluations without a new best validation loss; 0 = never
     max_nonfinite_steps: int = 10  # stop the run after this many skipped (non-finite loss) steps; 0 = never
     out_dir: str = "runs/default"
 
@@ -222,6 +228,16 @@ def validate(cfg: Config) -> Config:
         (cfg.objective.adist_temperature is None or cfg.objective.adist_temperature > 0,
          "objective.adist_temperature must be > 0 (or null for the published default)"),
         (cfg.train.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
+        (cfg.objective.kl_to_start >= 0 and cfg.train.train_layers >= 0,
+         "objective.kl_to_start and train.train_layers must be >= 0"),
+        (cfg.train.select in ("last", "val_loss"), "train.select must be last or val_loss"),
+        (cfg.train.eval_every >= 0 and cfg.train.patience >= 0 and cfg.data.num_val >= 0,
+         "train.eval_every, train.patience and data.num_val must be >= 0"),
+        (not cfg.train.eval_every or cfg.data.num_val > 0,
+         "train.eval_every needs validation questions: set data.num_val (taken from the training split)"),
+        (cfg.train.select == "last" or cfg.train.eval_every > 0,
+         "train.select=val_loss needs train.eval_every > 0 (and data.num_val > 0)"),
+        (cfg.data.num_val < cfg.data.num_train, "data.num_val must be smaller than data.num_train"),
         (cfg.train.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}"),
         (cfg.objective.k >= 1, "objective.k must be >= 1"),
         (cfg.objective.tau > 0, "objective.tau must be > 0"),

@@ -135,7 +135,8 @@ def _result(examples_held: list[Example], held: list[list[float]], train_set: li
 def _steps(run_dir: Path) -> list[dict[str, float]]:
     log = run_dir / "metrics.jsonl"
     keep = ("step", "loss", "hard_loss", "tau", "lr", "seconds", "mask_sum", "mask_distinct", "mask_overlap")
-    return [{k: v for k, v in json.loads(x).items() if k in keep} for x in log.read_text().splitlines()] if log.exists() else []
+    lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    return [{k: v for k, v in row.items() if k in keep} for row in lines if "loss" in row]  # not the eval points
 
 
 def run_group(group: str, rows: list[Row], seeds: Sequence[int], results: str | Path, work: str | Path, *,

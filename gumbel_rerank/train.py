@@ -27,6 +27,8 @@ from .readers.decoder import DecoderReader
 from .readers.fid import FiDReader
 from .rerankers import Reranker
 from .schedule import lr_factor
+from .selection import Selector
+from .stabilize import StartAnchor, restrict_trainable
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,15 @@ def build_reader(cfg: ReaderConfig, model: Any = None, tokenizer: Any = None) ->
     return DecoderReader(model, tokenizer, layout=cfg.layout, max_doc_tokens=cfg.max_doc_tokens,
                          max_answer_tokens=cfg.max_answer_tokens, gradient_checkpointing=cfg.gradient_checkpointing,
                          doc_cache_mb=cfg.doc_cache_mb)
+
+
+def split_validation(train_set: list[Example], num_val: int) -> tuple[list[Example], list[Example]]:
+    """The last ``num_val`` training questions become the label-free validation split (not trained on)."""
+    if num_val <= 0:
+        return train_set, []
+    if num_val >= len(train_set):
+        raise ConfigError(f"data.num_val={num_val} leaves no training question of {len(train_set)}; lower it")
+    return train_set[:-num_val], train_set[-num_val:]
 
 
 def check_data(cfg: Config, train: list[Example], held_out: list[Example]) -> None:
@@ -136,6 +147,7 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
     reranker and takes an equal slice of each batch; gradients are averaged (DDP).
     """
     train_set, held_out = load_splits(cfg.data)
+    train_set, validation = split_validation(train_set, cfg.data.num_val)
     check_data(cfg, train_set, held_out)
     acc = _accelerator(cfg)
     main = acc.is_main_process
@@ -156,7 +168,12 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
     torch.manual_seed(cfg.train.seed)  # the reranker's dropout; everything else takes explicit generators
     noise = torch.Generator().manual_seed(cfg.train.seed)
     order = torch.Generator().manual_seed(cfg.train.seed + 1)
-    optimizer = torch.optim.AdamW(reranker.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    anchor = StartAnchor(reranker, weight=cfg.objective.kl_to_start, temperature=cfg.objective.temperature_score) \
+        if cfg.objective.kl_to_start > 0 else None  # taken before a resume loads later weights: the true start
+    if cfg.train.train_layers:
+        restrict_trainable(reranker, cfg.train.train_layers)
+    trainable = [p for p in reranker.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     queue: list[int] = []
     first_step, skipped = 0, 0
     if ckpt is not None:
@@ -168,6 +185,10 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
         torch.set_rng_state(rng["torch"])
         first_step, skipped, queue, before = state["step"], state["skipped"], state["queue"], state.get("before")
         log.warning("resuming %s from %s (step %d)", run_dir, ckpt.name, first_step)
+    selector = Selector(run_dir, reader, validation, held_out, k=cfg.objective.k, patience=cfg.train.patience,
+                        batch_size=cfg.eval.batch_size, save=main) if cfg.train.eval_every else None
+    if selector is not None and ckpt is not None:
+        selector.restore_state(state.get("selection") or {})
     if before is None:
         before = evaluate(cfg, reranker, reader, held_out, progress=progress) if main else {}
     model = acc.prepare(reranker)  # DDP across processes; the same module in a single process
@@ -182,6 +203,8 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
                initial=first_step, total=cfg.train.steps)
     with (log_path.open("w") if main else open(os.devnull, "w")) as log_file:
         log_file.writelines(x + "\n" for x in kept)
+        if selector is not None and first_step == 0:  # the start is a candidate: selection can keep it
+            log_file.write(json.dumps(_no_nan(selector.evaluate(0, reranker))) + "\n")
         for step in bar:
             started = time.perf_counter()
             metrics: dict[str, float] = {}
@@ -193,11 +216,17 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
                 seeds = torch.randint(0, 2**62, (len(idx),), generator=noise).tolist()  # same on every process
                 batch = Batch([train_set[i] for i in idx[mine]], progress=step / max(cfg.train.steps - 1, 1),
                               noise_seeds=seeds[mine])
-                out = objective(batch, model(batch.examples), reader, noise)
-                bad = float(acc.reduce(torch.tensor(float(not torch.isfinite(out.loss))), "sum"))
+                scores = model(batch.examples)
+                out = objective(batch, scores, reader, noise)
+                loss = out.loss
+                if anchor is not None:
+                    kl = anchor(batch.examples, scores, batch.valid)
+                    out.metrics["kl_to_start"] = kl.item() / cfg.objective.kl_to_start
+                    loss = loss + kl
+                bad = float(acc.reduce(torch.tensor(float(not torch.isfinite(loss))), "sum"))
                 if bad:  # every process skips together (a lone backward would wait forever in DDP)
                     break
-                acc.backward(out.loss / cfg.train.grad_accum)
+                acc.backward(loss / cfg.train.grad_accum)
                 for key, value in out.metrics.items():
                     metrics[key] = metrics.get(key, 0.0) + value / cfg.train.grad_accum
             if bad:
@@ -211,7 +240,7 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
                         f"(train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}); last good checkpoint: "
                         f"{last or 'none'}. Lower train.lr, raise objective.tau, or check the data")
                 continue
-            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            grad_norm = acc.clip_grad_norm_(trainable, cfg.train.grad_clip)
             lr = set_lr(optimizer, cfg, step)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -222,21 +251,36 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
             log_file.write(json.dumps(metrics) + "\n")
             log_file.flush()
             bar.set_postfix(postfix(metrics))
+            if selector is not None and (step + 1) % cfg.train.eval_every == 0:
+                point = selector.evaluate(step + 1, reranker)
+                log_file.write(json.dumps(_no_nan(point)) + "\n")
+                if selector.should_stop:
+                    log.warning("early stop at step %d: no better validation answer NLL for %d evaluations (best: "
+                                "step %s)", step + 1, cfg.train.patience, selector.best_step)
+                    break
             if main and cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0:
                 rng = {"noise": noise.get_state(), "order": order.get_state(), "torch": torch.get_rng_state()}
                 checkpoint.save(run_dir, step + 1, reranker, optimizer,
-                                {"skipped": skipped, "queue": queue, "before": _no_nan(before)}, state=rng)
+                                {"skipped": skipped, "queue": queue, "before": _no_nan(before),
+                                 "selection": _no_nan(selector.state()) if selector else None}, state=rng)
     seconds_per_step = (time.perf_counter() - t0) / max(cfg.train.steps - first_step, 1)
     reranker.eval()
     acc.wait_for_everyone()
     if not main:
         return TrainResult(run_dir, before, {}, seconds_per_step, skipped, [])
+    selection = None
+    if selector is not None:
+        if cfg.train.select == "val_loss":
+            selector.restore_best(reranker)
+        selection = {"select": cfg.train.select, **selector.summary()}
+        selector.plot()
     _save_final(reranker, run_dir)
     after_scores = score_all(reranker, held_out, batch_size=cfg.eval.batch_size, progress=progress)
     after = evaluate(cfg, reranker, reader, held_out, progress=progress, scores=after_scores)
     report = {"before": before, "after": after, "seconds_per_step": seconds_per_step, "skipped_steps": skipped,
               "train_questions": len(train_set), "held_out_questions": len(held_out),
-              "processes": acc.num_processes, "resumed_from_step": first_step if ckpt is not None else None}
+              "processes": acc.num_processes, "resumed_from_step": first_step if ckpt is not None else None,
+              "selection": selection}
     (run_dir / "report.json").write_text(json.dumps(_no_nan(report), indent=2))
     return TrainResult(run_dir, before, after, seconds_per_step, skipped, after_scores)
 

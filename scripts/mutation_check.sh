@@ -10,7 +10,12 @@ run() { # file, python-replace-from, to, tests
 run gumbel_rerank/masking.py "return torch.log(weights.clamp_min" "return -torch.log(weights.clamp_min" tests/test_readers.py
 run gumbel_rerank/topk.py "draws = torch.softmax((kappa * scores.unsqueeze(0) + noise) / tau, dim=-1)" "draws = ((kappa * scores.unsqueeze(0) + noise) / tau).exp()" tests/test_topk.py
 run gumbel_rerank/readers/base.py "    model.requires_grad_(False)" "    pass" "tests/test_readers.py tests/test_objectives.py"
-run gumbel_rerank/objectives/gumbel.py "nll = answer_nll(reader, batch, weights)" "nll = -answer_nll(reader, batch, weights)" tests/test_objectives.py
+run gumbel_rerank/objectives/gumbel.py "nll = answer_nll(reader, batch, drawn.masks)" "nll = -answer_nll(reader, batch, drawn.masks)" tests/test_objectives.py
+run gumbel_rerank/topk.py "    nu = nu - (m0.sum(-1, keepdim=True) - k) / slope" "    nu = nu + 0 * slope" tests/test_topk.py
+run gumbel_rerank/topk.py "return centred / torch.sqrt(var + 1e-12)" "return centred" tests/test_topk.py
+run gumbel_rerank/topk.py "hard = hard_topk(soft, k=k).clamp_min(ST_FLOOR)" "hard = hard_topk(soft, k=k)" "tests/test_topk.py tests/test_calibration.py"
+run gumbel_rerank/readers/decoder.py "answer += self._ids(self.template.end)" "answer += []" tests/test_calibration.py
+run gumbel_rerank/evaluate.py "if has_bridge(ex.docs) else set()" "if True else set()" tests/test_calibration.py
 run gumbel_rerank/readers/decoder.py "bias = torch.where(same_doc.unsqueeze(1), torch.zeros((), dtype=dtype), kb.unsqueeze(2))" "bias = torch.zeros_like(kb.unsqueeze(2).expand(-1, -1, kb.shape[-1], -1))" tests/test_readers.py
 run gumbel_rerank/objectives/teachers.py "views = eye if keep_alone else 1 - eye" "views = 1 - eye if keep_alone else eye" tests/test_rivals.py
 run gumbel_rerank/objectives/base.py "p_logp.exp() * (p_logp - q_logp)" "p_logp.exp() * (q_logp - p_logp)" "tests/test_objectives.py tests/test_rivals.py"

@@ -1,0 +1,62 @@
+"""Label-free model selection: validation answer NLL under the hard top-k, best checkpoint kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from conftest import byte_tokenizer, make_examples, tiny_llama
+from test_train import small_config
+
+from gumbel_rerank.evaluate import score_all
+from gumbel_rerank.objectives.base import Batch, answer_nll
+from gumbel_rerank.readers.decoder import DecoderReader
+from gumbel_rerank.rerankers import Reranker
+from gumbel_rerank.selection import topk_answer_nll
+from gumbel_rerank.train import train
+
+
+def test_topk_answer_nll_equals_the_reader_on_the_kept_docs_only(bert_dir: str) -> None:
+    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=64)
+    examples = make_examples()
+    scores = score_all(reranker, examples)
+    got = topk_answer_nll(reranker, reader, examples, k=2, scores=scores)
+    for ex, s, value in zip(examples, scores, got, strict=True):
+        keep = torch.zeros(1, 1, len(ex.docs))
+        keep[0, 0, sorted(range(len(s)), key=lambda i: -s[i])[:2]] = 1.0
+        assert abs(answer_nll(reader, Batch([ex]), keep).item() - value) < 1e-5
+
+
+def test_select_val_loss_keeps_and_restores_the_best_checkpoint(tmp_path: Path, bert_dir: str) -> None:
+    cfg = small_config(tmp_path, bert_dir, "data.num_train=10", "data.num_val=3", "train.steps=6", "train.eval_every=2",
+                       "train.select=val_loss", "train.checkpoint_every=0", "eval.generate=false", "train.lr=5e-3")
+    reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=96)
+    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    result = train(cfg, progress=False, reranker=reranker, reader=reader)
+    run = result.run_dir
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    points = [x for x in lines if "val_loss" in x]
+    assert [p["step"] for p in points] == [0, 2, 4, 6] and all("held_out_R@2" in p and "val_R@2" in p for p in points)
+    best = min(points, key=lambda p: p["val_loss"])
+    report = json.loads((run / "report.json").read_text())["selection"]
+    assert report["selected_step"] == best["step"] and report["points"] == 4
+    assert json.loads((run / "best" / "selection.json").read_text())["step"] == best["step"]
+    # the final reranker is the selected one, and the validation questions were never trained on
+    final = Reranker.from_pretrained(str(run / "reranker"))
+    kept = Reranker.from_pretrained(str(run / "best"))
+    assert all(torch.equal(a, b) for a, b in zip(final.state_dict().values(), kept.state_dict().values(), strict=True))
+    assert (run / "selection.png").exists()
+
+
+def test_patience_stops_early(tmp_path: Path, bert_dir: str) -> None:
+    cfg = small_config(tmp_path, bert_dir, "data.num_train=10", "data.num_val=3", "train.steps=40", "train.eval_every=1",
+                       "train.patience=2", "train.checkpoint_every=0", "eval.generate=false", "train.lr=0.05")
+    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    result = train(cfg, progress=False, reader=reader)
+    lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    points = [x for x in lines if "val_loss" in x]
+    assert len(points) < 40  # stopped: two evaluations in a row without a new best
+    best = min(range(len(points)), key=lambda i: points[i]["val_loss"])
+    assert len(points) - 1 - best == 2
