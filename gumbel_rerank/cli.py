@@ -45,6 +45,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                                               f"training.\n\n{table}\n")
     print(f"\nHeld-out metrics, zero-shot reranker vs trained ({cfg.data.num_eval} questions, top-k={cfg.objective.k}):")
     print(table)
+    selection = json.loads((result.run_dir / "report.json").read_text()).get("selection")
+    if selection:
+        print(f"\nlabel-free selection ({selection['select']}): lowest validation answer NLL "
+              f"{selection['selected_val_loss']:.4f} at step {selection['selected_step']} of {selection['points']} "
+              f"evaluations; curves: {result.run_dir / 'selection.png'}")
     print(f"\n{result.seconds_per_step:.2f} s/step, {result.skipped_steps} skipped steps, "
           f"{time.perf_counter() - start:.0f} s in all")
     print(f"report: {result.run_dir / 'report.md'}  reranker: {result.run_dir / 'reranker'}  "
@@ -99,7 +104,22 @@ def cmd_probe(args: argparse.Namespace) -> int:
     print("gradient of the answer NLL w.r.t. each doc's weight, all docs at w=0.5 (negative = the reader wants it):")
     for kind, value in weight_gradients(reader, held_out[: args.questions]).items():
         print(f"  {kind:<38} {value:+.3f}")
+    if args.gradient_signal:
+        _print_gradient_signal(cfg, reader, held_out)
     return 0
+
+
+def _print_gradient_signal(cfg: Any, reader: Any, examples: list[Any]) -> None:
+    from .rerankers import Reranker
+    from .signal import gradient_agreement
+
+    reranker = Reranker.from_pretrained(cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length,
+                                        temperature=cfg.reranker.temperature)
+    r = gradient_agreement(cfg.objective, reranker, reader, examples, batch_size=cfg.train.batch_size)
+    print(f"cosine between reranker gradients ({cfg.objective.name}, batch {cfg.train.batch_size}, "
+          f"{cfg.objective.samples} sample(s), {r['pairs']} pairs; 1 = the same direction):")
+    print(f"  same batch, independent Gumbel draws   {r['noise']['mean']:+.3f} (sd {r['noise']['sd']:.3f})")
+    print(f"  two disjoint batches                   {r['minibatch']['mean']:+.3f} (sd {r['minibatch']['sd']:.3f})")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -237,6 +257,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("config")
     r.add_argument("overrides", nargs="*")
     r.add_argument("--questions", type=int, default=40)
+    r.add_argument("--gradient-signal", action="store_true",
+                   help="also the cosine between reranker gradients of two Gumbel draws / two batches")
     r.set_defaults(func=cmd_probe)
     m = sub.add_parser("compare", help="train several objectives on the same data and reader; one table and plots")
     m.add_argument("config")

@@ -15,7 +15,6 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-
 SCHEDULES = ("constant", "linear", "cosine")  # the LR after warmup (transformers' schedulers of these names)
 
 
@@ -72,8 +71,10 @@ class ObjectiveConfig:
     temperature_gold: float = 0.01
     temperature_score: float = 0.01
     adist_aggregation: str = "scores"  # scores (FiD: mean pre-softmax score) | value_norm (Atlas: attention x |v|)
-    adist_temperature: float | None = None  # ADist's teacher temperature; None = published: 1 for scores (FiD), temperature_gold for value_norm (Atlas)
-    kl_to_start: float = 0.0  # trust region for every objective: + kl_to_start * KL(P_start || P_now), P = softmax(w / temperature_score)
+    # ADist's teacher temperature; None = the published one: 1 for scores (FiD), temperature_gold for value_norm (Atlas)
+    adist_temperature: float | None = None
+    # trust region for every objective: + kl_to_start * KL(P_start || P_now), P = softmax(w / temperature_score)
+    kl_to_start: float = 0.0
     emdr_per_token: bool = False  # EMDR2 marginalised per answer token (Atlas) instead of per sequence
 
 

@@ -60,3 +60,40 @@ def test_patience_stops_early(tmp_path: Path, bert_dir: str) -> None:
     assert len(points) < 40  # stopped: two evaluations in a row without a new best
     best = min(range(len(points)), key=lambda i: points[i]["val_loss"])
     assert len(points) - 1 - best == 2
+
+
+class GoldReader:
+    """A reader whose answer likelihood rises with the weight on gold docs (a known-optimal ranking):
+    p(answer) = (0.01 + sum_i w_i u_i) / (1 + sum_i w_i), u_i = 0.9 for gold docs, else 0."""
+
+    layout = "closed-form"
+    model = torch.nn.Linear(1, 1)
+
+    def prepare(self, examples: list, *, with_answer: bool = True) -> list:  # type: ignore[type-arg]
+        return examples
+
+    def answer_logprob(self, context: list, doc_weights: torch.Tensor):  # type: ignore[no-untyped-def, type-arg]
+        from gumbel_rerank.readers.base import AnswerScores
+
+        u = torch.zeros(doc_weights.shape[0], doc_weights.shape[2])
+        for b, ex in enumerate(context):
+            for n, d in enumerate(ex.docs):
+                u[b, n] = 0.9 if d.is_gold else 0.0
+        p = (0.01 + (doc_weights * u.unsqueeze(1)).sum(-1)) / (1 + doc_weights.sum(-1))
+        return AnswerScores(p.log().unsqueeze(-1), torch.ones(p.shape[0], 1, dtype=torch.bool))
+
+    def generate(self, examples: list, keep: torch.Tensor, *, max_new_tokens: int = 16) -> list:  # type: ignore[type-arg]
+        return ["" for _ in examples]
+
+
+def test_stability_selected_checkpoint_is_no_worse_than_the_start(tmp_path: Path, bert_dir: str) -> None:
+    """A deliberately too-high LR random-walks the reranker; label-free selection must not lose the start."""
+    cfg = small_config(tmp_path, bert_dir, "data.num_train=40", "data.num_val=8", "data.num_eval=24", "train.steps=30",
+                       "train.eval_every=3", "train.select=val_loss", "train.checkpoint_every=0", "eval.generate=false",
+                       "train.lr=3e-3", "train.grad_accum=1", "eval.ks=[2]")
+    result = train(cfg, progress=False, reader=GoldReader())
+    points = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    points = [p for p in points if "val_loss" in p]
+    assert len(points) == 11 and points[0]["step"] == 0
+    assert result.after["R@2"] >= result.before["R@2"]
+    assert result.after["R@2"] >= min(p["held_out_R@2"] for p in points)  # never the worst checkpoint

@@ -1,0 +1,71 @@
+"""How much signal is in one reranker gradient? Cosines between gradients that should agree.
+
+For a fixed batch, G-Rerank's gradient depends on its Gumbel draw: the cosine between the reranker
+gradients of two independent draws (``noise``) says how much of a step is signal. Every objective,
+G-Rerank included, also varies from batch to batch: the cosine between the gradients of two
+disjoint batches of the same size (``minibatch``) is the noise a rival's steps carry. A cosine
+near 0 means that with AdamW (which moves every weight by about the learning rate whatever the
+gradient's size) a step is close to a random direction. The reranker is put in eval mode (no
+dropout) so that only the named source of noise varies.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .config import ObjectiveConfig
+from .data.schema import Example
+from .objectives import OBJECTIVES, Batch, TeacherCache
+from .readers.base import Reader
+from .rerankers import Reranker
+
+
+def _gradient(reranker: Reranker, objective: Any, examples: Sequence[Example], reader: Reader, seed: int) -> torch.Tensor:
+    reranker.zero_grad(set_to_none=True)
+    batch = Batch(list(examples), noise_seeds=[seed * 1000 + i for i in range(len(examples))])
+    objective(batch, reranker.score(batch.examples), reader, torch.Generator().manual_seed(seed)).loss.backward()
+    grads = [p.grad.flatten() for p in reranker.parameters() if p.grad is not None]
+    reranker.zero_grad(set_to_none=True)
+    return torch.cat(grads) if grads else torch.zeros(1)
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    """In float64: over millions of parameters float32 accumulation is off by a few 1e-3."""
+    return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=0))
+
+
+def gradient_agreement(cfg: ObjectiveConfig, reranker: Reranker, reader: Reader, examples: Sequence[Example], *,
+                       batch_size: int, pairs: int = 2, teachers: TeacherCache | None = None) -> dict[str, Any]:
+    """Mean (and sd) cosine of gradient pairs: same batch / other noise, and disjoint batches.
+
+    Needs ``2 * pairs * batch_size`` examples. ``noise`` is 1.0 by construction for objectives
+    without randomness (every rival).
+    """
+    need = 2 * pairs * batch_size
+    if len(examples) < need:
+        raise ValueError(f"gradient_agreement needs {need} questions for {pairs} pairs of batches of {batch_size}")
+    objective = OBJECTIVES[cfg.name](cfg, teachers or TeacherCache())
+    was_training = reranker.training
+    reranker.eval()
+    noise, minibatch = [], []
+    try:
+        for p in range(pairs):
+            first = examples[2 * p * batch_size : (2 * p + 1) * batch_size]
+            other = examples[(2 * p + 1) * batch_size : (2 * p + 2) * batch_size]
+            g1 = _gradient(reranker, objective, first, reader, seed=2 * p + 1)
+            g2 = _gradient(reranker, objective, first, reader, seed=2 * p + 2)
+            g3 = _gradient(reranker, objective, other, reader, seed=2 * p + 3)
+            noise.append(_cos(g1, g2))
+            minibatch.append(_cos(g1, g3))
+    finally:
+        reranker.train(was_training)
+
+    def summary(values: list[float]) -> dict[str, float]:
+        return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+    return {"objective": cfg.name, "samples": cfg.samples, "batch_size": batch_size, "pairs": pairs,
+            "noise": summary(noise), "minibatch": summary(minibatch)}
