@@ -141,7 +141,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
-    out = export(args.run_dir, args.out_dir)
+    out = export(args.run_dir, args.out_dir, overwrite=args.overwrite)
     print(f"exported to {out}: loads with sentence_transformers "
           f"{'CrossEncoder' if (out / 'modules.json').exists() and not (out / '1_Pooling').exists() else 'SentenceTransformer'}"
           f"({str(out)!r}); model card: {out / 'README.md'}")
@@ -270,7 +270,8 @@ def parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_compare)
     x = sub.add_parser("export", help="write a sentence-transformers directory with a model card")
     x.add_argument("run_dir", help="a training run directory (or its reranker/ directory)")
-    x.add_argument("out_dir")
+    x.add_argument("out_dir", help="a new or empty folder (or an earlier export, with --overwrite)")
+    x.add_argument("--overwrite", action="store_true", help="replace an earlier export in out_dir")
     x.set_defaults(func=cmd_export)
     rr = sub.add_parser("rerank", help="rerank the candidates of a question file; TREC run + JSONL")
     rr.add_argument("model", help="run directory, saved or exported reranker, packaged name or hub id")

@@ -12,7 +12,6 @@ what we export is what it reads.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -124,9 +123,38 @@ EM/F1: the reader's answer from the top-k docs.
 """
 
 
-def export(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write a sentence-transformers directory with a model card to ``out_dir`` (atomically)."""
+EXPORT_MARK = "gumbel_rerank_export.json"  # written into every export: what --overwrite may replace
+RUN_FILES = ("config.yaml", "metrics.jsonl", "report.json", "latest", "gumbel_rerank.json")
+
+
+def check_target(run_dir: Path, out: Path, *, overwrite: bool) -> None:
+    """Refuse an output folder that would lose somebody's files: never a run, never a non-empty
+    folder that is not a previous export, and an export only with ``overwrite``."""
+    if out.resolve() == run_dir.resolve() or run_dir.resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"export target {out} holds the run {run_dir}; pick another folder")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"export target {out} exists and is not a folder; pick another path")
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    if any((out / f).exists() for f in RUN_FILES) or any(out.glob("checkpoint-*")):
+        raise ValueError(f"export target {out} holds a training run or a saved reranker; it is never replaced")
+    if not (out / EXPORT_MARK).exists():
+        raise ValueError(f"export target {out} is not empty and is not an earlier export; pick an empty or new folder")
+    if not overwrite:
+        raise ValueError(f"export target {out} holds an earlier export; pass --overwrite to replace it")
+
+
+def export(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a sentence-transformers directory with a model card to ``out_dir`` (atomically).
+
+    ``out_dir`` must be new, empty, or (with ``overwrite``) an earlier export; a folder holding a
+    run or anything else is refused before any work.
+    """
     run_dir, out = Path(run_dir), Path(out_dir)
+    check_target(run_dir, out, overwrite=overwrite)
     try:
         import torch
         from sentence_transformers import CrossEncoder, SentenceTransformer
@@ -151,7 +179,9 @@ def export(run_dir: str | Path, out_dir: str | Path) -> Path:
             model = SentenceTransformer(modules=[body, Pooling(dim(), "mean"), Normalize()])
         model.save_pretrained(str(staged), safe_serialization=True)
         (staged / "README.md").write_text(model_card(reranker, cfg, report))
-        if out.exists():
-            shutil.rmtree(out)
+        (staged / EXPORT_MARK).write_text(json.dumps({"source": str(source), "kind": reranker.kind}))
+        if out.exists():  # empty, or an earlier export (check_target): moved aside, then removed
+            old = Path(tmp) / "previous"
+            out.rename(old)
         staged.rename(out)
     return out

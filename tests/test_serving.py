@@ -204,3 +204,23 @@ def test_predict_sorts_by_length_but_returns_input_order(bert_dir: str, tmp_path
     assert reranker.predict(pairs, batch_size=3, precision="bf16") == pytest.approx(expected, abs=5e-2)
     with pytest.raises(ValueError, match="precision"):
         reranker.predict(pairs, precision="int4")
+
+
+def test_export_never_deletes_a_users_files(bert_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: `export RUN ~/mydocs` deleted mydocs, and `export RUN RUN` deleted the run itself."""
+    run, _ = fake_run(tmp_path, bert_dir, "cross")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    assert main(["export", str(run), str(run)]) == 2
+    assert "holds the run" in capsys.readouterr().err
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    mine = tmp_path / "mydocs"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main(["export", str(run), str(mine)]) == 2
+    assert "not empty" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "keep me"
+    out = tmp_path / "exported"
+    assert main(["export", str(run), str(out)]) == 0
+    assert main(["export", str(run), str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["export", str(run), str(out), "--overwrite"]) == 0 and (out / "model.safetensors").exists()
+    assert main(["export", str(out), str(run / "reranker")]) == 2  # a saved reranker is never replaced either
