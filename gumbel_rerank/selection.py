@@ -11,6 +11,7 @@ exist, only to report how well the label-free criterion picks (never to select).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -68,6 +69,14 @@ class Selector:
     best_loss: float = math.inf
     best_step: int | None = None
     since_best: int = 0
+
+    def __post_init__(self) -> None:
+        cache = getattr(self.reader, "doc_cache", None)
+        if cache is not None:  # a private doc cache: training docs streaming through cannot evict the validation docs
+            from .readers.decoder import DocCache
+
+            self.reader = copy.copy(self.reader)
+            self.reader.doc_cache = DocCache(cache.budget / 2**20)  # type: ignore[attr-defined]
 
     def evaluate(self, step: int, reranker: Reranker) -> dict[str, Any]:
         """Record one point: ``val_loss`` (label-free) and, for the report only, gold recall."""

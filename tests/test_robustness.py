@@ -152,6 +152,9 @@ def test_non_finite_losses_are_skipped_counted_and_stop_the_run(tmp_path: Path, 
 
 @pytest.mark.parametrize("override", ["train.batch_size=0", "objective.k=99", "objective.tau=-1",
                                       "train.max_nonfinite_steps=-1", "objective.adist_aggregation=sum"])
+NO_SELECTION = ["data.num_val=0", "train.eval_every=0", "train.select=last"]  # the default config's 20 need more data
+
+
 def test_bad_config_is_rejected_before_any_model_loads(override: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     def no_loading(*args: object, **kwargs: object) -> None:
@@ -159,7 +162,7 @@ def test_bad_config_is_rejected_before_any_model_loads(override: str, tmp_path: 
 
     monkeypatch.setattr("gumbel_rerank.rerankers.Reranker.from_pretrained", no_loading)
     monkeypatch.setattr("gumbel_rerank.train.load_causal_lm", no_loading)
-    args = ["train", "configs/default.yaml", override, "data.num_train=4", "data.num_eval=2",
+    args = ["train", "configs/default.yaml", override, "data.num_train=4", "data.num_eval=2", *NO_SELECTION,
             f"train.out_dir={tmp_path / 'run'}", "-q"]
     assert main(args) == 2
     assert "error:" in capsys.readouterr().err

@@ -18,6 +18,9 @@ from gumbel_rerank.rerankers import Reranker
 from gumbel_rerank.train import train
 
 
+NO_SELECTION = ["data.num_val=0", "train.eval_every=0", "train.select=last"]  # configs/default.yaml's need 20+ questions
+
+
 def small_config(tmp_path: Path, bert_dir: str, *extra: str):  # type: ignore[no-untyped-def]
     return load(None, [
         "data.num_train=8", "data.num_eval=4", "data.num_docs=5", "objective.k=2", "train.steps=4",
@@ -94,7 +97,7 @@ def test_atomic_checkpoint_survives_a_crash_mid_save(tmp_path: Path, bert_dir: s
 )
 def test_cli_bad_input_exits_2_with_the_fix(args: list[str], message: str, tmp_path: Path, bert_dir: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    common = ["data.num_train=4", "data.num_eval=2", "data.num_docs=5", "objective.k=2",
+    common = [*NO_SELECTION, "data.num_train=4", "data.num_eval=2", "data.num_docs=5", "objective.k=2",
               f"reranker.model={bert_dir}", f"train.out_dir={tmp_path / 'run'}"]
     assert main(["train", "configs/default.yaml", *common, *args, "-q"]) == 2
     assert message in capsys.readouterr().err
@@ -104,8 +107,8 @@ def test_cli_layout_the_model_cannot_do(tmp_path: Path, bert_dir: str, capsys: p
     reader_dir = tmp_path / "llama"
     tiny_llama().save_pretrained(reader_dir)
     byte_tokenizer("decoder").save_pretrained(reader_dir)
-    args = ["data.num_train=4", "data.num_eval=2", "data.num_docs=5", "objective.k=2", f"reranker.model={bert_dir}",
-            f"reader.model={reader_dir}", "reader.layout=fid", f"train.out_dir={tmp_path / 'run'}"]
+    args = [*NO_SELECTION, "data.num_train=4", "data.num_eval=2", "data.num_docs=5", "objective.k=2",
+            f"reranker.model={bert_dir}", f"reader.model={reader_dir}", "reader.layout=fid", f"train.out_dir={tmp_path / 'run'}"]
     assert main(["train", "configs/default.yaml", *args, "-q"]) == 2
     assert "use layout 'parallel' or 'sequential'" in capsys.readouterr().err
 
@@ -115,7 +118,7 @@ def test_bad_data_records_name_file_and_line(tmp_path: Path, bert_dir: str, caps
     good = {"id": "a", "question": "q?", "answers": ["x"], "docs": [{"id": "1", "text": "t"}]}
     rows = [good, {**good, "id": "b", "answers": [""]}, {**good, "id": "c", "docs": []}]
     bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
-    args = [f"data.source={bad}", "data.num_train=1", "data.num_eval=0", "objective.k=1",
+    args = [*NO_SELECTION, f"data.source={bad}", "data.num_train=1", "data.num_eval=0", "objective.k=1",
             f"reranker.model={bert_dir}", f"train.out_dir={tmp_path / 'run'}"]
     assert main(["train", "configs/default.yaml", *args, "-q"]) == 2
     err = capsys.readouterr().err
