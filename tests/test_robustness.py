@@ -150,11 +150,11 @@ def test_non_finite_losses_are_skipped_counted_and_stop_the_run(tmp_path: Path, 
     assert result.skipped_steps == 4
 
 
-@pytest.mark.parametrize("override", ["train.batch_size=0", "objective.k=99", "objective.tau=-1",
-                                      "train.max_nonfinite_steps=-1", "objective.adist_aggregation=sum"])
 NO_SELECTION = ["data.num_val=0", "train.eval_every=0", "train.select=last"]  # the default config's 20 need more data
 
 
+@pytest.mark.parametrize("override", ["train.batch_size=0", "objective.k=99", "objective.tau=-1",
+                                      "train.max_nonfinite_steps=-1", "objective.adist_aggregation=sum"])
 def test_bad_config_is_rejected_before_any_model_loads(override: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     def no_loading(*args: object, **kwargs: object) -> None:

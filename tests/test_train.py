@@ -17,7 +17,6 @@ from gumbel_rerank.readers.decoder import DecoderReader
 from gumbel_rerank.rerankers import Reranker
 from gumbel_rerank.train import train
 
-
 NO_SELECTION = ["data.num_val=0", "train.eval_every=0", "train.select=last"]  # configs/default.yaml's need 20+ questions
 
 
