@@ -25,6 +25,8 @@ shape (..., N) and masks come back with the same shape.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 # Keeps u away from 0 and 1 so that -log(-log u) is finite in float32.
@@ -159,9 +161,15 @@ def subset_topk(
     scores: torch.Tensor, *, k: int, tau: float, kappa: float = 1.0, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Without-replacement relaxed top-k with fresh noise; see :func:`subset_topk_from_noise`."""
+    return _one_fresh_draw(subset_topk_from_noise, scores, k=k, tau=tau, kappa=kappa, generator=generator)
+
+
+def _one_fresh_draw(from_noise: Callable[..., torch.Tensor], scores: torch.Tensor, *, k: int, tau: float, kappa: float,
+                    generator: torch.Generator | None) -> torch.Tensor:
+    """``from_noise(scores, G, ...)`` with one fresh Gumbel draw G shaped like the scores."""
     _check(scores, k, tau)
     noise = gumbel_noise(scores.shape, generator=generator, dtype=scores.dtype, device=scores.device)
-    return subset_topk_from_noise(scores, noise, k=k, tau=tau, kappa=kappa)
+    return from_noise(scores, noise, k=k, tau=tau, kappa=kappa)
 
 
 def _threshold_offset(x: torch.Tensor, k: int, iters: int) -> torch.Tensor:
@@ -216,9 +224,7 @@ def threshold_topk(
     scores: torch.Tensor, *, k: int, tau: float, kappa: float = 1.0, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Gumbel-perturbed LML relaxed top-k with fresh noise; see :func:`threshold_topk_from_noise`."""
-    _check(scores, k, tau)
-    noise = gumbel_noise(scores.shape, generator=generator, dtype=scores.dtype, device=scores.device)
-    return threshold_topk_from_noise(scores, noise, k=k, tau=tau, kappa=kappa)
+    return _one_fresh_draw(threshold_topk_from_noise, scores, k=k, tau=tau, kappa=kappa, generator=generator)
 
 
 def standardize(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
