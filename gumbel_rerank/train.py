@@ -205,7 +205,9 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
         log_file.writelines(x + "\n" for x in kept)
         if selector is not None and first_step == 0:  # the start is a candidate: selection can keep it
             log_file.write(json.dumps(_no_nan(selector.evaluate(0, reranker))) + "\n")
+        done = first_step
         for step in bar:
+            done = step + 1  # steps run so far (an early stop ends before train.steps)
             started = time.perf_counter()
             metrics: dict[str, float] = {}
             bad = 0.0
@@ -263,7 +265,7 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
                 checkpoint.save(run_dir, step + 1, reranker, optimizer,
                                 {"skipped": skipped, "queue": queue, "before": _no_nan(before),
                                  "selection": _no_nan(selector.state()) if selector else None}, state=rng)
-    seconds_per_step = (time.perf_counter() - t0) / max(cfg.train.steps - first_step, 1)
+    seconds_per_step = (time.perf_counter() - t0) / max(done - first_step, 1)
     reranker.eval()
     acc.wait_for_everyone()
     if not main:
