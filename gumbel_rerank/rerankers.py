@@ -53,6 +53,8 @@ class Reranker(nn.Module):
         from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
         path = resolve(name_or_path)
+        if not (Path(path) / META_FILE).exists() and (Path(path) / "reranker" / META_FILE).exists():
+            path = str(Path(path) / "reranker")  # a training run directory: its trained reranker
         meta_file = Path(path) / META_FILE
         if meta_file.exists():  # a reranker saved by us: its own settings win
             meta = json.loads(meta_file.read_text())
@@ -132,6 +134,8 @@ class Reranker(nn.Module):
     def rank(self, query: str, documents: Sequence[str], *, top_k: int | None = None, return_documents: bool = False,
              batch_size: int = 32) -> list[dict[str, Any]]:
         """``[{corpus_id, score, text?}]`` best first, as ``CrossEncoder.rank``; equal scores keep input order."""
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be a positive number of documents (or None for all), got {top_k}")
         scores = self.predict([(query, d) for d in documents], batch_size=batch_size)
         order = rank(scores)[:top_k]
         results: list[dict[str, Any]] = []

@@ -224,3 +224,14 @@ def test_export_never_deletes_a_users_files(bert_dir: str, tmp_path: Path, capsy
     assert "--overwrite" in capsys.readouterr().err
     assert main(["export", str(run), str(out), "--overwrite"]) == 0 and (out / "model.safetensors").exists()
     assert main(["export", str(out), str(run / "reranker")]) == 2  # a saved reranker is never replaced either
+
+
+def test_rank_rejects_a_non_positive_top_k_and_a_run_dir_loads(bert_dir: str, tmp_path: Path) -> None:
+    """Before: rank(top_k=-1) silently dropped the last doc; from_pretrained(run_dir) failed."""
+    run, reranker = fake_run(tmp_path, bert_dir, "cross")
+    for bad in (-1, 0):
+        with pytest.raises(ValueError, match="top_k must be a positive"):
+            reranker.rank(QUERY, DOCS, top_k=bad)
+    assert len(reranker.rank(QUERY, DOCS, top_k=None)) == len(DOCS)
+    loaded = Reranker.from_pretrained(str(run))
+    assert loaded.predict([(QUERY, d) for d in DOCS]) == pytest.approx(reranker.predict([(QUERY, d) for d in DOCS]))
