@@ -100,7 +100,7 @@ Gumbel relaxed top-k mask inside the reader's attention; Huang et al., ACL 2025)
 - Reader (frozen): `{_hub_id(str(rd.get('model', 'unknown')))}`, layout `{rd.get('layout', '?')}`
 - Objective: `{ob.get('name', '?')}`, k={ob.get('k', '?')}, tau={ob.get('tau', '?')}, kappa={ob.get('kappa', '?')},
   Gumbel samples={ob.get('samples', '?')}, relaxation={ob.get('relaxation', '?')},
-  straight-through={ob.get('straight_through', '?')}
+  calibration={ob.get('calibration', 'none')}, straight-through={ob.get('straight_through', '?')}
 - Data: `{dataset}`, {data.get('num_train', '?')} training questions (their gold labels unused),
   {data.get('num_eval', '?')} held out
 - Steps: {tr.get('steps', '?')} x batch {tr.get('batch_size', '?')}, learning rate {tr.get('lr', '?')}, seed {tr.get('seed', '?')}
