@@ -97,6 +97,24 @@ def load_state_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def load_reranker_weights(path: Path, reranker: Reranker) -> None:
     """Put a checkpoint's reranker weights into ``reranker`` in place (safetensors, strict)."""
+    load_weights(path / "reranker", reranker)
+
+
+def load_weights(saved: Path, reranker: Reranker) -> None:
+    """Put the weights of a reranker saved in ``saved`` into ``reranker`` in place (safetensors, strict)."""
     from safetensors.torch import load_model
 
-    load_model(reranker.encoder, str(path / "reranker" / "model.safetensors"), strict=True)
+    load_model(reranker.encoder, str(saved / "model.safetensors"), strict=True)
+
+
+def save_reranker(reranker: Reranker, target: Path, extra: dict[str, str] | None = None) -> None:
+    """Save ``reranker`` (and ``extra`` files: name -> text) as ``target``, replacing it atomically:
+    the new folder is complete before the old one is moved aside, so a crash leaves one intact."""
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-save-") as tmp:
+        staged = Path(tmp) / "new"
+        reranker.save_pretrained(staged)
+        for name, text in (extra or {}).items():
+            (staged / name).write_text(text)
+        if target.exists():
+            target.rename(Path(tmp) / "old")  # removed with the temporary folder
+        staged.rename(target)

@@ -16,6 +16,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 SCHEDULES = ("constant", "linear", "cosine")  # the LR after warmup (transformers' schedulers of these names)
+SELECTIONS = ("last", "val_loss")  # which reranker a run ends with (gumbel_rerank.selection)
 
 
 class ConfigError(ValueError):
@@ -231,7 +232,7 @@ def validate(cfg: Config) -> Config:
         (cfg.train.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
         (cfg.objective.kl_to_start >= 0 and cfg.train.train_layers >= 0,
          "objective.kl_to_start and train.train_layers must be >= 0"),
-        (cfg.train.select in ("last", "val_loss"), "train.select must be last or val_loss"),
+        (cfg.train.select in SELECTIONS, f"train.select must be one of {', '.join(SELECTIONS)}"),
         (cfg.train.eval_every >= 0 and cfg.train.patience >= 0 and cfg.data.num_val >= 0,
          "train.eval_every, train.patience and data.num_val must be >= 0"),
         (not cfg.train.eval_every or cfg.data.num_val > 0,

@@ -63,17 +63,21 @@ def retrieval_metrics(examples: Sequence[Example], scores: Sequence[Sequence[flo
     return {name: mean([r[name] for r in rows]) for name in (rows[0] if rows else {})}
 
 
+def topk_keep(scores: Sequence[Sequence[float]], num_docs: int, *, k: int) -> torch.Tensor:
+    """(B, num_docs) True at each question's hard top-k docs; empty slots are never kept."""
+    padded = torch.full((len(scores), num_docs), -float("inf"))
+    for b, s in enumerate(scores):
+        padded[b, : len(s)] = torch.tensor(s)
+    return hard_topk(padded, k=k).bool() & torch.isfinite(padded)
+
+
 def reader_metrics(reader: Reader, examples: Sequence[Example], scores: Sequence[Sequence[float]], *, k: int,
                    batch_size: int = 8, max_new_tokens: int = 16, progress: bool = False) -> dict[str, Any]:
     """EM / F1 of the reader's greedy answers from the hard top-k docs of each question."""
     predictions: list[str] = []
     for i in tqdm(range(0, len(examples), batch_size), desc="answer", disable=not progress, leave=False):
         batch = list(examples[i : i + batch_size])
-        N = max(len(ex.docs) for ex in batch)
-        padded = torch.full((len(batch), N), -float("inf"))
-        for b, s in enumerate(scores[i : i + batch_size]):
-            padded[b, : len(s)] = torch.tensor(s)
-        keep = hard_topk(padded, k=k).bool() & torch.isfinite(padded)
+        keep = topk_keep(scores[i : i + batch_size], max(len(ex.docs) for ex in batch), k=k)
         predictions += reader.generate(batch, keep, max_new_tokens=max_new_tokens)
     em = [exact_match(p, ex.answers) for p, ex in zip(predictions, examples, strict=True)]
     f1 = [f1_score(p, ex.answers) for p, ex in zip(predictions, examples, strict=True)]

@@ -15,8 +15,6 @@ import copy
 import json
 import logging
 import math
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +22,15 @@ from typing import Any
 
 import torch
 
+from .checkpoint import load_weights, save_reranker
 from .data.schema import Example
-from .evaluate import retrieval_metrics, score_all
+from .evaluate import retrieval_metrics, score_all, topk_keep
 from .metrics import mean
 from .objectives.base import Batch, answer_nll
 from .readers.base import Reader
 from .rerankers import Reranker
-from .topk import hard_topk
 
 log = logging.getLogger(__name__)
-SELECTIONS = ("last", "val_loss")
 
 
 @torch.no_grad()
@@ -45,10 +42,7 @@ def topk_answer_nll(reranker: Reranker, reader: Reader, examples: Sequence[Examp
     out: list[float] = []
     for i in range(0, len(examples), batch_size):
         batch = Batch(list(examples[i : i + batch_size]))
-        padded = torch.full(batch.valid.shape, -torch.inf)
-        for b, s in enumerate(scores[i : i + batch_size]):
-            padded[b, : len(s)] = torch.tensor(s)
-        keep = hard_topk(padded, k=k) * batch.valid  # (B, N)
+        keep = topk_keep(scores[i : i + batch_size], batch.valid.shape[1], k=k).float()  # (B, N)
         out += answer_nll(reader, batch, keep.unsqueeze(1))[:, 0].tolist()
     return out
 
@@ -145,25 +139,14 @@ class Selector:
 
     def _save_best(self, reranker: Reranker) -> None:
         """``best/`` replaced atomically: a crash leaves the previous best intact."""
-        if not self.save:
-            return
-        with tempfile.TemporaryDirectory(dir=self.run_dir, prefix=".tmp-best-") as tmp:
-            reranker.save_pretrained(Path(tmp) / "best")
-            (Path(tmp) / "best" / "selection.json").write_text(json.dumps({"step": self.best_step,
-                                                                            "val_loss": self.best_loss}))
-            target = self.run_dir / "best"
-            old = self.run_dir / ".best-old"
-            if target.exists():
-                target.rename(old)
-            (Path(tmp) / "best").rename(target)
-            shutil.rmtree(old, ignore_errors=True)
+        if self.save:
+            save_reranker(reranker, self.run_dir / "best",
+                          {"selection.json": json.dumps({"step": self.best_step, "val_loss": self.best_loss})})
 
     def restore_best(self, reranker: Reranker) -> None:
-        from safetensors.torch import load_model
-
         if self.best_step is None:
             return
-        load_model(reranker.encoder, str(self.run_dir / "best" / "model.safetensors"), strict=True)
+        load_weights(self.run_dir / "best", reranker)
         log.info("restored the reranker of step %d (validation answer NLL %.4f)", self.best_step, self.best_loss)
 
     def summary(self, metric: str = "held_out_R@5") -> dict[str, Any]:

@@ -6,8 +6,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,15 +89,6 @@ class TrainResult:
     seconds_per_step: float
     skipped_steps: int
     held_out_scores: list[list[float]]  # the trained reranker's scores of the held-out questions
-
-
-def _save_final(reranker: Reranker, run_dir: Path) -> None:
-    with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
-        reranker.save_pretrained(Path(tmp) / "reranker")
-        target = run_dir / "reranker"
-        if target.exists():
-            shutil.rmtree(target)
-        (Path(tmp) / "reranker").rename(target)
 
 
 class NonFiniteLossError(ValueError):
@@ -276,7 +265,7 @@ def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = Non
             selector.restore_best(reranker)
         selection = {"select": cfg.train.select, **selector.summary()}
         selector.plot()
-    _save_final(reranker, run_dir)
+    checkpoint.save_reranker(reranker, run_dir / "reranker")
     after_scores = score_all(reranker, held_out, batch_size=cfg.eval.batch_size, progress=progress)
     after = evaluate(cfg, reranker, reader, held_out, progress=progress, scores=after_scores)
     report = {"before": before, "after": after, "seconds_per_step": seconds_per_step, "skipped_steps": skipped,
