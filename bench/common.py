@@ -58,4 +58,4 @@ def median(xs: list[float]) -> float:
 
 def percentile(xs: list[float], q: float) -> float:
     ys = sorted(xs)
-    return ys[min(len(ys) - 1, max(0, -(-len(ys) * q // 100) - 1))]  # nearest rank
+    return ys[min(len(ys) - 1, max(0, int(-(-len(ys) * q // 100)) - 1))]  # nearest rank

@@ -27,7 +27,7 @@ from gumbel_rerank.evaluate import score_all
 from gumbel_rerank.objectives.gumbel import GumbelObjective
 from gumbel_rerank.rerankers import Reranker
 
-SETTINGS = [  # (row name, objective overrides)
+SETTINGS: list[tuple[str, dict[str, object]]] = [  # (row name, objective overrides)
     ("calibrated (default): threshold + standardize, kappa 1", {}),
     ("threshold + standardize, kappa 0.5", {"kappa": 0.5}),
     ("l2x + standardize, kappa 1", {"relaxation": "l2x"}),

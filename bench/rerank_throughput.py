@@ -13,13 +13,19 @@ silently different rankings.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import ROOT, hotpot_questions, median, percentile, timed
+
+
+def top5(scores: list[float]) -> list[int]:
+    return sorted(range(len(scores)), key=lambda i: -scores[i])[:5]
 
 
 def main() -> None:
@@ -33,7 +39,7 @@ def main() -> None:
     import torch
     from sentence_transformers import CrossEncoder
 
-    from gumbel_rerank.readers.base import doc_text
+    from gumbel_rerank.data.schema import doc_text
     from gumbel_rerank.rerankers import Reranker
 
     torch.manual_seed(0)
@@ -44,7 +50,7 @@ def main() -> None:
     questions = hotpot_questions(args.questions, 10)
     pairs = [(ex.question, doc_text(d.title, d.text)) for ex in questions for d in ex.docs]
     bs = args.batch_size
-    contenders = {
+    contenders: dict[str, Callable[[list[tuple[str, str]]], list[float]]] = {
         "sentence-transformers CrossEncoder.predict": lambda ps: ce.predict(ps, batch_size=bs).tolist(),
         "gumbel-rerank predict (fp32)": lambda ps: reranker.predict(ps, batch_size=bs),
         "gumbel-rerank predict (bf16 autocast)": lambda ps: reranker.predict(ps, batch_size=bs, precision="bf16"),
@@ -53,15 +59,15 @@ def main() -> None:
     agreement = {}
     for name, fn in contenders.items():
         scores = fn(pairs)
-        top = [sorted(range(10), key=lambda i, s=scores[q * 10 : q * 10 + 10]: -s[i])[:5] for q in range(len(questions))]
-        ref = [sorted(range(10), key=lambda i, s=reference[q * 10 : q * 10 + 10]: -s[i])[:5] for q in range(len(questions))]
+        top = [top5(scores[q * 10 : q * 10 + 10]) for q in range(len(questions))]
+        ref = [top5(reference[q * 10 : q * 10 + 10]) for q in range(len(questions))]
         agreement[name] = {"max_abs_diff": max(abs(a - b) for a, b in zip(scores, reference, strict=True)),
                            "same_top5_order": sum(a == b for a, b in zip(top, ref, strict=True)) / len(top)}
     times: dict[str, list[float]] = {k: [] for k in contenders}
     names = list(contenders)
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else reversed(names):
-            times[name] += timed(lambda f=contenders[name]: f(pairs), repeats=1, warmup=0 if r else 1)
+            times[name] += timed(functools.partial(contenders[name], pairs), repeats=1, warmup=0 if r else 1)
     base = median(times[names[0]])
     print(f"throughput, {len(pairs)} pairs ({len(questions)} HotpotQA questions x 10 paragraphs), batch {bs}, "
           f"median of {args.rounds} alternating rounds")
@@ -78,7 +84,7 @@ def main() -> None:
     for n, repeats in ((10, 30), (100, 8)):
         one_query = [(questions[0].question, d) for d in docs[:n]]
         for name in names:
-            ms = [t * 1000 for t in timed(lambda f=contenders[name], ps=one_query: f(ps), repeats)]
+            ms = [t * 1000 for t in timed(functools.partial(contenders[name], one_query), repeats)]
             latency[f"{name} @ {n} docs"] = {"p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95)}
             print(f"  {n:>3} docs  {name:<42} p50 {percentile(ms, 50):7.1f}  p95 {percentile(ms, 95):7.1f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,8 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_load.json"))
     args = p.parse_args()
 
+    from gumbel_rerank.data.schema import doc_text
     from gumbel_rerank.export import load_reranker
-    from gumbel_rerank.readers.base import doc_text
     from gumbel_rerank.serve import Limits, load_test, make_server
 
     reranker = load_reranker(args.model)

@@ -18,11 +18,13 @@ import argparse
 import json
 import tempfile
 import time
+from typing import Any
 
 from common import ROOT
 
 from gumbel_rerank.config import load
-from gumbel_rerank.train import build_reader, train
+from gumbel_rerank.readers import build_reader
+from gumbel_rerank.train import train
 
 BASE = ["train.lr=1e-5", "train.warmup_steps=6", "train.schedule=linear"]
 VARIANTS = {
@@ -46,7 +48,7 @@ def main() -> None:
               f"train.steps={args.steps}", f"train.eval_every={args.eval_every}", "train.checkpoint_every=0",
               "train.select=val_loss", "eval.generate=false", "reader.doc_cache_mb=8000", "objective.log_hard_loss=false"]
     reader = None
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, extra in VARIANTS.items():
             cfg = load(ROOT / "configs" / "hotpotqa.yaml", [*common, *extra, f"train.out_dir={tmp}/{len(rows)}"])

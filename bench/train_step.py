@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import ROOT, hotpot_questions, median, peak_rss_mb, timed
@@ -39,10 +40,10 @@ def naive_reader(model, tokenizer):  # type: ignore[no-untyped-def]
     import torch
 
     from gumbel_rerank.masking import log_weights
+    from gumbel_rerank.readers import SequentialReader
     from gumbel_rerank.readers.base import AnswerScores
-    from gumbel_rerank.readers.decoder import DecoderReader
 
-    class NaiveReader(DecoderReader):
+    class NaiveReader(SequentialReader):
         def answer_logprob(self, context, doc_weights):  # type: ignore[no-untyped-def]
             ctx = context
             B, M = ctx.ids.shape[0], doc_weights.shape[1]
@@ -55,7 +56,7 @@ def naive_reader(model, tokenizer):  # type: ignore[no-untyped-def]
             lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).reshape(B, M, T)
             return AnswerScores(lp, torch.arange(T).expand(B, T) >= (T - ctx.answer_len).unsqueeze(1))
 
-    return NaiveReader(model, tokenizer, layout="sequential", max_doc_tokens=160)
+    return NaiveReader(model, tokenizer, max_doc_tokens=160)
 
 
 def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
@@ -65,7 +66,7 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
     from gumbel_rerank.config import ObjectiveConfig
     from gumbel_rerank.models import load_causal_lm
     from gumbel_rerank.objectives import OBJECTIVES, Batch, TeacherCache
-    from gumbel_rerank.readers.decoder import DecoderReader
+    from gumbel_rerank.readers import make_reader
     from gumbel_rerank.rerankers import Reranker
 
     torch.manual_seed(0)
@@ -77,12 +78,12 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
         reader, name = naive_reader(model, tokenizer), "gumbel"
     else:
         layout = "sequential" if teacher in ("sequential", "checkpointed") else "parallel"
-        reader = DecoderReader(model, tokenizer, layout=layout, max_doc_tokens=160,
-                               gradient_checkpointing=teacher == "checkpointed",
-                               doc_cache_mb=8192 if teacher == "cached" else 0)
+        options = {"gradient_checkpointing": teacher == "checkpointed"} if layout == "sequential" else \
+            {"doc_cache_mb": 8192 if teacher == "cached" else 0}
+        reader = make_reader(layout, model, tokenizer, max_doc_tokens=160, **options)
     cfg = ObjectiveConfig(name=name, k=5, log_hard_loss=False)
     cache = TeacherCache()
-    objective = OBJECTIVES[name](cfg, cache)
+    objective: Any = OBJECTIVES[name](cfg, cache)
     optimizer = torch.optim.AdamW(reranker.parameters(), lr=1e-5)
     generator = torch.Generator().manual_seed(0)
     if teacher == "cached":  # fill the cache first, outside the timing

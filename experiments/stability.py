@@ -20,7 +20,8 @@ from pathlib import Path
 
 from gumbel_rerank.config import load
 from gumbel_rerank.objectives import TeacherCache
-from gumbel_rerank.train import build_reader, train
+from gumbel_rerank.readers import build_reader
+from gumbel_rerank.train import train
 
 HERE = Path(__file__).parent
 COMMAND = ["data.num_train=240", "objective.kappa=0.25", "eval.generate=false"]  # the command
@@ -48,7 +49,8 @@ def main() -> None:
     steps_for = dict(x.split("=") for x in args.steps_for.split(",") if x)
     for name in args.objectives.split(","):
         cfg = load(HERE / "configs" / "hotpotqa" / "gumbel.yaml",
-                   [*COMMAND, *NEW_DEFAULTS, f"train.steps={steps_for.get(name, args.steps)}", f"objective.name={name}", *args.overrides,
+                   [*COMMAND, *NEW_DEFAULTS, f"train.steps={steps_for.get(name, args.steps)}", f"objective.name={name}",
+                    *args.overrides,
                     f"train.out_dir={args.work}/{name}"])
         reader = reader or build_reader(cfg.reader)
         t = time.perf_counter()

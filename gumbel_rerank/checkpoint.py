@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .config import Config, ConfigError
+from .config import load as load_config
 from .rerankers import Reranker
 
 LATEST = "latest"
@@ -118,3 +120,19 @@ def save_reranker(reranker: Reranker, target: Path, extra: dict[str, str] | None
         if target.exists():
             target.rename(Path(tmp) / "old")  # removed with the temporary folder
         staged.rename(target)
+
+
+def check_resumable(cfg: Config, run_dir: Path) -> None:
+    """Refuse to resume ``run_dir`` with a config other than the one it was started with."""
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return
+
+    def comparable(c: Config) -> dict[str, Any]:
+        d = c.to_dict()
+        d["train"].pop("steps")  # a resumed run may be extended
+        return d
+
+    if comparable(load_config(saved)) != comparable(cfg):
+        raise ConfigError(f"{run_dir} holds a run with another config; resume with the same config "
+                          f"(only train.steps may change) or pick another train.out_dir")

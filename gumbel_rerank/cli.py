@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .config import load as load_config
-
-METRIC_ORDER = ("R@2", "R@4", "R@5", "FullSupport@2", "FullSupport@4", "FullSupport@5", "RR", "nDCG@4", "nDCG@5",
-                "answer_R@2", "answer_R@4", "answer_R@5", "bridge_R@2", "bridge_R@4", "bridge_R@5", "bridge_RR", "EM", "F1")
-
-
-def _fmt(value: Any) -> str:
-    return "  n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+from . import objectives
+from .config import Config
+from .config import load as _load
+from .report import before_after_table, fmt
 
 
-def comparison_table(before: dict[str, Any], after: dict[str, Any]) -> str:
-    names = [m for m in METRIC_ORDER if m in before or m in after]
-    lines = ["| metric | before | after | change |", "|---|---|---|---|"]
-    for m in names:
-        b, a = before.get(m), after.get(m)
-        delta = a - b if isinstance(a, float) and isinstance(b, float) else None
-        lines.append(f"| {m} | {_fmt(b)} | {_fmt(a)} | {'+' if delta and delta > 0 else ''}{_fmt(delta)} |")
-    return "\n".join(lines)
+def load_config(path: str | Path | None, overrides: list[str]) -> Config:
+    """The config, checked down to the objective's name (before any model loads)."""
+    cfg = _load(path, overrides)
+    objectives.check(cfg)
+    return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -40,7 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"reranker={cfg.reranker.model} ({cfg.reranker.kind}) data={cfg.data.source} -> {cfg.train.out_dir}")
     start = time.perf_counter()
     result = train(cfg, progress=not args.quiet, resume=args.resume)
-    table = comparison_table(result.before, result.after)
+    table = before_after_table(result.before, result.after)
     (result.run_dir / "report.md").write_text(f"# {cfg.train.out_dir}\n\nHeld-out questions, before and after "
                                               f"training.\n\n{table}\n")
     print(f"\nHeld-out metrics, zero-shot reranker vs trained ({cfg.data.num_eval} questions, top-k={cfg.objective.k}):")
@@ -76,11 +67,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     scores_after = score_all(trained, held_out, batch_size=cfg.eval.batch_size)
     before = evaluate(cfg, zero_shot, reader, held_out, scores=scores_before)
     after = evaluate(cfg, trained, reader, held_out, scores=scores_after)
-    print(comparison_table(before, after))
+    print(before_after_table(before, after))
     tests = write_comparison(run_dir / "eval", held_out, scores_before, scores_after, cfg.eval.ks)
     print("\npaired permutation test per question (two-sided p-value of the change):")
     for name, row in tests.items():
-        print(f"  {name:<16} {_fmt(row['before'])} -> {_fmt(row['after'])}   p = {row['p_value']:.4f}")
+        print(f"  {name:<16} {fmt(row['before'])} -> {fmt(row['after'])}   p = {row['p_value']:.4f}")
     print(f"run files, qrels, per-question metrics and metrics.json: {run_dir / 'eval'}")
     if args.json:
         Path(args.json).write_text(json.dumps({"before": before, "after": after}, indent=2))
@@ -100,7 +91,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     print(f"answer NLL per token, {cfg.reader.model} ({cfg.reader.layout}), {min(args.questions, len(held_out))} "
           "held-out questions (lower = the reader finds the answer more likely):")
     for view, value in result.items():
-        print(f"  {view:<38} {_fmt(value)}")
+        print(f"  {view:<38} {fmt(value)}")
     print("gradient of the answer NLL w.r.t. each doc's weight, all docs at w=0.5 (negative = the reader wants it):")
     for kind, value in weight_gradients(reader, held_out[: args.questions]).items():
         print(f"  {kind:<38} {value:+.3f}")
@@ -124,17 +115,18 @@ def _print_gradient_signal(cfg: Any, reader: Any, examples: list[Any]) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Every objective from the same reranker on the same batches, reader and candidates."""
-    from .compare import compare, markdown_table, parse_objectives
+    from .compare import compare, parse_objectives
+    from .report import group_table, load_results
 
     cfg = load_config(args.config, args.overrides)
     names = parse_objectives(args.objectives)
     out = args.out or str(Path(cfg.train.out_dir).parent / "compare")
     print(f"gumbel-rerank compare: {', '.join(names)}; reader={cfg.reader.model} ({cfg.reader.layout}) "
           f"reranker={cfg.reranker.model} ({cfg.reranker.kind}) data={cfg.data.source} -> {out}")
-    result = compare(cfg, names, out, progress=not args.quiet)
-    print(markdown_table(result.rows, cfg.eval.ks))
-    print(f"table: {result.out_dir / 'table.md'} (and table.csv)  plots: {result.out_dir / 'recall_at_k.png'}, "
-          f"{result.out_dir / 'bridge_recall.png'}  runs: {result.out_dir}/<objective>/")
+    result = compare(cfg, names, out, progress=not args.quiet, on_result=lambda text: print(text, flush=True))
+    print(group_table(load_results(result.out_dir)))
+    print(f"table: {result.out_dir / 'table.md'} (table.csv, summary.json)  plots: {result.out_dir / 'recall.png'}, "
+          f"{result.out_dir / 'loss_gap.png'}  runs: {result.out_dir}/<objective>.seed{cfg.train.seed}/")
     return 0
 
 
@@ -150,32 +142,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_rerank(args: argparse.Namespace) -> int:
     """Rerank every question's candidates from a file; TREC run + JSONL with the top k."""
-    from tqdm.auto import tqdm
-
-    from .data.formats import read_examples
     from .export import load_reranker
-    from .metrics import rank
-    from .readers.base import doc_text
-    from .runfiles import write_trec_run
+    from .rerank_file import rerank_file
 
     if args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
     reranker = load_reranker(args.model, kind=args.kind)
-    examples = [ex for ex in read_examples(args.input) if ex.docs]
-    if not examples:
-        raise ValueError(f"{args.input}: no question with candidate documents")
     out = Path(args.output or Path(args.input).with_suffix(""))
-    scores: list[list[float]] = []
-    with (out.parent / f"{out.name}.jsonl").open("w") as f:
-        for ex in tqdm(examples, desc="rerank", disable=args.quiet):
-            s = reranker.predict([(ex.question, doc_text(d.title, d.text)) for d in ex.docs], batch_size=args.batch_size)
-            scores.append(s)
-            top = rank(s)[: args.top_k]
-            f.write(json.dumps({"id": ex.id, "question": ex.question, "results": [
-                {"rank": r + 1, "doc_id": ex.docs[i].id, "score": s[i], "title": ex.docs[i].title} for r, i in enumerate(top)
-            ]}) + "\n")
-    write_trec_run(examples, scores, out.parent / f"{out.name}.run", "gumbel-rerank", keep=args.top_k)
-    print(f"reranked {len(examples)} questions; top {args.top_k}: {out}.run (TREC) and {out}.jsonl")
+    n = rerank_file(reranker, args.input, out, top_k=args.top_k, batch_size=args.batch_size, progress=not args.quiet)
+    print(f"reranked {n} questions; top {args.top_k}: {out}.run (TREC) and {out}.jsonl")
     return 0
 
 
@@ -205,17 +180,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     loaded = convert.load(args.input, allow_no_docs=args.pool > 0)
     if args.pool > 0:
-        from .data.pool import build_pools
+        from .data.pool import pool_from_corpus
         from .rerankers import Reranker
 
         corpus = convert.load(args.corpus).examples if args.corpus else []
-        # a question-only record whose question is in the corpus file takes that record's gold passages
-        gold_by_question = {ex.question: tuple(d for d in ex.docs if d.is_gold) for ex in corpus}
-        loaded.examples = [ex if ex.docs else dataclasses.replace(ex, docs=gold_by_question.get(ex.question, ()))
-                           for ex in loaded.examples]
-        extra = [d for ex in corpus for d in ex.docs]
         encoder = Reranker.from_pretrained(args.encoder, kind="bi")
-        loaded.examples, stats = build_pools(loaded.examples, extra, n=args.pool, encoder=encoder)
+        loaded.examples, stats = pool_from_corpus(loaded.examples, corpus, n=args.pool, encoder=encoder)
         print(f"pools: {args.pool} candidates per question from {stats.passages} passages; "
               f"gold passage not retrieved for {stats.gold_not_retrieved} of {stats.questions} questions")
     write_jsonl(loaded.examples, args.output)
@@ -240,6 +210,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gumbel-rerank", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"gumbel-rerank {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a reranker; prints held-out metrics before and after")
     t.add_argument("config", help="YAML config (see configs/)")
@@ -263,8 +236,8 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("compare", help="train several objectives on the same data and reader; one table and plots")
     m.add_argument("config")
     m.add_argument("overrides", nargs="*")
-    m.add_argument("--objectives", default="gumbel,adist,emdr,pdist,loop,lsr,supervised",
-                   help="comma-separated, from: gumbel, adist, emdr, pdist, loop, lsr, supervised")
+    m.add_argument("--objectives", default=",".join(objectives.OBJECTIVES),
+                   help=f"comma-separated, from: {', '.join(objectives.OBJECTIVES)}")
     m.add_argument("--out", help="output directory (default: next to train.out_dir, named compare)")
     m.add_argument("-q", "--quiet", action="store_true")
     m.set_defaults(func=cmd_compare)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .config import Config
 from .data.schema import Example, has_bridge
 from .metrics import exact_match, f1_score, full_support_at_k, mean, ndcg_at_k, rank, recall_at_k, reciprocal_rank
 from .readers.base import Reader
@@ -82,3 +83,21 @@ def reader_metrics(reader: Reader, examples: Sequence[Example], scores: Sequence
     em = [exact_match(p, ex.answers) for p, ex in zip(predictions, examples, strict=True)]
     f1 = [f1_score(p, ex.answers) for p, ex in zip(predictions, examples, strict=True)]
     return {"EM": mean(em), "F1": mean(f1), "predictions": predictions}
+
+
+def evaluate(cfg: Config, reranker: Reranker, reader: Reader | None, examples: list[Example],
+             *, progress: bool = True, scores: list[list[float]] | None = None) -> dict[str, Any]:
+    """Ranking metrics at every k in ``eval.ks``, plus EM/F1 from the top-k docs if asked.
+
+    ``scores`` are the reranker's scores of ``examples`` when the caller already has them.
+    """
+    if not examples:
+        return {}
+    if scores is None:
+        scores = score_all(reranker, examples, batch_size=cfg.eval.batch_size, progress=progress)
+    result: dict[str, Any] = retrieval_metrics(examples, scores, cfg.eval.ks)
+    if cfg.eval.generate and reader is not None:
+        qa = reader_metrics(reader, examples, scores, k=cfg.objective.k, batch_size=cfg.eval.batch_size,
+                            max_new_tokens=cfg.eval.max_new_tokens, progress=progress)
+        result.update(EM=qa["EM"], F1=qa["F1"])
+    return result

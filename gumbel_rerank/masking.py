@@ -1,7 +1,7 @@
 """Doc weights -> additive attention biases (Differentiable Masked Attention).
 
 Multiplying the attention a query gives to every token of doc i by M_i and renormalising equals
-adding ``log M_i`` to the attention logits of doc i's keys (METHOD.md, step 5). The bias is
+adding ``log M_i`` to the attention logits of doc i's keys (docs/method.md, step 5). The bias is
 clamped to a finite floor, never -inf, so a zero weight removes the doc (its probability mass
 underflows to zero) while softmax and gradients stay finite.
 """

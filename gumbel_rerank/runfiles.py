@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO, Any
 
 from .data.schema import Example
 from .evaluate import per_question
+from .jsonsafe import dumps, write_json
 from .metrics import mean, rank
 
 
@@ -60,17 +63,33 @@ def write_comparison(out_dir: str | Path, examples: Sequence[Example], before: S
     rows_b, rows_a = per_question(examples, before, ks), per_question(examples, after, ks)
     with (out / "per_question.jsonl").open("w") as f:
         for ex, rb, ra in zip(examples, rows_b, rows_a, strict=True):
-            f.write(json.dumps({"id": ex.id, "before": _clean(rb), "after": _clean(ra)}) + "\n")
+            f.write(dumps({"id": ex.id, "before": rb, "after": ra}) + "\n")
     result = {}
     for name in rows_b[0] if rows_b else []:
         xs, ys = [r[name] for r in rows_b], [r[name] for r in rows_a]
         mb, ma = mean(xs), mean(ys)
         result[name] = {"before": mb, "after": ma, "p_value": paired_permutation_test(xs, ys)}
-    (out / "metrics.json").write_text(json.dumps(_clean(result), indent=2))
+    write_json(out / "metrics.json", result, indent=2)
     return result
 
 
-def _clean(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    return None if isinstance(value, float) and math.isnan(value) else value
+class MetricsLog:
+    """A JSONL log (``metrics.jsonl``), one strict-JSON row per write, flushed at once. ``keep_until``
+    (a resumed run) keeps the rows up to that step; ``write=False`` (not the main process) writes nothing."""
+
+    def __init__(self, path: Path, *, write: bool = True, keep_until: int | None = None) -> None:
+        self.path, self.enabled = path, write
+        self.kept = [x for x in path.read_text().splitlines() if json.loads(x)["step"] <= keep_until] \
+            if keep_until is not None and path.exists() else []
+
+    def __enter__(self) -> MetricsLog:
+        self.file: IO[str] = self.path.open("w") if self.enabled else open(os.devnull, "w")
+        self.file.writelines(x + "\n" for x in self.kept)
+        return self
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.file.write(dumps(row) + "\n")
+        self.file.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()

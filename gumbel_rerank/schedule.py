@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 
-from .config import SCHEDULES
+import torch
+
+from .config import SCHEDULES, Config
 
 
 def lr_factor(step: int, *, warmup: int, total: int, kind: str) -> float:
@@ -24,3 +26,11 @@ def lr_factor(step: int, *, warmup: int, total: int, kind: str) -> float:
     if kind == "linear":
         return max(0.0, 1.0 - progress)
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, cfg: Config, step: int) -> float:
+    """Put the scheduled LR of 0-based optimizer step ``step`` into every param group; return it."""
+    lr = cfg.train.lr * lr_factor(step, warmup=cfg.train.warmup_steps, total=cfg.train.steps, kind=cfg.train.schedule)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr

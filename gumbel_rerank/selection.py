@@ -67,7 +67,7 @@ class Selector:
     def __post_init__(self) -> None:
         cache = getattr(self.reader, "doc_cache", None)
         if cache is not None:  # a private doc cache: training docs streaming through cannot evict the validation docs
-            from .readers.decoder import DocCache
+            from .readers.doc_cache import DocCache
 
             self.reader = copy.copy(self.reader)
             self.reader.doc_cache = DocCache(cache.budget / 2**20)  # type: ignore[attr-defined]

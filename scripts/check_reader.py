@@ -19,7 +19,7 @@ from gumbel_rerank.data.schema import Example
 from gumbel_rerank.data.synthetic import generate
 from gumbel_rerank.models import load_causal_lm
 from gumbel_rerank.probe import reader_dependence, weight_gradients
-from gumbel_rerank.readers.decoder import DecoderReader
+from gumbel_rerank.readers import DecoderReader, make_reader
 
 
 @torch.no_grad()
@@ -42,7 +42,7 @@ def main(model_name: str, layouts: list[str]) -> None:
     print(f"loaded {type(model).__name__} in {time.perf_counter() - start:.1f} s")
     examples = generate(8, seed=2)
     for layout in layouts:
-        reader = DecoderReader(model, tokenizer, layout=layout)
+        reader = make_reader(layout, model, tokenizer)
         print(f"{layout}: masked vs removed, max |diff| = {masked_vs_removed(reader, examples[:4]):.2e}")
         for name, value in {**reader_dependence(reader, examples), **weight_gradients(reader, examples)}.items():
             print(f"  {name:<38} {value:+.3f}")

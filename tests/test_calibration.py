@@ -18,7 +18,7 @@ from gumbel_rerank.evaluate import per_question
 from gumbel_rerank.objectives import Batch
 from gumbel_rerank.objectives.adist import ADistObjective
 from gumbel_rerank.objectives.gumbel import GumbelObjective
-from gumbel_rerank.readers.decoder import DecoderReader
+from gumbel_rerank.readers import make_reader
 from gumbel_rerank.readers.fid import FiDReader
 from gumbel_rerank.schedule import lr_factor
 from gumbel_rerank.topk import hard_topk
@@ -66,7 +66,7 @@ def test_mask_distinct_counts_the_union_of_the_l2x_argmaxes() -> None:
 
 
 def float64_readers() -> list[tuple[str, object]]:
-    return [("parallel", DecoderReader(tiny_llama().double(), byte_tokenizer("decoder"), layout="parallel")),
+    return [("parallel", make_reader("parallel", tiny_llama().double(), byte_tokenizer("decoder"))),
             ("fid", FiDReader(tiny_t5().double(), byte_tokenizer("t5")))]
 
 
@@ -138,7 +138,7 @@ def test_every_layout_scores_the_answer_and_its_end_marker() -> None:
     for b in range(len(examples)):
         assert labels[b][labels[b] != -100][-1].item() == fid.tokenizer.eos_token_id
     for layout in ("parallel", "sequential"):
-        reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout=layout)
+        reader = make_reader(layout, tiny_llama(), byte_tokenizer("decoder"))
         ctx = reader.prepare(examples)
         end = reader.tokenizer(reader.template.end, add_special_tokens=False)["input_ids"]
         answer = reader.tokenizer(" answer 0", add_special_tokens=False)["input_ids"]

@@ -12,8 +12,8 @@ from gumbel_rerank.config import ObjectiveConfig
 from gumbel_rerank.data.schema import Doc, Example
 from gumbel_rerank.objectives import OBJECTIVES, Batch
 from gumbel_rerank.objectives.gumbel import GumbelObjective
+from gumbel_rerank.readers import DecoderReader, make_reader
 from gumbel_rerank.readers.base import AnswerScores
-from gumbel_rerank.readers.decoder import DecoderReader
 from gumbel_rerank.readers.fid import FiDReader
 from gumbel_rerank.rerankers import Reranker
 
@@ -98,8 +98,8 @@ def test_k_larger_than_docs_is_a_clear_error() -> None:
 
 def float64_readers() -> list[tuple[str, object]]:
     return [
-        ("parallel", DecoderReader(tiny_llama().double(), byte_tokenizer("decoder"), layout="parallel")),
-        ("sequential", DecoderReader(tiny_llama().double(), byte_tokenizer("decoder"), layout="sequential")),
+        ("parallel", make_reader("parallel", tiny_llama().double(), byte_tokenizer("decoder"))),
+        ("sequential", make_reader("sequential", tiny_llama().double(), byte_tokenizer("decoder"))),
         ("fid", FiDReader(tiny_t5().double(), byte_tokenizer("t5"))),
     ]
 
@@ -130,7 +130,7 @@ def test_gumbel_loss_gradcheck_through_the_reader_float64(layout: str, reader) -
 
 def contract_setup(bert_dir: str) -> tuple[Reranker, DecoderReader]:
     reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=64)
-    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     return reranker, reader
 
 

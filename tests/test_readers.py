@@ -14,7 +14,7 @@ from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from gumbel_rerank.data.schema import Example
-from gumbel_rerank.readers.decoder import DecoderReader
+from gumbel_rerank.readers import DecoderReader, make_reader
 from gumbel_rerank.readers.fid import FiDReader
 
 ATOL = 2e-5
@@ -84,7 +84,7 @@ def readers() -> list[tuple[str, object, object]]:
     out: list[tuple[str, object, object]] = []
     for name, build in DECODERS.items():
         for layout, ref in (("parallel", plain_parallel), ("sequential", plain_sequential)):
-            out.append((f"{name}-{layout}", DecoderReader(build(), byte_tokenizer("decoder"), layout=layout), ref))
+            out.append((f"{name}-{layout}", make_reader(layout, build(), byte_tokenizer("decoder")), ref))
     out.append(("t5-fid", FiDReader(tiny_t5(), byte_tokenizer("t5")), plain_fid))
     return out
 
@@ -170,11 +170,13 @@ def test_generation_from_kept_docs_equals_generation_without_the_others(name: st
 
 def test_layout_errors_name_the_fix() -> None:
     with pytest.raises(ValueError, match="fid"):
-        DecoderReader(tiny_t5(), byte_tokenizer("t5"), layout="parallel")
+        make_reader("parallel", tiny_t5(), byte_tokenizer("t5"))
     with pytest.raises(ValueError, match="parallel"):
         FiDReader(tiny_llama(), byte_tokenizer("decoder"))
-    with pytest.raises(ValueError, match="layouts"):
-        DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="fid")
+    with pytest.raises(ValueError, match="'parallel' or 'sequential'"):
+        make_reader("fid", tiny_llama(), byte_tokenizer("decoder"))
+    with pytest.raises(ValueError, match="reader.layout must be one of fid, parallel, sequential"):
+        make_reader("diagonal", tiny_llama(), byte_tokenizer("decoder"))
 
 
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:
@@ -182,7 +184,7 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     examples = make_examples()
     grads = []
     for ckpt in (False, True):
-        reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="sequential", gradient_checkpointing=ckpt)
+        reader = make_reader("sequential", tiny_llama(), byte_tokenizer("decoder"), gradient_checkpointing=ckpt)
         w = torch.full((2, 2, 4), 0.6, requires_grad=True)
         loss = -reader.answer_logprob(reader.prepare(examples), w).mean().sum()
         loss.backward()
@@ -191,14 +193,14 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6) and grads[0][1].abs().sum() > 0
     with pytest.raises(ValueError, match="sequential layout"):
-        DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel", gradient_checkpointing=True)
+        make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"), gradient_checkpointing=True)
 
 
 def test_doc_cache_reuses_encodings_exactly_and_respects_its_budget() -> None:
     """Parallel layout: encoded docs survive the step; a second batch with the same docs runs none of them."""
     examples = make_examples()
-    plain = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
-    cached = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel", doc_cache_mb=64)
+    plain = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+    cached = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"), doc_cache_mb=64)
     w = torch.rand(2, 3, 4, generator=torch.Generator().manual_seed(0))
     first = cached.answer_logprob(cached.prepare(examples), w).token_logprobs
     assert cached.doc_cache is not None and cached.doc_cache.misses == 7 and cached.doc_cache.hits == 0
@@ -208,7 +210,7 @@ def test_doc_cache_reuses_encodings_exactly_and_respects_its_budget() -> None:
     reference = plain.answer_logprob(plain.prepare(examples), w).token_logprobs
     assert torch.allclose(first, reference, atol=1e-6)
     one_doc = cached.doc_cache.used / 7
-    small = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel", doc_cache_mb=2.5 * one_doc / 2**20)
+    small = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"), doc_cache_mb=2.5 * one_doc / 2**20)
     small.prepare(examples)
     assert small.doc_cache is not None and len(small.doc_cache.items) == 2 and small.doc_cache.used <= small.doc_cache.budget
 
@@ -216,7 +218,7 @@ def test_doc_cache_reuses_encodings_exactly_and_respects_its_budget() -> None:
 def test_generation_never_ends_before_its_first_token() -> None:
     """A reader that ranks end-of-sequence first still answers (min_new_tokens=1), then stops at it."""
     model = tiny_llama()
-    reader = DecoderReader(model, byte_tokenizer("decoder"), layout="parallel")
+    reader = make_reader("parallel", model, byte_tokenizer("decoder"))
     eos = reader.tokenizer.eos_token_id
     forward = model.forward
 

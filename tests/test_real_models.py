@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gumbel_rerank.data import generate
-from gumbel_rerank.readers.decoder import DecoderReader
+from gumbel_rerank.readers import make_reader
 from gumbel_rerank.rerankers import Reranker
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ def smollm2():  # type: ignore[no-untyped-def]
 def test_smollm2_weight_gradient_points_at_the_answer_doc(smollm2, layout: str) -> None:  # type: ignore[no-untyped-def]
     """With the real reader, lowering the answer NLL means raising the doc that holds the answer."""
     model, tokenizer = smollm2
-    reader = DecoderReader(model, tokenizer, layout=layout)
+    reader = make_reader(layout, model, tokenizer)
     examples = generate(8, seed=11)
     w = torch.full((8, 1, 8), 0.5, requires_grad=True)
     nll = -reader.answer_logprob(reader.prepare(examples), w).mean().sum()

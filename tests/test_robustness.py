@@ -21,6 +21,7 @@ from gumbel_rerank.cli import main
 from gumbel_rerank.config import VALID_KEYS, Config, ConfigError, load, parse_override
 from gumbel_rerank.data.formats import parse_record, read_examples
 from gumbel_rerank.data.schema import DataError, Example
+from gumbel_rerank.objectives.base import ObjectiveBase
 
 WORKER = str(Path(__file__).parent / "train_worker.py")
 ROOT = Path(__file__).parent.parent
@@ -116,9 +117,9 @@ def test_two_processes_train_the_same_reranker_as_one(tmp_path: Path, objective:
     assert json.loads((tmp_path / "two" / "report.json").read_text())["processes"] == 2
 
 
-class NaNObjective:
-    def __init__(self, *args: object) -> None:
-        pass
+class NaNObjective(ObjectiveBase):
+    name = "nan"
+    title = "always NaN"
 
     def __call__(self, batch, doc_scores, reader, generator):  # type: ignore[no-untyped-def]
         from gumbel_rerank.objectives import LossOutput
@@ -133,13 +134,13 @@ def test_non_finite_losses_are_skipped_counted_and_stop_the_run(tmp_path: Path, 
     from test_train import small_config
 
     from gumbel_rerank.objectives import OBJECTIVES
-    from gumbel_rerank.readers.decoder import DecoderReader
+    from gumbel_rerank.readers import make_reader
     from gumbel_rerank.train import NonFiniteLossError, train
 
     monkeypatch.setitem(OBJECTIVES, "nan", NaNObjective)
     cfg = small_config(tmp_path, bert_dir, "objective.name=nan", "eval.generate=false", "train.steps=10",
                        "train.max_nonfinite_steps=3", "train.grad_accum=1")
-    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     with pytest.raises(NonFiniteLossError, match=r"stopped at step 3: 3 steps had a non-finite loss"):
         train(cfg, progress=False, reader=reader)
     assert "non-finite loss, step skipped (2 so far)" in caplog.text
@@ -161,7 +162,7 @@ def test_bad_config_is_rejected_before_any_model_loads(override: str, tmp_path: 
         raise AssertionError("a model was loaded before the config was checked")
 
     monkeypatch.setattr("gumbel_rerank.rerankers.Reranker.from_pretrained", no_loading)
-    monkeypatch.setattr("gumbel_rerank.train.load_causal_lm", no_loading)
+    monkeypatch.setattr("gumbel_rerank.readers.load_causal_lm", no_loading)
     args = ["train", "configs/default.yaml", override, "data.num_train=4", "data.num_eval=2", *NO_SELECTION,
             f"train.out_dir={tmp_path / 'run'}", "-q"]
     assert main(args) == 2

@@ -11,14 +11,14 @@ from test_train import small_config
 
 from gumbel_rerank.evaluate import score_all
 from gumbel_rerank.objectives.base import Batch, answer_nll
-from gumbel_rerank.readers.decoder import DecoderReader
+from gumbel_rerank.readers import make_reader
 from gumbel_rerank.rerankers import Reranker
 from gumbel_rerank.selection import topk_answer_nll
 from gumbel_rerank.train import train
 
 
 def test_topk_answer_nll_equals_the_reader_on_the_kept_docs_only(bert_dir: str) -> None:
-    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=64)
     examples = make_examples()
     scores = score_all(reranker, examples)
@@ -33,7 +33,7 @@ def test_select_val_loss_keeps_and_restores_the_best_checkpoint(tmp_path: Path, 
     cfg = small_config(tmp_path, bert_dir, "data.num_train=10", "data.num_val=3", "train.steps=6", "train.eval_every=2",
                        "train.select=val_loss", "train.checkpoint_every=0", "eval.generate=false", "train.lr=5e-3")
     reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=96)
-    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     result = train(cfg, progress=False, reranker=reranker, reader=reader)
     run = result.run_dir
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -53,7 +53,7 @@ def test_select_val_loss_keeps_and_restores_the_best_checkpoint(tmp_path: Path, 
 def test_patience_stops_early(tmp_path: Path, bert_dir: str) -> None:
     cfg = small_config(tmp_path, bert_dir, "data.num_train=10", "data.num_val=3", "train.steps=40", "train.eval_every=1",
                        "train.patience=2", "train.checkpoint_every=0", "eval.generate=false", "train.lr=0.05")
-    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     result = train(cfg, progress=False, reader=reader)
     lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     points = [x for x in lines if "val_loss" in x]

@@ -12,9 +12,9 @@ from conftest import byte_tokenizer, make_examples, tiny_llama
 from test_train import small_config
 
 from gumbel_rerank.config import ObjectiveConfig
+from gumbel_rerank.data.schema import doc_valid
 from gumbel_rerank.data.synthetic import generate
-from gumbel_rerank.readers.base import doc_valid
-from gumbel_rerank.readers.decoder import DecoderReader
+from gumbel_rerank.readers import make_reader
 from gumbel_rerank.rerankers import Reranker
 from gumbel_rerank.signal import gradient_agreement
 from gumbel_rerank.stabilize import StartAnchor, restrict_trainable
@@ -44,7 +44,7 @@ def test_train_layers_freezes_all_but_the_top(tmp_path: Path, bert_dir: str) -> 
     reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=96)
     before = {k: v.clone() for k, v in reranker.encoder.state_dict().items()}
     cfg = small_config(tmp_path, bert_dir, "train.train_layers=1", "objective.kl_to_start=0.5", "eval.generate=false")
-    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     run = train(cfg, progress=False, reranker=reranker, reader=reader).run_dir
     after = reranker.encoder.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -57,7 +57,7 @@ def test_train_layers_freezes_all_but_the_top(tmp_path: Path, bert_dir: str) -> 
 
 
 def test_gradient_agreement_is_one_without_noise_and_below_one_with_it(bert_dir: str) -> None:
-    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=256)
     examples = generate(8, num_docs=4, seed=0)
     base = ObjectiveConfig(k=2, log_hard_loss=False)

@@ -13,7 +13,7 @@ from gumbel_rerank import checkpoint
 from gumbel_rerank.cli import main
 from gumbel_rerank.config import load
 from gumbel_rerank.evaluate import score_all
-from gumbel_rerank.readers.decoder import DecoderReader
+from gumbel_rerank.readers import make_reader
 from gumbel_rerank.rerankers import Reranker
 from gumbel_rerank.train import train
 
@@ -32,7 +32,7 @@ def small_config(tmp_path: Path, bert_dir: str, *extra: str):  # type: ignore[no
 def test_train_updates_reranker_only_and_writes_the_run(tmp_path: Path, bert_dir: str) -> None:
     cfg = small_config(tmp_path, bert_dir)
     reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=96)
-    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     reader_before = {k: v.clone() for k, v in reader.model.state_dict().items()}
     ranker_before = {k: v.clone() for k, v in reranker.state_dict().items()}
     result = train(cfg, progress=False, reranker=reranker, reader=reader)
@@ -62,7 +62,7 @@ def test_same_seed_same_reranker(tmp_path: Path, bert_dir: str) -> None:
     def run(sub: str) -> dict[str, torch.Tensor]:
         cfg = small_config(tmp_path / sub, bert_dir, "eval.generate=false", "train.checkpoint_every=0")
         reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=96)
-        reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+        reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
         train(cfg, progress=False, reranker=reranker, reader=reader)
         return reranker.state_dict()
 
@@ -127,7 +127,7 @@ def test_bad_data_records_name_file_and_line(tmp_path: Path, bert_dir: str, caps
 def test_cli_eval_compares_zero_shot_and_trained(tmp_path: Path, bert_dir: str, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = small_config(tmp_path, bert_dir, "eval.generate=false", "train.checkpoint_every=0")
     reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=96)
-    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     result = train(cfg, progress=False, reranker=reranker, reader=reader)
     capsys.readouterr()
     assert main(["eval", str(result.run_dir), "eval.generate=false", "--json", str(tmp_path / "m.json")]) == 0

@@ -20,7 +20,7 @@ from conftest import byte_tokenizer, tiny_llama
 
 from gumbel_rerank import objectives
 from gumbel_rerank.config import load
-from gumbel_rerank.readers.decoder import DecoderReader
+from gumbel_rerank.readers import make_reader
 from gumbel_rerank.train import train
 
 COMMON = ["data.num_train=16", "data.num_eval=4", "data.num_docs=5", "objective.k=2", "train.batch_size=4",
@@ -39,23 +39,17 @@ def main() -> None:
     if args.kill_at_step:
         inner = objectives.OBJECTIVES[cfg.objective.name]
 
-        class KillAt:
+        class KillAt(inner):  # type: ignore[valid-type,misc]
             calls = 0
-
-            def __init__(self, *a: object) -> None:
-                self.objective = inner(*a)
 
             def __call__(self, *a: object) -> object:
                 KillAt.calls += 1
                 if KillAt.calls == args.kill_at_step:
                     os.kill(os.getpid(), signal.SIGKILL)
-                return self.objective(*a)
+                return super().__call__(*a)
 
         objectives.OBJECTIVES[cfg.objective.name] = KillAt
-        import gumbel_rerank.train as train_module
-
-        train_module.OBJECTIVES[cfg.objective.name] = KillAt
-    reader = DecoderReader(tiny_llama(), byte_tokenizer("decoder"), layout="parallel")
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     train(cfg, progress=False, reader=reader, resume=args.resume)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ..config import DataConfig
+from ..config import ConfigError, DataConfig
 from .formats import read_examples
 from .schema import DataError, Doc, Example
 from .synthetic import generate
@@ -38,4 +38,13 @@ def _enough_docs(examples: list[Example], min_docs: int, source: str) -> list[Ex
     return kept
 
 
-__all__ = ["DataError", "Doc", "Example", "generate", "load_splits", "read_examples"]
+def split_validation(train_set: list[Example], num_val: int) -> tuple[list[Example], list[Example]]:
+    """The last ``num_val`` training questions become the label-free validation split (not trained on)."""
+    if num_val <= 0:
+        return train_set, []
+    if num_val >= len(train_set):
+        raise ConfigError(f"data.num_val={num_val} leaves no training question of {len(train_set)}; lower it")
+    return train_set[:-num_val], train_set[-num_val:]
+
+
+__all__ = ["DataError", "Doc", "Example", "generate", "load_splits", "read_examples", "split_validation"]

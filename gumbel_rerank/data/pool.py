@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
-from ..readers.base import doc_text
-from .schema import Doc, Example, contains_answer
+from .schema import Doc, Example, contains_answer, doc_text
 
 if TYPE_CHECKING:
     from ..rerankers import Reranker
@@ -59,3 +58,12 @@ def build_pools(examples: list[Example], extra: list[Doc], *, n: int, encoder: R
             missed += bool(gold) and not any(d.is_gold for d in docs)
             out.append(replace(ex, docs=docs))
     return out, PoolStats(len(out), len(passages), missed)
+
+
+def pool_from_corpus(examples: list[Example], corpus: list[Example], *, n: int, encoder: Reranker,
+                     progress: bool = True) -> tuple[list[Example], PoolStats]:
+    """:func:`build_pools` over the examples' passages and every passage of ``corpus``; a question-only
+    example whose question is in ``corpus`` first takes that record's gold passages."""
+    gold_by_question = {ex.question: tuple(d for d in ex.docs if d.is_gold) for ex in corpus}
+    examples = [ex if ex.docs else replace(ex, docs=gold_by_question.get(ex.question, ())) for ex in examples]
+    return build_pools(examples, [d for ex in corpus for d in ex.docs], n=n, encoder=encoder, progress=progress)

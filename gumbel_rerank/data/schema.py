@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 
 class DataError(ValueError):
     """Bad input data; the message names the file, the line and the fix."""
@@ -30,7 +32,7 @@ def contains_answer(text: str, answers: Iterable[str]) -> bool:
 
 @dataclass(frozen=True)
 class Doc:
-    """A candidate doc. ``is_bridge``: gold but without the answer (METHOD.md, indirectly relevant)."""
+    """A candidate doc. ``is_bridge``: gold but without the answer (docs/method.md, indirectly relevant)."""
 
     id: str
     title: str
@@ -111,3 +113,21 @@ def write_jsonl(examples: Iterable[Example], path: str | Path) -> None:
     with Path(path).open("w", encoding="utf-8") as f:
         for ex in examples:
             f.write(json.dumps(ex.to_json(), ensure_ascii=False) + "\n")
+
+
+def doc_text(title: str, text: str) -> str:
+    """What the reader and the reranker read of a doc: its title line, then its text."""
+    return f"{title}\n{text}" if title else text
+
+
+def num_docs(examples: list[Example]) -> int:
+    return max(len(ex.docs) for ex in examples)
+
+
+def doc_valid(examples: list[Example], device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B, N) True where question b has a doc in slot n (questions may have fewer docs than N)."""
+    n = num_docs(examples)
+    valid = torch.zeros(len(examples), n, dtype=torch.bool, device=device)
+    for b, ex in enumerate(examples):
+        valid[b, : len(ex.docs)] = True
+    return valid

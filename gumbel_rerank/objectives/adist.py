@@ -32,6 +32,10 @@ from .teachers import TeacherCache, TeacherObjective, pad_doc_scores
 
 
 class ADistObjective(TeacherObjective):
+    name = "adist"
+    title = "ADist"
+    reads = ("adist_aggregation", "adist_temperature", "temperature_gold", "temperature_score")
+
     def __init__(self, cfg: ObjectiveConfig, teachers: TeacherCache | None = None) -> None:
         if cfg.adist_aggregation not in ADIST_AGGREGATIONS:
             raise ValueError(f"objective.adist_aggregation must be one of {ADIST_AGGREGATIONS}")

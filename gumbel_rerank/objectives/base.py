@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 
-from ..data.schema import Example
-from ..readers.base import Reader, doc_valid
+from ..data.schema import Example, doc_valid
+from ..readers.base import Reader
 
 
 @dataclass
@@ -48,6 +49,29 @@ class Objective(Protocol):
     def __call__(
         self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator
     ) -> LossOutput: ...
+
+
+class ObjectiveBase:
+    """What the registry, the CLI, the sweep and the config checks read from an objective's class.
+
+    ``name`` is its ``objective.name`` and key in ``OBJECTIVES``; ``title`` its name in tables;
+    ``reads`` the ``objective.*`` keys it reads (a contract test holds it to them);
+    :meth:`check_data` the data it needs, checked before any model loads.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    reads: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: Any, teachers: Any = None) -> None:
+        self.cfg = cfg
+
+    @classmethod
+    def check_data(cls, cfg: Any, examples: Sequence[Example]) -> None:
+        """Raise ``ValueError`` (with the fix) when ``examples`` cannot train this objective."""
+
+    def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput:
+        raise NotImplementedError
 
 
 def answer_nll(reader: Reader, batch: Batch, weights: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,10 @@ from .teachers import TeacherObjective, one_doc_teacher
 
 
 class EMDRObjective(TeacherObjective):
+    name = "emdr"
+    title = "EMDR2"
+    reads = ("temperature_score", "emdr_per_token")
+
     def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput:
         teacher = one_doc_teacher(self.teachers, reader, batch)  # (B, N, T) log-probs, (B, T) mask
         token_lp, mask = teacher.token_logprobs.to(doc_scores.dtype), teacher.token_mask

@@ -47,11 +47,13 @@ so a bridge doc that only helps together with another doc can still be rewarded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from ..config import ObjectiveConfig
+from ..config import ConfigError, ObjectiveConfig
+from ..data.schema import Example
 from ..readers.base import Reader
 from ..topk import (
     RELAXATIONS,
@@ -63,7 +65,7 @@ from ..topk import (
     subset_topk_from_noise,
     threshold_topk_from_noise,
 )
-from .base import Batch, LossOutput, answer_nll
+from .base import Batch, LossOutput, ObjectiveBase, answer_nll
 
 log = logging.getLogger(__name__)
 CALIBRATIONS = ("standardize", "none")
@@ -79,7 +81,19 @@ class MaskDraw:
     picks: torch.Tensor  # (B, S, N) True at the docs the draws' argmax picked
 
 
-class GumbelObjective:
+class GumbelObjective(ObjectiveBase):
+    name = "gumbel"
+    title = "G-Rerank"
+    reads = ("k", "tau", "tau_final", "kappa", "calibration", "samples", "relaxation", "straight_through", "noise",
+             "log_hard_loss")
+
+    @classmethod
+    def check_data(cls, cfg: ObjectiveConfig, examples: Sequence[Example]) -> None:
+        fewest = min(len(ex.docs) for ex in examples)
+        if cfg.k > fewest:
+            raise ConfigError(f"objective.k={cfg.k} is larger than the number of docs of some training question "
+                              f"({fewest}); lower objective.k to at most {fewest}")
+
     def __init__(self, cfg: ObjectiveConfig, teachers: object = None) -> None:  # no teacher
         if cfg.relaxation not in RELAXATIONS:
             raise ValueError(f"objective.relaxation must be one of {sorted(RELAXATIONS)}")

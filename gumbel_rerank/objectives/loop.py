@@ -23,6 +23,10 @@ from .teachers import TeacherObjective, leave_one_out_logprobs, pad_token_logpro
 
 
 class LOOPObjective(TeacherObjective):
+    name = "loop"
+    title = "LOOP"
+    reads = ("temperature_gold", "temperature_score")
+
     def teacher(self, batch: Batch, reader: Reader) -> torch.Tensor:
         """(B, N) answer NLL with each doc left out."""
         values = self.teachers.get(reader, "leave_one_out", batch, lambda b: leave_one_out_logprobs(reader, b))

@@ -22,6 +22,10 @@ from .teachers import TeacherObjective, one_doc_teacher
 
 
 class LSRObjective(TeacherObjective):
+    name = "lsr"
+    title = "LSR (REPLUG)"
+    reads = ("temperature_gold", "temperature_score")
+
     def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput:
         likelihood = one_doc_teacher(self.teachers, reader, batch).mean().exp()  # (B, N) in (0, 1]
         valid = batch.valid

@@ -23,6 +23,10 @@ from .teachers import TeacherObjective, one_doc_teacher
 
 
 class PDistObjective(TeacherObjective):
+    name = "pdist"
+    title = "PDist"
+    reads = ("temperature_gold", "temperature_score")
+
     def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput:
         teacher = one_doc_teacher(self.teachers, reader, batch).mean()  # (B, N)
         student = student_log_probs(doc_scores, batch.valid, self.cfg.temperature_score)

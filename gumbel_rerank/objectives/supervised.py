@@ -8,17 +8,28 @@ the reranker's own scale.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from ..config import ObjectiveConfig
+from ..config import ConfigError, ObjectiveConfig
+from ..data.schema import Example
 from ..readers.base import Reader
 from ..rerankers import MISSING
-from .base import Batch, LossOutput
+from .base import Batch, LossOutput, ObjectiveBase
 
 
-class SupervisedObjective:
-    def __init__(self, cfg: ObjectiveConfig, teachers: object = None) -> None:  # no teacher
-        self.cfg = cfg
+class SupervisedObjective(ObjectiveBase):
+    name = "supervised"
+    title = "supervised (uses labels)"
+    reads = ()
+
+    @classmethod
+    def check_data(cls, cfg: ObjectiveConfig, examples: Sequence[Example]) -> None:
+        missing = sum(not any(d.is_gold for d in ex.docs) for ex in examples)
+        if missing:
+            raise ConfigError(f"the supervised objective needs a gold doc in every training question; {missing} of "
+                              f"{len(examples)} have none (it is the labelled reference: use a labelled data file)")
 
     def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput:
         gold = torch.zeros_like(doc_scores)

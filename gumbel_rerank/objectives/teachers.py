@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from ..config import ObjectiveConfig
 from ..data.schema import Example
 from ..readers.base import AnswerScores, Reader
-from .base import Batch
+from .base import Batch, ObjectiveBase
 
 VIEWS_PER_CALL = 8  # weight views per reader call: bounds memory when n views of n docs are scored
 
@@ -159,9 +159,9 @@ def one_doc_teacher(cache: TeacherCache, reader: Reader, batch: Batch) -> Answer
     return pad_token_logprobs(values, batch.valid.shape[1])
 
 
-class TeacherObjective:
+class TeacherObjective(ObjectiveBase):
     """What every distillation objective holds: its config and the (shared) teacher cache."""
 
     def __init__(self, cfg: ObjectiveConfig, teachers: TeacherCache | None = None) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.teachers = teachers or TeacherCache()

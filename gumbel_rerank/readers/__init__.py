@@ -1,0 +1,41 @@
+"""Frozen readers behind one interface (:class:`~gumbel_rerank.readers.base.Reader`), one class per layout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import ReaderConfig
+from ..models import load_causal_lm
+from .base import Reader
+from .decoder import DecoderReader, PromptTemplate
+from .fid import FiDReader
+from .parallel import ParallelReader
+from .sequential import SequentialReader
+
+READERS: dict[str, type] = {"fid": FiDReader, "parallel": ParallelReader, "sequential": SequentialReader}
+
+
+def make_reader(layout: str, model: Any, tokenizer: Any, **options: Any) -> Reader:
+    """The reader of ``layout`` around a loaded model; ``options`` are that layout's keyword arguments."""
+    if layout not in READERS:
+        raise ValueError(f"reader.layout must be one of {', '.join(READERS)}, got {layout!r}")
+    if options.get("gradient_checkpointing") and layout != "sequential":
+        raise ValueError("reader.gradient_checkpointing is for the sequential layout (parallel and fid encode docs "
+                         "without gradient)")
+    return READERS[layout](model, tokenizer, **options)  # type: ignore[no-any-return]
+
+
+def build_reader(cfg: ReaderConfig, model: Any = None, tokenizer: Any = None) -> Reader:
+    """The frozen reader for ``cfg``; pass ``model``/``tokenizer`` to skip loading."""
+    if model is None:
+        model, tokenizer = load_causal_lm(cfg.model, device_map=cfg.device_map or None)
+    options: dict[str, Any] = {"max_doc_tokens": cfg.max_doc_tokens, "max_answer_tokens": cfg.max_answer_tokens}
+    if cfg.layout == "parallel":
+        options["doc_cache_mb"] = cfg.doc_cache_mb
+    if cfg.gradient_checkpointing:
+        options["gradient_checkpointing"] = True
+    return make_reader(cfg.layout, model, tokenizer, **options)
+
+
+__all__ = ["READERS", "DecoderReader", "FiDReader", "ParallelReader", "PromptTemplate", "Reader", "SequentialReader",
+           "build_reader", "make_reader"]

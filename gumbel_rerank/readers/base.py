@@ -81,23 +81,6 @@ def freeze(model: Any) -> Any:
     return model
 
 
-def doc_text(title: str, text: str) -> str:
-    return f"{title}\n{text}" if title else text
-
-
-def num_docs(examples: list[Example]) -> int:
-    return max(len(ex.docs) for ex in examples)
-
-
-def doc_valid(examples: list[Example], device: torch.device | str = "cpu") -> torch.Tensor:
-    """(B, N) True where question b has a doc in slot n (questions may have fewer docs than N)."""
-    n = num_docs(examples)
-    valid = torch.zeros(len(examples), n, dtype=torch.bool, device=device)
-    for b, ex in enumerate(examples):
-        valid[b, : len(ex.docs)] = True
-    return valid
-
-
 def cut_at_eos(tokens: torch.Tensor, eos: int | None) -> list[list[int]]:
     """Generated token rows, each cut before its first EOS."""
     rows = []

@@ -1,40 +1,25 @@
-"""Decoder-only readers (any causal LM): the ``parallel`` and ``sequential`` layouts.
+"""Decoder-only readers (any causal LM): what the ``parallel`` and ``sequential`` layouts share.
 
 Only public Hugging Face arguments are used: a 4-D float ``attention_mask`` (added to the attention
 logits as-is), explicit ``position_ids``, a ``DynamicCache`` built from tensors, and
-``logits_to_keep`` so that only the answer positions go through the LM head.
-
-* ``parallel``: a shared prefix, then each doc encoded on its own from the same start position,
-  once per batch and without gradient (the docs' keys and values do not depend on the weights).
-  The question and answer tokens come after the longest doc and attend to every doc's keys with
-  the ``log w`` bias. A zero weight equals the doc removed, exactly.
-* ``sequential``: the usual concatenated prompt. Every position after doc i (later docs' tokens
-  included) sees doc i's keys with the ``log w_i`` bias. A zero weight equals the doc removed with
-  the remaining tokens kept at their positions.
+``logits_to_keep`` so that only the answer positions go through the LM head. A layout
+(:class:`~gumbel_rerank.readers.parallel.ParallelReader`,
+:class:`~gumbel_rerank.readers.sequential.SequentialReader`) supplies how a batch is laid out
+(:meth:`DecoderReader.prepare`), the mask and cache a pass starts from (``_mask_and_cache``) and
+which keys belong to which doc (``_keys``); scoring, attention and generation are written once here.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 
-from ..data.schema import Example
-from ..masking import causal_block, key_bias, log_weights, padding_bias
-from .base import (
-    AnswerScores,
-    attention_per_doc,
-    check_weights,
-    cut_at_eos,
-    doc_text,
-    eager_attention,
-    freeze,
-    num_docs,
-    upcast,
-)
+from ..data.schema import Example, doc_text
+from ..masking import key_bias, log_weights
+from .base import AnswerScores, attention_per_doc, check_weights, cut_at_eos, eager_attention, freeze, upcast
 
 
 @dataclass(frozen=True)
@@ -48,38 +33,6 @@ class PromptTemplate:
     # Scored after the answer, as FiD scores its EOS: the target says where the answer stops, in
     # every layout. A newline, since greedy answers are read up to the first line break.
     end: str = "\n"
-
-
-class DocCache:
-    """Encoded docs (per layer keys and values) kept across steps, epochs and objectives, least
-    recently used first out, within a memory budget. Keyed by the doc's token ids: the reader (and
-    its prompt prefix) is fixed for the cache's life."""
-
-    def __init__(self, budget_mb: float) -> None:
-        self.budget = int(budget_mb * 2**20)
-        self.used = 0
-        self.hits = 0
-        self.misses = 0
-        self.items: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
-
-    def get(self, key: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        value = self.items.get(key)
-        if value is None:
-            self.misses += 1
-            return None
-        self.items.move_to_end(key)
-        self.hits += 1
-        return value
-
-    def put(self, key: tuple[int, ...], value: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        size = sum(k.nbytes + v.nbytes for k, v in value)
-        if size > self.budget or key in self.items:
-            return
-        while self.used + size > self.budget:
-            _, old = self.items.popitem(last=False)
-            self.used -= sum(k.nbytes + v.nbytes for k, v in old)
-        self.items[key] = value
-        self.used += size
 
 
 @dataclass
@@ -102,33 +55,17 @@ class DecoderContext:
 
 
 class DecoderReader:
-    """A frozen causal LM reading docs in the ``parallel`` or ``sequential`` layout."""
+    """A frozen causal LM reading docs; subclassed once per layout."""
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        *,
-        layout: str = "parallel",
-        max_doc_tokens: int = 256,
-        max_answer_tokens: int = 32,
-        template: PromptTemplate | None = None,
-        gradient_checkpointing: bool = False,
-        doc_cache_mb: float = 0,
-    ) -> None:
-        if layout not in ("parallel", "sequential"):
-            raise ValueError(f"a decoder-only reader supports layouts 'parallel' and 'sequential', not {layout!r}")
+    layout = ""
+    gradient_checkpointing = False
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_doc_tokens: int = 256, max_answer_tokens: int = 32,
+                 template: PromptTemplate | None = None) -> None:
         if getattr(model.config, "is_encoder_decoder", False):
             raise ValueError(f"{type(model).__name__} is an encoder-decoder model; use layout 'fid' for it")
         self.model = freeze(model)
         self.tokenizer = tokenizer
-        self.layout = layout
-        self.gradient_checkpointing = gradient_checkpointing
-        # parallel: docs' keys/values do not depend on the weights, so they can outlive a step
-        self.doc_cache = DocCache(doc_cache_mb) if doc_cache_mb > 0 and layout == "parallel" else None
-        self._prefix_cache: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
-        if gradient_checkpointing:
-            _enable_checkpointing(model, layout)
         self.max_doc_tokens = max_doc_tokens
         self.max_answer_tokens = max_answer_tokens
         self.template = template or PromptTemplate()
@@ -157,13 +94,26 @@ class DecoderReader:
         answer += self._ids(self.template.end)  # the end marker, like FiD's EOS (kept when the answer is cut)
         return query + answer, len(answer)
 
-    # ---- preparation --------------------------------------------------------------------------
+    # ---- what a layout supplies --------------------------------------------------------------
     def prepare(self, examples: list[Example], *, with_answer: bool = True) -> DecoderContext:
+        raise NotImplementedError
+
+    def _mask_and_cache(self, ctx: DecoderContext, log_w: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
+        """The 4-D additive mask (B*M, 1, Q, keys) and the cache the query pass starts from."""
+        raise NotImplementedError
+
+    def _keys(self, ctx: DecoderContext, out: Any) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """After a pass over ``ctx`` with ``output_attentions``: per layer the attention to the doc keys and
+        their values, with each key's doc index and validity."""
+        raise NotImplementedError
+
+    def _all_keys(self, ctx: DecoderContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """Doc index and validity of every key a generated token sees (the prompt's and the cache's)."""
+        raise NotImplementedError
+
+    def _check_examples(self, examples: list[Example]) -> None:
         if not examples or any(not ex.docs for ex in examples):
             raise ValueError("every question needs at least one doc")
-        if self.layout == "parallel":
-            return self._prepare_parallel(examples, with_answer)
-        return self._prepare_sequential(examples, with_answer)
 
     def _left_pad(
         self, rows: list[list[int]], starts: list[int], docs: list[list[int]] | None = None
@@ -183,119 +133,7 @@ class DecoderReader:
                 tok_doc[b, width - n :] = torch.tensor(docs[b])
         return {"ids": ids, "pos": pos, "valid": valid, "tok_doc": tok_doc}  # DecoderContext fields
 
-    def _prepare_sequential(self, examples: list[Example], with_answer: bool) -> DecoderContext:
-        prefix = self._prefix_ids()
-        rows, owners, answer_len = [], [], []
-        for ex in examples:
-            row, owner = list(prefix), [-1] * len(prefix)
-            for n, ids in enumerate(self._doc_ids(ex)):
-                row += ids
-                owner += [n] * len(ids)
-            query, t = self._query_ids(ex, with_answer)
-            rows.append(row + query)
-            owners.append(owner + [-1] * len(query))
-            answer_len.append(t)
-        seq = self._left_pad(rows, [0] * len(rows), owners)
-        return DecoderContext(**seq, answer_len=torch.tensor(answer_len), num_docs=num_docs(examples))
-
-    @torch.no_grad()
-    def _prepare_parallel(self, examples: list[Example], with_answer: bool) -> DecoderContext:
-        prefix = self._prefix_ids()
-        if not prefix:
-            raise ValueError("the parallel layout needs a non-empty prompt prefix (the docs' shared start)")
-        B, N, P = len(examples), num_docs(examples), len(prefix)
-        doc_ids = [self._doc_ids(ex) + [[] for _ in range(N - len(ex.docs))] for ex in examples]
-        L = max(len(ids) for row in doc_ids for ids in row)
-        head_kv = self._prefix_kv(prefix)
-        encoded = self._encode_docs([d for row in doc_ids for d in row if d], head_kv)
-        kv: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for layer, (hk, hv) in enumerate(head_kv):  # per layer: prefix + every question's docs, padded to L
-            H, D = hk.shape[1], hk.shape[3]
-            keys = hk.new_zeros(B, N, H, L, D)
-            values = hv.new_zeros(B, N, H, L, D)
-            for b, row in enumerate(doc_ids):
-                for n, d in enumerate(row):
-                    if d:
-                        k, v = encoded[tuple(d)][layer]
-                        keys[b, n, :, : len(d)] = k
-                        values[b, n, :, : len(d)] = v
-            merged = [torch.cat([h.expand(B, -1, -1, -1), x.permute(0, 2, 1, 3, 4).reshape(B, H, N * L, D)], 2)
-                      for h, x in ((hk, keys), (hv, values))]
-            kv.append((merged[0], merged[1]))
-        key_doc = torch.cat([torch.full((P,), -1), torch.arange(N).repeat_interleave(L)]).expand(B, -1)
-        lengths = torch.tensor([[len(d) for d in row] for row in doc_ids])  # (B, N)
-        in_doc = torch.arange(L).expand(B, N, L) < lengths.unsqueeze(-1)
-        key_valid = torch.cat([torch.ones(B, P, dtype=torch.bool), in_doc.reshape(B, N * L)], dim=1)
-        rows, answer_len = zip(*(self._query_ids(ex, with_answer) for ex in examples), strict=True)
-        # The question starts after the longest of its own candidates: the same position whatever the mask.
-        starts = [P + int(lengths[b].max()) for b in range(B)]
-        q = self._left_pad(list(rows), starts)
-        return DecoderContext(
-            **q, answer_len=torch.tensor(answer_len), num_docs=N, kv=kv, key_doc=key_doc.clone(), key_valid=key_valid
-        )
-
-    def _prefix_kv(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer (1, H, P, D) keys and values of the shared prompt prefix (computed once per reader)."""
-        if self._prefix_cache is None or self._prefix_cache[0] != prefix:
-            head = self.model.base_model(input_ids=torch.tensor([prefix]), position_ids=torch.arange(len(prefix))[None],
-                                         past_key_values=DynamicCache(), use_cache=True).past_key_values
-            self._prefix_cache = (prefix, [(k, v) for k, v, *_ in head])
-        return self._prefix_cache[1]
-
-    def _encode_docs(self, docs: list[list[int]], head_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[tuple[int, ...], Any]:
-        """Keys and values of each distinct doc, continued from the prefix: per layer (H, len, D).
-
-        Docs already in the doc cache are not run again; the others run as one batch.
-        """
-        out: dict[tuple[int, ...], Any] = {}
-        todo: list[tuple[int, ...]] = []
-        for d in map(tuple, docs):
-            if d in out or d in todo:
-                continue
-            hit = self.doc_cache.get(d) if self.doc_cache is not None else None
-            if hit is None:
-                todo.append(d)
-            else:
-                out[d] = hit
-        if todo:
-            P, R, L = head_kv[0][0].shape[2], len(todo), max(len(d) for d in todo)
-            ids = torch.full((R, L), self.pad_id, dtype=torch.long)
-            attn = torch.zeros(R, P + L, dtype=torch.long)
-            attn[:, :P] = 1
-            for i, d in enumerate(todo):
-                ids[i, : len(d)] = torch.tensor(d, dtype=torch.long)
-                attn[i, P : P + len(d)] = 1
-            cache = DynamicCache(ddp_cache_data=[(k.expand(R, -1, -1, -1), v.expand(R, -1, -1, -1)) for k, v in head_kv])
-            res = self.model.base_model(input_ids=ids, attention_mask=attn, position_ids=torch.arange(P, P + L).expand(R, -1),
-                                        past_key_values=cache, use_cache=True).past_key_values
-            layers = [(k[:, :, P:], v[:, :, P:]) for k, v, *_ in res]
-            for i, d in enumerate(todo):
-                out[d] = [(k[i, :, : len(d)].clone(), v[i, :, : len(d)].clone()) for k, v in layers]
-                if self.doc_cache is not None:
-                    self.doc_cache.put(d, out[d])
-        return out
-
     # ---- scoring ------------------------------------------------------------------------------
-    def _mask_and_cache(self, ctx: DecoderContext, log_w: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
-        """The 4-D additive mask (B*M, 1, Q, keys) and the cache the query pass starts from."""
-        B, M, _ = log_w.shape
-        Q = ctx.ids.shape[1]
-        dtype = log_w.dtype
-        idx = torch.arange(Q)
-        if self.layout == "parallel":
-            own = causal_block(idx, idx, dtype) + padding_bias(ctx.valid, dtype).unsqueeze(1)
-            assert ctx.kv is not None and ctx.key_doc is not None and ctx.key_valid is not None
-            kb = key_bias(log_w, ctx.key_doc, ctx.key_valid)  # (B, M, S)
-            S = kb.shape[-1]
-            mask = torch.cat([kb.unsqueeze(2).expand(B, M, Q, S), own.unsqueeze(1).expand(B, M, Q, Q)], dim=-1)
-            cache = DynamicCache(ddp_cache_data=[(_repeat(k, M), _repeat(v, M)) for k, v in ctx.kv])
-            return mask.reshape(B * M, 1, Q, S + Q), cache
-        kb = key_bias(log_w, ctx.tok_doc, ctx.valid)  # (B, M, Q): what a later position sees of each key
-        same_doc = (ctx.tok_doc.unsqueeze(2) == ctx.tok_doc.unsqueeze(1)) & (ctx.tok_doc >= 0).unsqueeze(1)
-        bias = torch.where(same_doc.unsqueeze(1), torch.zeros((), dtype=dtype), kb.unsqueeze(2))  # (B, M, Q, Q)
-        mask = bias + causal_block(idx, idx, dtype)
-        return mask.reshape(B * M, 1, Q, Q), DynamicCache()
-
     def answer_logprob(self, context: DecoderContext, doc_weights: torch.Tensor) -> AnswerScores:
         ctx = context
         B = ctx.ids.shape[0]
@@ -335,14 +173,8 @@ class DecoderReader:
         idx = torch.arange(Q)
         first = (Q - 1 - ctx.answer_len).unsqueeze(1)  # (B, 1): the position predicting the first answer token
         queries = idx == first if aggregation == "scores" else (idx >= first) & (idx < Q - 1)
-        if self.layout == "parallel":
-            assert ctx.kv is not None and ctx.key_doc is not None and ctx.key_valid is not None
-            S = ctx.key_doc.shape[1]
-            attentions = [a[..., :S] for a in out.attentions]
-            values = [v for _, v in ctx.kv]
-            return attention_per_doc(attentions, values, ctx.key_doc, ctx.key_valid, queries, ctx.num_docs, aggregation)
-        values = [v for _, v, *_ in out.past_key_values]
-        return attention_per_doc(out.attentions, values, ctx.tok_doc, ctx.valid, queries, ctx.num_docs, aggregation)
+        attentions, values, key_doc, key_valid = self._keys(ctx, out)
+        return attention_per_doc(attentions, values, key_doc, key_valid, queries, ctx.num_docs, aggregation)
 
     # ---- generation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -355,13 +187,7 @@ class DecoderReader:
             input_ids=ctx.ids, attention_mask=mask, position_ids=ctx.pos,
             past_key_values=cache, use_cache=True, logits_to_keep=1,
         )
-        if self.layout == "parallel":
-            assert ctx.key_doc is not None and ctx.key_valid is not None
-            keys_doc = torch.cat([ctx.key_doc, ctx.tok_doc], dim=1)
-            keys_valid = torch.cat([ctx.key_valid, ctx.valid], dim=1)
-        else:
-            keys_doc, keys_valid = ctx.tok_doc, ctx.valid
-        seen = key_bias(log_w, keys_doc, keys_valid).unsqueeze(2)  # (B, 1, 1, S): a new token's view of all keys
+        seen = key_bias(log_w, *self._all_keys(ctx)).unsqueeze(2)  # (B, 1, 1, S): a new token's view of all keys
         pos = ctx.pos[:, -1]
         tokens: list[torch.Tensor] = []
         done = torch.zeros(B, dtype=torch.bool)
@@ -396,13 +222,11 @@ def _answer_tokens(ctx: DecoderContext) -> int:
     return ctx.answer_tokens
 
 
-def _enable_checkpointing(model: Any, layout: str) -> None:
-    """Per-layer activation recomputation for the sequential layout (its docs run with gradient).
+def enable_checkpointing(model: Any) -> None:
+    """Per-layer activation recomputation (the sequential layout: its docs run with gradient).
 
     HF recomputes only in training mode, so the reader must have no active dropout there.
     """
-    if layout != "sequential":
-        raise ValueError("gradient checkpointing is for the sequential layout (parallel encodes docs without gradient)")
     active = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
     if active or float(getattr(model.config, "attention_dropout", 0.0) or 0.0) > 0:
         raise ValueError(f"gradient checkpointing needs a reader without dropout; active in {active[:3] or 'attention'}")

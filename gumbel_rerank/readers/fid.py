@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
-from ..data.schema import Example
+from ..data.schema import Example, num_docs
 from ..masking import key_bias, log_weights
-from .base import AnswerScores, attention_per_doc, check_weights, cut_at_eos, eager_attention, freeze, num_docs, upcast
+from .base import AnswerScores, attention_per_doc, check_weights, cut_at_eos, eager_attention, freeze, upcast
 
 
 @dataclass

@@ -1,0 +1,127 @@
+"""The ``parallel`` layout: a shared prefix, then each doc encoded on its own from the same start
+position, once per batch and without gradient (the docs' keys and values do not depend on the
+weights, so :class:`DocCache` may keep them across steps). The question and answer tokens come after
+the longest doc and attend to every doc's keys with the ``log w`` bias. A zero weight equals the doc
+removed, exactly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from ..data.schema import Example, num_docs
+from ..masking import causal_block, key_bias, padding_bias
+from .decoder import DecoderContext, DecoderReader, PromptTemplate, _repeat
+from .doc_cache import DocCache
+
+
+class ParallelReader(DecoderReader):
+    layout = "parallel"
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_doc_tokens: int = 256, max_answer_tokens: int = 32,
+                 template: PromptTemplate | None = None, doc_cache_mb: float = 0) -> None:
+        super().__init__(model, tokenizer, max_doc_tokens=max_doc_tokens, max_answer_tokens=max_answer_tokens,
+                         template=template)
+        self.doc_cache = DocCache(doc_cache_mb) if doc_cache_mb > 0 else None
+        self._prefix_cache: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    @torch.no_grad()
+    def prepare(self, examples: list[Example], *, with_answer: bool = True) -> DecoderContext:
+        self._check_examples(examples)
+        prefix = self._prefix_ids()
+        if not prefix:
+            raise ValueError("the parallel layout needs a non-empty prompt prefix (the docs' shared start)")
+        B, N, P = len(examples), num_docs(examples), len(prefix)
+        doc_ids = [self._doc_ids(ex) + [[] for _ in range(N - len(ex.docs))] for ex in examples]
+        L = max(len(ids) for row in doc_ids for ids in row)
+        head_kv = self._prefix_kv(prefix)
+        encoded = self._encode_docs([d for row in doc_ids for d in row if d], head_kv)
+        kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for layer, (hk, hv) in enumerate(head_kv):  # per layer: prefix + every question's docs, padded to L
+            H, D = hk.shape[1], hk.shape[3]
+            keys = hk.new_zeros(B, N, H, L, D)
+            values = hv.new_zeros(B, N, H, L, D)
+            for b, row in enumerate(doc_ids):
+                for n, d in enumerate(row):
+                    if d:
+                        k, v = encoded[tuple(d)][layer]
+                        keys[b, n, :, : len(d)] = k
+                        values[b, n, :, : len(d)] = v
+            merged = [torch.cat([h.expand(B, -1, -1, -1), x.permute(0, 2, 1, 3, 4).reshape(B, H, N * L, D)], 2)
+                      for h, x in ((hk, keys), (hv, values))]
+            kv.append((merged[0], merged[1]))
+        key_doc = torch.cat([torch.full((P,), -1), torch.arange(N).repeat_interleave(L)]).expand(B, -1)
+        lengths = torch.tensor([[len(d) for d in row] for row in doc_ids])  # (B, N)
+        in_doc = torch.arange(L).expand(B, N, L) < lengths.unsqueeze(-1)
+        key_valid = torch.cat([torch.ones(B, P, dtype=torch.bool), in_doc.reshape(B, N * L)], dim=1)
+        rows, answer_len = zip(*(self._query_ids(ex, with_answer) for ex in examples), strict=True)
+        # The question starts after the longest of its own candidates: the same position whatever the mask.
+        starts = [P + int(lengths[b].max()) for b in range(B)]
+        q = self._left_pad(list(rows), starts)
+        return DecoderContext(
+            **q, answer_len=torch.tensor(answer_len), num_docs=N, kv=kv, key_doc=key_doc.clone(), key_valid=key_valid
+        )
+
+    def _prefix_kv(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (1, H, P, D) keys and values of the shared prompt prefix (computed once per reader)."""
+        if self._prefix_cache is None or self._prefix_cache[0] != prefix:
+            head = self.model.base_model(input_ids=torch.tensor([prefix]), position_ids=torch.arange(len(prefix))[None],
+                                         past_key_values=DynamicCache(), use_cache=True).past_key_values
+            self._prefix_cache = (prefix, [(k, v) for k, v, *_ in head])
+        return self._prefix_cache[1]
+
+    def _encode_docs(self, docs: list[list[int]], head_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[tuple[int, ...], Any]:
+        """Keys and values of each distinct doc, continued from the prefix: per layer (H, len, D).
+
+        Docs already in the doc cache are not run again; the others run as one batch.
+        """
+        out: dict[tuple[int, ...], Any] = {}
+        todo: list[tuple[int, ...]] = []
+        for d in map(tuple, docs):
+            if d in out or d in todo:
+                continue
+            hit = self.doc_cache.get(d) if self.doc_cache is not None else None
+            if hit is None:
+                todo.append(d)
+            else:
+                out[d] = hit
+        if todo:
+            P, R, L = head_kv[0][0].shape[2], len(todo), max(len(d) for d in todo)
+            ids = torch.full((R, L), self.pad_id, dtype=torch.long)
+            attn = torch.zeros(R, P + L, dtype=torch.long)
+            attn[:, :P] = 1
+            for i, d in enumerate(todo):
+                ids[i, : len(d)] = torch.tensor(d, dtype=torch.long)
+                attn[i, P : P + len(d)] = 1
+            cache = DynamicCache(ddp_cache_data=[(k.expand(R, -1, -1, -1), v.expand(R, -1, -1, -1)) for k, v in head_kv])
+            res = self.model.base_model(input_ids=ids, attention_mask=attn, position_ids=torch.arange(P, P + L).expand(R, -1),
+                                        past_key_values=cache, use_cache=True).past_key_values
+            layers = [(k[:, :, P:], v[:, :, P:]) for k, v, *_ in res]
+            for i, d in enumerate(todo):
+                out[d] = [(k[i, :, : len(d)].clone(), v[i, :, : len(d)].clone()) for k, v in layers]
+                if self.doc_cache is not None:
+                    self.doc_cache.put(d, out[d])
+        return out
+
+    def _mask_and_cache(self, ctx: DecoderContext, log_w: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
+        B, M, _ = log_w.shape
+        Q = ctx.ids.shape[1]
+        idx = torch.arange(Q)
+        own = causal_block(idx, idx, log_w.dtype) + padding_bias(ctx.valid, log_w.dtype).unsqueeze(1)
+        assert ctx.kv is not None and ctx.key_doc is not None and ctx.key_valid is not None
+        kb = key_bias(log_w, ctx.key_doc, ctx.key_valid)  # (B, M, S)
+        S = kb.shape[-1]
+        mask = torch.cat([kb.unsqueeze(2).expand(B, M, Q, S), own.unsqueeze(1).expand(B, M, Q, Q)], dim=-1)
+        cache = DynamicCache(ddp_cache_data=[(_repeat(k, M), _repeat(v, M)) for k, v in ctx.kv])
+        return mask.reshape(B * M, 1, Q, S + Q), cache
+
+    def _keys(self, ctx: DecoderContext, out: Any) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        assert ctx.kv is not None and ctx.key_doc is not None and ctx.key_valid is not None
+        S = ctx.key_doc.shape[1]  # the cached doc keys come first; the query's own keys carry no doc
+        return [a[..., :S] for a in out.attentions], [v for _, v in ctx.kv], ctx.key_doc, ctx.key_valid
+
+    def _all_keys(self, ctx: DecoderContext) -> tuple[torch.Tensor, torch.Tensor]:
+        assert ctx.key_doc is not None and ctx.key_valid is not None
+        return torch.cat([ctx.key_doc, ctx.tok_doc], dim=1), torch.cat([ctx.key_valid, ctx.valid], dim=1)

@@ -1,0 +1,37 @@
+"""Rerank a file of questions with candidates: a TREC run and a JSONL of each question's top k."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .data.formats import read_examples
+from .data.schema import doc_text
+from .metrics import rank
+from .rerankers import Reranker
+from .runfiles import write_trec_run
+
+
+def rerank_file(reranker: Reranker, input_path: str | Path, out: str | Path, *, top_k: int = 10, batch_size: int = 32,
+                progress: bool = False) -> int:
+    """Write ``<out>.run`` (TREC, the top ``top_k`` per question) and ``<out>.jsonl``; return the number of
+    questions reranked (those with at least one candidate)."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    examples = [ex for ex in read_examples(input_path) if ex.docs]
+    if not examples:
+        raise ValueError(f"{input_path}: no question with candidate documents")
+    out = Path(out)
+    scores: list[list[float]] = []
+    with (out.parent / f"{out.name}.jsonl").open("w") as f:
+        for ex in tqdm(examples, desc="rerank", disable=not progress):
+            s = reranker.predict([(ex.question, doc_text(d.title, d.text)) for d in ex.docs], batch_size=batch_size)
+            scores.append(s)
+            f.write(json.dumps({"id": ex.id, "question": ex.question, "results": [
+                {"rank": r + 1, "doc_id": ex.docs[i].id, "score": s[i], "title": ex.docs[i].title}
+                for r, i in enumerate(rank(s)[:top_k])
+            ]}) + "\n")
+    write_trec_run(examples, scores, out.parent / f"{out.name}.run", "gumbel-rerank", keep=top_k)
+    return len(examples)

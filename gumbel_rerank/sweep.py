@@ -1,0 +1,225 @@
+"""A sweep: rows (one training config each) x seeds, one resumable result file per (row, seed).
+
+Layout of a sweep folder (``compare`` makes one; ``experiments/`` holds one per group)::
+
+    runs/zero-shot.json           the starting reranker, evaluated once
+    runs/<row>.seed<s>.json       one file per (row, seed), written atomically when its run ends
+    table.md, table.csv, *.png    :func:`gumbel_rerank.report.write_report`
+
+Every row must share the data, the reader, the reranker and the eval config (the zero-shot row and
+the paired tests need the same questions and the same start); rows differ in the objective and its
+settings. Rows share one loaded reader (with its doc cache), one on-disk teacher cache and one memo
+of the reader's generated answers (keyed by question and doc set, so two rankings with the same
+top-k reuse one generation). A (row, seed) whose result file exists is skipped, so an interrupted
+sweep continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from . import objectives
+from .config import Config, ConfigError
+from .config import load as load_config
+from .data import Example, load_splits
+from .evaluate import per_question, reader_metrics, retrieval_metrics, score_all
+from .jsonsafe import write_json
+from .metrics import exact_match, f1_score
+from .objectives import OBJECTIVES, TeacherCache
+from .readers import build_reader
+from .readers.base import Reader
+from .rerankers import Reranker
+from .train import check_data, train
+
+PER_QUESTION = ("R@{k}", "bridge_R@{k}", "FullSupport@{k}")  # kept per question (every eval.ks) for paired tests
+STEP_KEYS = ("step", "loss", "hard_loss", "tau", "lr", "seconds", "mask_sum", "mask_distinct", "mask_overlap")
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str  # the row's name in tables and result files
+    cfg: Config
+
+
+def row_order(rows: Sequence[Row]) -> list[Row]:
+    """Objectives in registry order (``OBJECTIVES``), then any other rows (ablations) by name."""
+    rank = {name: i for i, name in enumerate(OBJECTIVES)}
+    return sorted(rows, key=lambda r: (rank.get(r.cfg.objective.name, len(rank)), r.name))
+
+
+def check_rows(rows: Sequence[Row], where: str = "") -> list[Row]:
+    """Refuse rows that do not share data, reader, reranker and eval, or name no registered objective."""
+    if not rows:
+        raise ConfigError(f"{where or 'the sweep'}: no rows")
+    first = rows[0]
+    for row in rows:
+        objectives.check(row.cfg)
+        for section in ("data", "reader", "reranker", "eval"):
+            if getattr(row.cfg, section) != getattr(first.cfg, section):
+                raise ConfigError(f"{where}{row.name}.yaml: its {section} section differs from {first.name}.yaml; "
+                                  "every row of a sweep must share data, reader, reranker and eval")
+    return row_order(rows)
+
+
+def load_plan(path: str | Path) -> dict[str, list[int]]:
+    """``plan.yaml``: a mapping group -> list of seeds."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict) or not all(
+        isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+        for seeds in raw.values()
+    ):
+        raise ConfigError(f"{path}: must map each group name to a non-empty list of integer seeds, e.g. hotpotqa: [0, 1, 2]")
+    return {str(group): list(seeds) for group, seeds in raw.items()}
+
+
+def load_group(group_dir: str | Path) -> list[Row]:
+    """A folder of row configs (``<row>.yaml``), checked and in table order."""
+    files = sorted(Path(group_dir).glob("*.yaml"))
+    if not files:
+        raise ConfigError(f"{group_dir}: no row configs (*.yaml)")
+    return check_rows([Row(f.stem, load_config(f)) for f in files], f"{group_dir}/")
+
+
+class AnswerMemo:
+    """EM/F1 of the reader on each ranking's top-k docs, generating once per (question, doc set)."""
+
+    def __init__(self, reader: Reader, cfg: Config) -> None:
+        self.reader, self.cfg = reader, cfg
+        self.answers: dict[tuple[str, tuple[int, ...]], tuple[float, float]] = {}
+
+    def __call__(self, examples: Sequence[Example], scores: Sequence[Sequence[float]], k: int) -> dict[str, float]:
+        ev = self.cfg.eval
+        # the hard top-k's doc set (ties to the lower index, as hard_topk)
+        keys = [(ex.id, tuple(sorted(sorted(range(len(s)), key=lambda i: -s[i])[:k])))
+                for ex, s in zip(examples, scores, strict=True)]
+        todo = [i for i, key in enumerate(keys) if key not in self.answers]
+        if todo:
+            qa = reader_metrics(self.reader, [examples[i] for i in todo], [scores[i] for i in todo], k=k,
+                                batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens)
+            for i, pred in zip(todo, qa["predictions"], strict=True):
+                self.answers[keys[i]] = (exact_match(pred, examples[i].answers), f1_score(pred, examples[i].answers))
+        em, f1 = zip(*(self.answers[key] for key in keys), strict=True)
+        return {"EM": sum(em) / len(em), "F1": sum(f1) / len(f1), "generated": len(todo)}
+
+
+def _result(held_out: list[Example], held: list[list[float]], train_set: list[Example], mine: list[list[float]],
+            cfg: Config, memo: AnswerMemo | None) -> dict[str, Any]:
+    ks = cfg.eval.ks
+    out: dict[str, Any] = {"held_out": retrieval_metrics(held_out, held, ks),
+                           "mining": retrieval_metrics(train_set, mine, ks)}
+    if memo is not None:
+        out["held_out"].update(memo(held_out, held, cfg.objective.k))
+    rows = per_question(held_out, held, ks)
+    names = [t.format(k=k) for t in PER_QUESTION for k in ks]
+    out["per_question"] = {m: [r[m] for r in rows] for m in names}
+    out["held_out_scores"] = held
+    return out
+
+
+def _steps(run_dir: Path) -> list[dict[str, float]]:
+    log = run_dir / "metrics.jsonl"
+    lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    return [{k: v for k, v in row.items() if k in STEP_KEYS} for row in lines if "loss" in row]  # not the eval points
+
+
+def starting_reranker(cfg: Config) -> Reranker:
+    """The sweep's start; a cross-encoder's fresh head is the same on every rerun (a local RNG fork)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return Reranker.from_pretrained(cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length,
+                                        temperature=cfg.reranker.temperature)
+
+
+def run_group(rows: Sequence[Row], seeds: Sequence[int], out: str | Path, work: str | Path, *,
+              reader: Reader | None = None, progress: bool = True,
+              on_result: Callable[[str], None] | None = None) -> Path:
+    """Train every (row, seed) not yet in ``out/runs`` (run folders under ``work``); return ``out``."""
+    rows = check_rows(rows)
+    cfg0 = rows[0].cfg
+    out, work = Path(out), Path(work)
+    runs = out / "runs"
+    train_set, held_out = load_splits(cfg0.data)
+    for row in rows:
+        check_data(row.cfg, train_set, held_out)
+    reader = reader or build_reader(cfg0.reader)
+    memo = AnswerMemo(reader, cfg0) if cfg0.eval.generate else None
+    teachers = TeacherCache(cfg0.train.teacher_cache or work / "teacher_cache")
+    start = starting_reranker(cfg0)
+    zero = runs / "zero-shot.json"
+    if zero.exists():
+        before = json.loads(zero.read_text())["held_out"]
+    else:
+        res = _result(held_out, score_all(start, held_out, batch_size=cfg0.eval.batch_size), train_set,
+                      score_all(start, train_set, batch_size=cfg0.eval.batch_size), cfg0, memo)
+        res.update(row="zero-shot", seed=None, seconds=0.0, steps=[], config=None)
+        write_json(zero, res)
+        before = res["held_out"]
+        if on_result:
+            on_result("zero-shot")
+    for seed in seeds:  # every row gets seed 0 before any row gets seed 1
+        for row in rows:
+            path = runs / f"{row.name}.seed{seed}.json"
+            if path.exists():
+                continue
+            run_dir = work / f"{row.name}.seed{seed}"
+            cfg = dataclasses.replace(
+                row.cfg, train=dataclasses.replace(row.cfg.train, seed=seed, out_dir=str(run_dir)),
+                eval=dataclasses.replace(row.cfg.eval, generate=False),  # answers come from the shared memo
+            )
+            trained = copy.deepcopy(start)
+            t0 = time.perf_counter()
+            result = train(cfg, progress=progress, reranker=trained, reader=reader, teachers=teachers, before=before)
+            seconds = time.perf_counter() - t0
+            res = _result(held_out, result.held_out_scores, train_set,
+                          score_all(trained, train_set, batch_size=cfg.eval.batch_size), cfg, memo)
+            res.update(row=row.name, seed=seed, seconds=seconds, seconds_per_step=result.seconds_per_step,
+                       skipped_steps=result.skipped_steps, steps=_steps(run_dir), config=row.cfg.to_dict())
+            write_json(path, res)
+            if on_result:
+                k = max(cfg.eval.ks)
+                on_result(f"{row.name} seed {seed}: R@{k} {res['held_out'][f'R@{k}']:.3f} ({seconds:.0f} s)")
+    return out
+
+
+def run_plan(experiments: str | Path, *, groups: Sequence[str] = (), results: str | Path | None = None,
+             work: str | Path = "runs/experiments", progress: bool = True, max_seeds: int | None = None,
+             on_result: Callable[[str], None] | None = None,
+             after_group: Callable[[Path], None] | None = None) -> list[Path]:
+    """Run a plan folder's groups (``plan.yaml`` + ``configs/<group>/*.yaml``; all, or those named) in
+    plan order, reusing one reader per reader config. ``max_seeds`` runs only each group's first seeds
+    (a first pass over every group; rerun without it to add the rest). ``on_result`` hears of every
+    finished run, ``after_group`` of every finished group's folder."""
+    root = Path(experiments)
+    plan = {g: seeds[:max_seeds] if max_seeds else seeds for g, seeds in load_plan(root / "plan.yaml").items()}
+    unknown = [g for g in groups if g not in plan]
+    if unknown:
+        raise ConfigError(f"unknown group(s) {unknown}; plan.yaml has {', '.join(plan)}")
+    chosen = [g for g in plan if not groups or g in groups]
+    rows = {g: load_group(root / "configs" / g) for g in chosen}  # every config is checked before any model loads
+    results = Path(results) if results is not None else root / "results"
+    readers: dict[Any, Reader] = {}
+    done = []
+    for group in chosen:
+        reader_cfg = rows[group][0].cfg.reader
+        if reader_cfg not in readers:
+            readers.clear()  # one reader in memory at a time
+            readers[reader_cfg] = build_reader(reader_cfg)
+        note = (lambda text, g=group: on_result(f"{g}/{text}")) if on_result else None
+        if on_result:
+            on_result(f"{group}: {len(rows[group])} rows x seeds {plan[group]}")
+        out = run_group(rows[group], plan[group], results / group, Path(work) / group, reader=readers[reader_cfg],
+                        progress=progress, on_result=note)
+        done.append(out)
+        if after_group:
+            after_group(out)
+    return done
