@@ -107,8 +107,9 @@ def _dequantised(name: str) -> Path:
     return out
 
 
-def resolve(name_or_path: str) -> str:
+def resolve(name_or_path: str | Path) -> str:
     """A loadable directory or hub id for a packaged name, a local path, or a hub id."""
+    name_or_path = str(name_or_path)
     key = ALIASES.get(name_or_path, name_or_path).lower()
     if key in PACKAGED:
         pkg = PACKAGED[key]

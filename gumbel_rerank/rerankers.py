@@ -46,7 +46,7 @@ class Reranker(nn.Module):
         self.temperature = temperature
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, *, kind: str = "cross", max_length: int = 256,
+    def from_pretrained(cls, name_or_path: str | Path, *, kind: str = "cross", max_length: int = 256,
                         temperature: float = 0.05) -> Reranker:
         """Load from a saved reranker, a packaged name, a local checkpoint or a hub id."""
         from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
