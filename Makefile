@@ -24,6 +24,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gumbel_rerank tests scripts bench experiments
+	$(BIN)/ruff format --check gumbel_rerank tests scripts bench experiments
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -12,8 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HOTPOT = Path(os.environ.get("GUMBEL_RERANK_DATA", ROOT.parent / "shared" / "data")) / "hotpotqa" / \
-    "hotpot_dev_distractor_500_ircot.jsonl"
+HOTPOT = (
+    Path(os.environ.get("GUMBEL_RERANK_DATA", ROOT.parent / "shared" / "data"))
+    / "hotpotqa"
+    / "hotpot_dev_distractor_500_ircot.jsonl"
+)
 sys.path.insert(0, str(ROOT))
 
 

@@ -38,8 +38,9 @@ def main() -> None:
     examples = hotpot_questions(2 * args.pairs * max(b for _, b in GUMBEL))
     reader = build_reader(cfg.reader)
     teachers = TeacherCache()
-    reranker = Reranker.from_pretrained(cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length,
-                                        temperature=cfg.reranker.temperature)
+    reranker = Reranker.from_pretrained(
+        cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature
+    )
     rows = []
     runs = [("gumbel", s, b) for s, b in GUMBEL] + [(o, 1, b) for o in RIVALS for b in RIVAL_BATCHES]
     for name, samples, batch in runs:
@@ -48,17 +49,26 @@ def main() -> None:
         r = gradient_agreement(ocfg, reranker, reader, examples, batch_size=batch, pairs=args.pairs, teachers=teachers)
         r["seconds"] = time.perf_counter() - t
         rows.append(r)
-        print(f"{name} samples={samples} batch={batch}: noise {r['noise']['mean']:+.3f} "
-              f"minibatch {r['minibatch']['mean']:+.3f} ({r['seconds']:.0f} s)", flush=True)
+        print(
+            f"{name} samples={samples} batch={batch}: noise {r['noise']['mean']:+.3f} "
+            f"minibatch {r['minibatch']['mean']:+.3f} ({r['seconds']:.0f} s)",
+            flush=True,
+        )
     print("\n| objective | Gumbel samples | batch | cos, same batch / two Gumbel draws | cos, two disjoint batches |")
     print("|---|---|---|---|---|")
     for r in rows:
         noise = f"{r['noise']['mean']:+.3f} ± {r['noise']['sd']:.3f}" if r["objective"] == "gumbel" else "1 (deterministic)"
-        print(f"| {r['objective']} | {r['samples']} | {r['batch_size']} | {noise} | "
-              f"{r['minibatch']['mean']:+.3f} ± {r['minibatch']['sd']:.3f} |")
+        print(
+            f"| {r['objective']} | {r['samples']} | {r['batch_size']} | {noise} | "
+            f"{r['minibatch']['mean']:+.3f} ± {r['minibatch']['sd']:.3f} |"
+        )
     out = ROOT / "bench" / "results" / "gradient_signal.json"
-    out.write_text(json.dumps({"command": "python bench/gradient_signal.py", "pairs": args.pairs,
-                               "config": "configs/hotpotqa.yaml", "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"command": "python bench/gradient_signal.py", "pairs": args.pairs, "config": "configs/hotpotqa.yaml", "rows": rows},
+            indent=2,
+        )
+    )
     print(f"\nwritten: {out}")
 
 

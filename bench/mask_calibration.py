@@ -64,8 +64,9 @@ def main() -> None:
     for kind in ("bi", "cross"):
         torch.manual_seed(0)  # the fresh cross-encoder head's initialisation
         reranker = Reranker.from_pretrained("all-minilm-l6-v2", kind=kind, max_length=256)
-        score_sets[f"MiniLM {kind}-encoder" + (" (fresh head)" if kind == "cross" else " (cosine / 0.05)")] = \
-            torch.tensor(score_all(reranker, examples, batch_size=16))
+        score_sets[f"MiniLM {kind}-encoder" + (" (fresh head)" if kind == "cross" else " (cosine / 0.05)")] = torch.tensor(
+            score_all(reranker, examples, batch_size=16)
+        )
     score_sets["synthetic unit normal"] = torch.randn(args.questions, 10, generator=torch.Generator().manual_seed(0))
     rows = []
     for scale_name, scores in score_sets.items():
@@ -79,8 +80,12 @@ def main() -> None:
     for r in rows:
         print(f"| {r['scores']} ({r['score_range']:.2f}) | {r['setting']} | " + " | ".join(f"{r[c]:.2f}" for c in cols) + " |")
     out = ROOT / "bench" / "results" / "mask_calibration.json"
-    out.write_text(json.dumps({"command": "python bench/mask_calibration.py", "k": args.k, "tau": 0.5,
-                               "questions": args.questions, "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"command": "python bench/mask_calibration.py", "k": args.k, "tau": 0.5, "questions": args.questions, "rows": rows},
+            indent=2,
+        )
+    )
     print(f"\nwritten: {out}")
 
 

@@ -61,23 +61,29 @@ def main() -> None:
         scores = fn(pairs)
         top = [top5(scores[q * 10 : q * 10 + 10]) for q in range(len(questions))]
         ref = [top5(reference[q * 10 : q * 10 + 10]) for q in range(len(questions))]
-        agreement[name] = {"max_abs_diff": max(abs(a - b) for a, b in zip(scores, reference, strict=True)),
-                           "same_top5_order": sum(a == b for a, b in zip(top, ref, strict=True)) / len(top)}
+        agreement[name] = {
+            "max_abs_diff": max(abs(a - b) for a, b in zip(scores, reference, strict=True)),
+            "same_top5_order": sum(a == b for a, b in zip(top, ref, strict=True)) / len(top),
+        }
     times: dict[str, list[float]] = {k: [] for k in contenders}
     names = list(contenders)
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else reversed(names):
             times[name] += timed(functools.partial(contenders[name], pairs), repeats=1, warmup=0 if r else 1)
     base = median(times[names[0]])
-    print(f"throughput, {len(pairs)} pairs ({len(questions)} HotpotQA questions x 10 paragraphs), batch {bs}, "
-          f"median of {args.rounds} alternating rounds")
+    print(
+        f"throughput, {len(pairs)} pairs ({len(questions)} HotpotQA questions x 10 paragraphs), batch {bs}, "
+        f"median of {args.rounds} alternating rounds"
+    )
     print("| contender | pairs/s | speed-up vs CrossEncoder | max |score diff| | same top-5 order |\n|---|---|---|---|---|")
     result: dict[str, dict[str, float]] = {}
     for name in names:
         t = median(times[name])
         result[name] = {"pairs_per_s": len(pairs) / t, "speedup": base / t, **agreement[name]}
-        print(f"| {name} | {len(pairs) / t:.1f} | {base / t:.2f}x | {agreement[name]['max_abs_diff']:.1e} | "
-              f"{agreement[name]['same_top5_order']:.0%} |")
+        print(
+            f"| {name} | {len(pairs) / t:.1f} | {base / t:.2f}x | {agreement[name]['max_abs_diff']:.1e} | "
+            f"{agreement[name]['same_top5_order']:.0%} |"
+        )
     print("\nlatency of one query (p50 / p95 ms over repeated calls)")
     docs = [doc_text(d.title, d.text) for ex in hotpot_questions(10, 10) for d in ex.docs]
     latency: dict[str, dict[str, float]] = {}

@@ -31,8 +31,10 @@ def main() -> None:
     from gumbel_rerank.serve import Limits, load_test, make_server
 
     reranker = load_reranker(args.model)
-    payloads = [{"query": ex.question, "documents": [doc_text(d.title, d.text) for d in ex.docs], "top_n": 5}
-                for ex in hotpot_questions(args.requests, 10)]
+    payloads = [
+        {"query": ex.question, "documents": [doc_text(d.title, d.text) for d in ex.docs], "top_n": 5}
+        for ex in hotpot_questions(args.requests, 10)
+    ]
     rows = {}
     for concurrency in (1, 8):
         server, batcher = make_server(reranker, "127.0.0.1", 0, limits=Limits())
@@ -41,17 +43,21 @@ def main() -> None:
         load_test(url, payloads[:4], concurrency=1)  # warm-up
         batches_before = batcher.forward_batches
         result = load_test(url, payloads, concurrency=concurrency)
-        rows[concurrency] = {"requests": result.requests, "errors": result.errors, "req_per_s": result.throughput,
-                             "p50_ms": result.percentile(50), "p95_ms": result.percentile(95),
-                             "forward_batches": batcher.forward_batches - batches_before}
+        rows[concurrency] = {
+            "requests": result.requests,
+            "errors": result.errors,
+            "req_per_s": result.throughput,
+            "p50_ms": result.percentile(50),
+            "p95_ms": result.percentile(95),
+            "forward_batches": batcher.forward_batches - batches_before,
+        }
         server.shutdown()
         server.server_close()
         batcher.close()
     print(f"/rerank on loopback, {args.requests} requests of 10 HotpotQA paragraphs each, model {args.model}")
     print("| clients | req/s | p50 ms | p95 ms | errors | forward passes |\n|---|---|---|---|---|---|")
     for c, r in rows.items():
-        print(f"| {c} | {r['req_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['errors']} | "
-              f"{r['forward_batches']} |")
+        print(f"| {c} | {r['req_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['errors']} | {r['forward_batches']} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))
     print(f"results: {args.out}")

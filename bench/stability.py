@@ -44,9 +44,18 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--eval-every", type=int, default=10)
     args = p.parse_args()
-    common = [f"data.num_train={args.train}", f"data.num_val={args.val}", f"data.num_eval={args.held_out}",
-              f"train.steps={args.steps}", f"train.eval_every={args.eval_every}", "train.checkpoint_every=0",
-              "train.select=val_loss", "eval.generate=false", "reader.doc_cache_mb=8000", "objective.log_hard_loss=false"]
+    common = [
+        f"data.num_train={args.train}",
+        f"data.num_val={args.val}",
+        f"data.num_eval={args.held_out}",
+        f"train.steps={args.steps}",
+        f"train.eval_every={args.eval_every}",
+        "train.checkpoint_every=0",
+        "train.select=val_loss",
+        "eval.generate=false",
+        "reader.doc_cache_mb=8000",
+        "objective.log_hard_loss=false",
+    ]
     reader = None
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,13 +68,25 @@ def main() -> None:
             points = [x for x in lines if "val_loss" in x]
             steps = [x for x in lines if "loss" in x]
             report = json.loads((result.run_dir / "report.json").read_text())
-            rows.append({"variant": name, "overrides": extra, "points": points, "seconds": time.perf_counter() - t,
-                         "train_loss": [x["loss"] for x in steps], "grad_norm": [x["grad_norm"] for x in steps],
-                         "selection": report["selection"], "before_R@5": result.before["R@5"],
-                         "selected_R@5": result.after["R@5"], "last_R@5": points[-1].get("held_out_R@5")})
-            print(f"{name}: R@5 start {result.before['R@5']:.3f}, last {rows[-1]['last_R@5']:.3f}, selected "
-                  f"{result.after['R@5']:.3f} (step {report['selection']['selected_step']}), {rows[-1]['seconds']:.0f} s",
-                  flush=True)
+            rows.append(
+                {
+                    "variant": name,
+                    "overrides": extra,
+                    "points": points,
+                    "seconds": time.perf_counter() - t,
+                    "train_loss": [x["loss"] for x in steps],
+                    "grad_norm": [x["grad_norm"] for x in steps],
+                    "selection": report["selection"],
+                    "before_R@5": result.before["R@5"],
+                    "selected_R@5": result.after["R@5"],
+                    "last_R@5": points[-1].get("held_out_R@5"),
+                }
+            )
+            print(
+                f"{name}: R@5 start {result.before['R@5']:.3f}, last {rows[-1]['last_R@5']:.3f}, selected "
+                f"{result.after['R@5']:.3f} (step {report['selection']['selected_step']}), {rows[-1]['seconds']:.0f} s",
+                flush=True,
+            )
     out = ROOT / "bench" / "results" / "stability.json"
     out.write_text(json.dumps({"command": "python bench/stability.py", "args": vars(args), "rows": rows}, indent=2))
     plot(rows, ROOT / "bench" / "results" / "stability.png")
@@ -74,9 +95,11 @@ def main() -> None:
     for r in rows:
         s = r["selection"]
         rho = s.get("spearman_neg_val_loss_vs_held_out_R@5")
-        print(f"| {r['variant']} | {r['before_R@5']:.3f} | {r['last_R@5']:.3f} | {r['selected_R@5']:.3f} "
-              f"({s['selected_step']}) | {'n/a' if rho is None else f'{rho:+.2f}'} | "
-              f"{sum(r['grad_norm']) / len(r['grad_norm']):.1f} |")
+        print(
+            f"| {r['variant']} | {r['before_R@5']:.3f} | {r['last_R@5']:.3f} | {r['selected_R@5']:.3f} "
+            f"({s['selected_step']}) | {'n/a' if rho is None else f'{rho:+.2f}'} | "
+            f"{sum(r['grad_norm']) / len(r['grad_norm']):.1f} |"
+        )
     print(f"\nwritten: {out}")
 
 

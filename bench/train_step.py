@@ -31,8 +31,22 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from common import ROOT, hotpot_questions, median, peak_rss_mb, timed
 
-VARIANTS = ["supervised", "gumbel", "gumbel-cached", "gumbel-sequential", "gumbel-checkpointed", "naive", "adist-cold",
-            "adist-cached", "emdr-cold", "emdr-cached", "pdist-cold", "pdist-cached", "loop-cold", "loop-cached"]
+VARIANTS = [
+    "supervised",
+    "gumbel",
+    "gumbel-cached",
+    "gumbel-sequential",
+    "gumbel-checkpointed",
+    "naive",
+    "adist-cold",
+    "adist-cached",
+    "emdr-cold",
+    "emdr-cached",
+    "pdist-cold",
+    "pdist-cached",
+    "loop-cold",
+    "loop-cached",
+]
 
 
 def naive_reader(model, tokenizer):  # type: ignore[no-untyped-def]
@@ -49,8 +63,9 @@ def naive_reader(model, tokenizer):  # type: ignore[no-untyped-def]
             B, M = ctx.ids.shape[0], doc_weights.shape[1]
             T = ctx.answer_tokens
             mask, _ = self._mask_and_cache(ctx, log_weights(doc_weights))
-            out = self.model(input_ids=ctx.ids.repeat_interleave(M, 0), attention_mask=mask,
-                             position_ids=ctx.pos.repeat_interleave(M, 0))  # no logits_to_keep: every position
+            out = self.model(
+                input_ids=ctx.ids.repeat_interleave(M, 0), attention_mask=mask, position_ids=ctx.pos.repeat_interleave(M, 0)
+            )  # no logits_to_keep: every position
             logp = torch.log_softmax(out.logits.float(), dim=-1)[:, -T - 1 : -1]
             target = ctx.ids[:, -T:].repeat_interleave(M, 0)
             lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).reshape(B, M, T)
@@ -78,8 +93,11 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
         reader, name = naive_reader(model, tokenizer), "gumbel"
     else:
         layout = "sequential" if teacher in ("sequential", "checkpointed") else "parallel"
-        options = {"gradient_checkpointing": teacher == "checkpointed"} if layout == "sequential" else \
-            {"doc_cache_mb": 8192 if teacher == "cached" else 0}
+        options = (
+            {"gradient_checkpointing": teacher == "checkpointed"}
+            if layout == "sequential"
+            else {"doc_cache_mb": 8192 if teacher == "cached" else 0}
+        )
         reader = make_reader(layout, model, tokenizer, max_doc_tokens=160, **options)
     cfg = ObjectiveConfig(name=name, k=5, log_hard_loss=False)
     cache = TeacherCache()
@@ -108,8 +126,12 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
         optimizer.zero_grad()
 
     seconds = timed(step, repeats=steps, warmup=1)
-    return {"seconds": median(seconds), "prepare_seconds": median(prepare[1:]), "peak_rss_mb": peak_rss_mb(),
-            "loaded_rss_mb": base_rss}
+    return {
+        "seconds": median(seconds),
+        "prepare_seconds": median(prepare[1:]),
+        "peak_rss_mb": peak_rss_mb(),
+        "loaded_rss_mb": base_rss,
+    }
 
 
 def main() -> None:
@@ -137,31 +159,45 @@ def main() -> None:
                 raise SystemExit(f"{key} failed:\n{done.stderr[-2000:]}")
             results.setdefault(key, []).append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"  round {r + 1}: {key:<22} {results[key][-1]['seconds']:.2f} s/step", flush=True)
-    summary = {k: {"seconds": median([x["seconds"] for x in v]), "prepare_seconds": median([x["prepare_seconds"] for x in v]),
-                   "peak_rss_mb": max(x["peak_rss_mb"] for x in v),
-                   "loaded_rss_mb": median([x["loaded_rss_mb"] for x in v])} for k, v in results.items()}
+    summary = {
+        k: {
+            "seconds": median([x["seconds"] for x in v]),
+            "prepare_seconds": median([x["prepare_seconds"] for x in v]),
+            "peak_rss_mb": max(x["peak_rss_mb"] for x in v),
+            "loaded_rss_mb": median([x["loaded_rss_mb"] for x in v]),
+        }
+        for k, v in results.items()
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))
     g = summary["gumbel@N=10"]["seconds"]
-    print("\nmedian s/step, one HotpotQA question with N=10 paragraphs; ratio = variant / G-Rerank (parallel); "
-          "peak RSS per process (weights included)")
+    print(
+        "\nmedian s/step, one HotpotQA question with N=10 paragraphs; ratio = variant / G-Rerank (parallel); "
+        "peak RSS per process (weights included)"
+    )
     print("| variant | s/step | ratio to G-Rerank | of which doc encoding s | peak RSS MB | over loaded MB |")
     print("|---|---|---|---|---|---|")
     for key in [f"{v}@N=10" for v in VARIANTS]:
         row = summary[key]
-        print(f"| {key.split('@')[0]} | {row['seconds']:.2f} | {row['seconds'] / g:.2f} | {row['prepare_seconds']:.2f} | "
-              f"{row['peak_rss_mb']:.0f} | {row['peak_rss_mb'] - row['loaded_rss_mb']:.0f} |")
+        print(
+            f"| {key.split('@')[0]} | {row['seconds']:.2f} | {row['seconds'] / g:.2f} | {row['prepare_seconds']:.2f} | "
+            f"{row['peak_rss_mb']:.0f} | {row['peak_rss_mb'] - row['loaded_rss_mb']:.0f} |"
+        )
     cached = summary["gumbel-cached@N=10"]["seconds"]
-    print(f"\nnaive / ours = {summary['naive@N=10']['seconds'] / g:.1f}x (target >= 5x), "
-          f"{summary['naive@N=10']['seconds'] / cached:.1f}x with the docs cached; "
-          f"G-Rerank / PDist (cold) = {g / summary['pdist-cold@N=10']['seconds']:.2f} (target <= 1.5); "
-          f"G-Rerank / supervised floor = {g / summary['supervised@N=10']['seconds']:.1f}x")
+    print(
+        f"\nnaive / ours = {summary['naive@N=10']['seconds'] / g:.1f}x (target >= 5x), "
+        f"{summary['naive@N=10']['seconds'] / cached:.1f}x with the docs cached; "
+        f"G-Rerank / PDist (cold) = {g / summary['pdist-cold@N=10']['seconds']:.2f} (target <= 1.5); "
+        f"G-Rerank / supervised floor = {g / summary['supervised@N=10']['seconds']:.1f}x"
+    )
     ns = sorted(int(k.split("=")[1]) for k in summary if k.startswith("gumbel@"))
     print("\nG-Rerank step time against N (linear means s/step / N roughly constant):")
     for n in ns:
         s = summary[f"gumbel@N={n}"]["seconds"]
-        print(f"  N={n:<3} {s:6.2f} s/step   {s / n * 1000:6.1f} ms per doc   peak RSS "
-              f"{summary[f'gumbel@N={n}']['peak_rss_mb']:.0f} MB")
+        print(
+            f"  N={n:<3} {s:6.2f} s/step   {s / n * 1000:6.1f} ms per doc   peak RSS "
+            f"{summary[f'gumbel@N={n}']['peak_rss_mb']:.0f} MB"
+        )
     print(f"results: {args.out}")
 
 

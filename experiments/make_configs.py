@@ -21,13 +21,25 @@ HERE = Path(__file__).parent
 RIVALS = ["gumbel", "adist", "emdr", "pdist", "loop", "lsr", "supervised"]
 
 BASE: dict[str, Any] = {
-    "data": {"source": "../shared/data/hotpotqa/hotpot_dev_distractor_500_ircot.jsonl", "num_train": 32,
-             "num_eval": 40, "min_docs": 10},
+    "data": {
+        "source": "../shared/data/hotpotqa/hotpot_dev_distractor_500_ircot.jsonl",
+        "num_train": 32,
+        "num_eval": 40,
+        "min_docs": 10,
+    },
     "reranker": {"model": "all-minilm-l6-v2", "kind": "bi", "max_length": 256, "temperature": 0.05},
     "reader": {"model": "smollm2-135m-instruct", "layout": "parallel", "max_doc_tokens": 160, "doc_cache_mb": 6000},
     # rivals: the bi-encoder score is cosine / 0.05, so temperature_score 0.2 is Atlas's cosine / 0.01
-    "objective": {"name": "gumbel", "k": 5, "tau": 0.5, "kappa": 1.0, "samples": 1, "temperature_score": 0.2,
-                  "temperature_gold": 0.01, "log_hard_loss": True},
+    "objective": {
+        "name": "gumbel",
+        "k": 5,
+        "tau": 0.5,
+        "kappa": 1.0,
+        "samples": 1,
+        "temperature_score": 0.2,
+        "temperature_gold": 0.01,
+        "log_hard_loss": True,
+    },
     "train": {"steps": 16, "batch_size": 2, "lr": 3.0e-5, "checkpoint_every": 0},
     "eval": {"ks": [2, 5], "generate": True, "max_new_tokens": 12},
 }
@@ -63,22 +75,24 @@ def merged(**sections: dict[str, Any]) -> dict[str, Any]:
 
 
 def groups() -> dict[str, dict[str, dict[str, Any]]]:
-    musique = {"source": "../shared/data/musique/musique_ans_dev_200.jsonl", "num_train": 24, "num_eval": 32,
-               "min_docs": 20}
+    musique = {"source": "../shared/data/musique/musique_ans_dev_200.jsonl", "num_train": 24, "num_eval": 32, "min_docs": 20}
     wiki = {"source": "../shared/data/2wikimultihopqa/2wiki_dev_500.pandas.json"}
     return {
         "hotpotqa": {o: merged(objective={"name": o}) for o in RIVALS},
         "hotpotqa-ablations": {r: merged(objective=o) for r, o in ABLATIONS.items()},
         "hotpotqa-mask-ablations": {r: merged(objective=o, train={"warmup_steps": 2}) for r, o in MASK_ABLATIONS.items()},
         "2wiki": {o: merged(data=wiki, objective={"name": o}) for o in RIVALS},
-        "musique": {o: merged(data=musique, reader={"max_doc_tokens": 128}, objective={"name": o},
-                              train={"steps": 12}) for o in RIVALS},
+        "musique": {
+            o: merged(data=musique, reader={"max_doc_tokens": 128}, objective={"name": o}, train={"steps": 12}) for o in RIVALS
+        },
         # a cross-encoder with a fresh (random) scoring head instead of the bi-encoder start
-        "hotpotqa-cross": {o: merged(reranker={"kind": "cross"}, objective={"name": o, "temperature_score": 1.0})
-                           for o in RIVALS},
-        "hotpotqa-sequential": {o: merged(reader={"layout": "sequential", "doc_cache_mb": 0,
-                                                  "gradient_checkpointing": True}, objective={"name": o})
-                                for o in ("gumbel", "adist", "emdr", "pdist")},
+        "hotpotqa-cross": {
+            o: merged(reranker={"kind": "cross"}, objective={"name": o, "temperature_score": 1.0}) for o in RIVALS
+        },
+        "hotpotqa-sequential": {
+            o: merged(reader={"layout": "sequential", "doc_cache_mb": 0, "gradient_checkpointing": True}, objective={"name": o})
+            for o in ("gumbel", "adist", "emdr", "pdist")
+        },
         "hotpotqa-gemma": {o: merged(reader={"model": "gemma-3-270m"}, objective={"name": o}) for o in RIVALS},
     }
 

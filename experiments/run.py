@@ -33,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", action="store_true", help="only rebuild the tables and plots from existing results")
     p.add_argument("--results", default=str(HERE / "results"))
     p.add_argument("--work", default="runs/experiments", help="run directories, teacher cache, progress.log")
-    p.add_argument("--max-seeds", type=int, default=0,
-                   help="only each group's first N seeds (a first pass over every group; rerun without it for the rest)")
+    p.add_argument(
+        "--max-seeds",
+        type=int,
+        default=0,
+        help="only each group's first N seeds (a first pass over every group; rerun without it for the rest)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no per-step progress bars")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -53,9 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.report:
             groups = [g.strip() for g in args.groups.split(",") if g.strip()]
-            run_plan(HERE, groups=groups, results=args.results, work=args.work, progress=not args.no_progress,
-                     max_seeds=args.max_seeds or None, on_result=note,
-                     after_group=lambda out: note(f"{out.name}: done, tables in {report(args.results).parent / out.name}"))
+            run_plan(
+                HERE,
+                groups=groups,
+                results=args.results,
+                work=args.work,
+                progress=not args.no_progress,
+                max_seeds=args.max_seeds or None,
+                on_result=note,
+                after_group=lambda out: note(f"{out.name}: done, tables in {report(args.results).parent / out.name}"),
+            )
         print(report(args.results, readmes=readmes).read_text())
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -28,8 +28,16 @@ COMMAND = ["data.num_train=240", "objective.kappa=0.25", "eval.generate=false"] 
 # what changed since (configs/hotpotqa.yaml carries the same): the calibrated mask is the library default; the
 # stabilisers bench/stability.py chose (LR 1e-5 with warmup and linear decay, only the top 2 encoder layers
 # learn); 24 of the 240 questions held back for label-free selection every 20 steps
-NEW_DEFAULTS = ["train.lr=1e-5", "train.warmup_steps=10", "train.schedule=linear", "train.train_layers=2",
-                "data.num_val=24", "train.eval_every=20", "train.select=val_loss", "train.checkpoint_every=0"]
+NEW_DEFAULTS = [
+    "train.lr=1e-5",
+    "train.warmup_steps=10",
+    "train.schedule=linear",
+    "train.train_layers=2",
+    "data.num_val=24",
+    "train.eval_every=20",
+    "train.select=val_loss",
+    "train.checkpoint_every=0",
+]
 METRICS = ("R@2", "R@5", "FullSupport@5", "bridge_R@5")
 
 
@@ -48,42 +56,59 @@ def main() -> None:
     runs = {}
     steps_for = dict(x.split("=") for x in args.steps_for.split(",") if x)
     for name in args.objectives.split(","):
-        cfg = load(HERE / "configs" / "hotpotqa" / "gumbel.yaml",
-                   [*COMMAND, *NEW_DEFAULTS, f"train.steps={steps_for.get(name, args.steps)}", f"objective.name={name}",
-                    *args.overrides,
-                    f"train.out_dir={args.work}/{name}"])
+        cfg = load(
+            HERE / "configs" / "hotpotqa" / "gumbel.yaml",
+            [
+                *COMMAND,
+                *NEW_DEFAULTS,
+                f"train.steps={steps_for.get(name, args.steps)}",
+                f"objective.name={name}",
+                *args.overrides,
+                f"train.out_dir={args.work}/{name}",
+            ],
+        )
         reader = reader or build_reader(cfg.reader)
         t = time.perf_counter()
         result = train(cfg, progress=False, reader=reader, teachers=teachers)
         lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
         points = [x for x in lines if "val_loss" in x]
-        runs[name] = {"before": result.before, "after": result.after, "points": points,
-                      "selection": json.loads((result.run_dir / "report.json").read_text())["selection"],
-                      "seconds": time.perf_counter() - t}
+        runs[name] = {
+            "before": result.before,
+            "after": result.after,
+            "points": points,
+            "selection": json.loads((result.run_dir / "report.json").read_text())["selection"],
+            "seconds": time.perf_counter() - t,
+        }
         for f in ("report.json", "metrics.jsonl", "config.yaml"):
             shutil.copy(result.run_dir / f, out / f"{name}.{f}")
-        print(f"{name}: R@5 {result.before['R@5']:.3f} -> {result.after['R@5']:.3f} "
-              f"({runs[name]['seconds']:.0f} s)", flush=True)
+        print(f"{name}: R@5 {result.before['R@5']:.3f} -> {result.after['R@5']:.3f} ({runs[name]['seconds']:.0f} s)", flush=True)
         (out / "table.md").write_text(table(runs))  # after every objective: a cut-short sitting keeps what ran
         curves(runs, out / "curves.png")
     print((out / "table.md").read_text())
 
 
 def table(runs: dict) -> str:  # type: ignore[type-arg]
-    lines = ["# Long training with label-free selection (HotpotQA, 240 questions)", "",
-             "Command: `python experiments/stability.py` (see its docstring). Held-out questions; `last` is the "
-             "last evaluated step, `selected` the checkpoint with the lowest validation answer NLL (no labels).", ""]
+    lines = [
+        "# Long training with label-free selection (HotpotQA, 240 questions)",
+        "",
+        "Command: `python experiments/stability.py` (see its docstring). Held-out questions; `last` is the "
+        "last evaluated step, `selected` the checkpoint with the lowest validation answer NLL (no labels).",
+        "",
+    ]
     for name, r in runs.items():
         last = r["points"][-1] if r["points"] else {}
         s = r["selection"]
         rho = s.get("spearman_neg_val_loss_vs_held_out_R@5")
-        lines += [f"## {name}: selected step {s['selected_step']} of {last.get('step')}; Spearman(-val loss, held-out "
-                  f"R@5) over {s['points']} checkpoints {'n/a' if rho is None else f'{rho:+.2f}'}; R@5 at the pick "
-                  f"{s.get('held_out_R@5_at_selected')}, best checkpoint {s.get('held_out_R@5_best_checkpoint')}", "",
-                  "| metric | zero-shot | last step | selected |", "|---|---|---|---|"]
+        lines += [
+            f"## {name}: selected step {s['selected_step']} of {last.get('step')}; Spearman(-val loss, held-out "
+            f"R@5) over {s['points']} checkpoints {'n/a' if rho is None else f'{rho:+.2f}'}; R@5 at the pick "
+            f"{s.get('held_out_R@5_at_selected')}, best checkpoint {s.get('held_out_R@5_best_checkpoint')}",
+            "",
+            "| metric | zero-shot | last step | selected |",
+            "|---|---|---|---|",
+        ]
         for m in METRICS:
-            lines.append(f"| {m} | {r['before'][m]:.3f} | {last.get('held_out_' + m, float('nan')):.3f} | "
-                         f"{r['after'][m]:.3f} |")
+            lines.append(f"| {m} | {r['before'][m]:.3f} | {last.get('held_out_' + m, float('nan')):.3f} | {r['after'][m]:.3f} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -21,9 +21,15 @@ def _examples(data: Data) -> list[Example]:
     return list(read_examples(data)) if isinstance(data, str | Path) else list(data)
 
 
-def train(config: Config | str | Path | None = None, *, data: Data | dict[str, Any] | None = None,
-          eval_data: Data | None = None, progress: bool = True, resume: bool = False,
-          **sections: dict[str, Any]) -> _train.TrainResult:
+def train(
+    config: Config | str | Path | None = None,
+    *,
+    data: Data | dict[str, Any] | None = None,
+    eval_data: Data | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    **sections: dict[str, Any],
+) -> _train.TrainResult:
     """Train a reranker; returns the :class:`~gumbel_rerank.train.TrainResult` (``before`` / ``after``
     held-out metrics, ``run_dir`` with the trained ``reranker/``).
 
@@ -36,8 +42,11 @@ def train(config: Config | str | Path | None = None, *, data: Data | dict[str, A
     if data is not None and not isinstance(data, dict):
         examples = _examples(data)
         data = None
-    overrides = [f"{section}.{key}={_yaml(value)}" for section, keys in {**sections, "data": data or {}}.items()
-                 for key, value in _mapping(section, keys).items()]
+    overrides = [
+        f"{section}.{key}={_yaml(value)}"
+        for section, keys in {**sections, "data": data or {}}.items()
+        for key, value in _mapping(section, keys).items()
+    ]
     cfg = config if isinstance(config, Config) and not overrides else load_config(config, overrides)
     splits = None
     if examples is not None:
@@ -47,8 +56,9 @@ def train(config: Config | str | Path | None = None, *, data: Data | dict[str, A
     return _train.train(cfg, progress=progress, resume=resume, splits=splits)
 
 
-def evaluate(reranker: Reranker | str | Path, data: Data, *, ks: Sequence[int] = (2, 5), batch_size: int = 8,
-             progress: bool = False) -> dict[str, float]:
+def evaluate(
+    reranker: Reranker | str | Path, data: Data, *, ks: Sequence[int] = (2, 5), batch_size: int = 8, progress: bool = False
+) -> dict[str, float]:
     """Gold, answer-doc and bridge-doc ranking metrics of ``reranker`` (an object, a run folder, a saved
     or exported reranker, a packaged name or a hub id) on labelled questions."""
     model = Reranker.from_pretrained(str(reranker)) if isinstance(reranker, str | Path) else reranker

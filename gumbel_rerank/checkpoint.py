@@ -46,8 +46,16 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, scalars
 
 
-def save(run_dir: str | Path, step: int, reranker: Reranker, optimizer: torch.optim.Optimizer,
-         trainer_state: dict[str, Any], *, keep: int = 2, state: dict[str, torch.Tensor] | None = None) -> Path:
+def save(
+    run_dir: str | Path,
+    step: int,
+    reranker: Reranker,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict[str, Any],
+    *,
+    keep: int = 2,
+    state: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Save ``checkpoint-{step}`` atomically, point ``latest`` at it, and keep the last ``keep``.
 
     ``state`` tensors (e.g. RNG states) go to ``state.safetensors`` next to the trainer state.
@@ -134,5 +142,7 @@ def check_resumable(cfg: Config, run_dir: Path) -> None:
         return d
 
     if comparable(load_config(saved)) != comparable(cfg):
-        raise ConfigError(f"{run_dir} holds a run with another config; resume with the same config "
-                          f"(only train.steps may change) or pick another train.out_dir")
+        raise ConfigError(
+            f"{run_dir} holds a run with another config; resume with the same config "
+            f"(only train.steps may change) or pick another train.out_dir"
+        )

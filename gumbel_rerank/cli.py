@@ -27,24 +27,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     cfg = load_config(args.config, args.overrides)
-    print(f"gumbel-rerank train: objective={cfg.objective.name} reader={cfg.reader.model} ({cfg.reader.layout}) "
-          f"reranker={cfg.reranker.model} ({cfg.reranker.kind}) data={cfg.data.source} -> {cfg.train.out_dir}")
+    print(
+        f"gumbel-rerank train: objective={cfg.objective.name} reader={cfg.reader.model} ({cfg.reader.layout}) "
+        f"reranker={cfg.reranker.model} ({cfg.reranker.kind}) data={cfg.data.source} -> {cfg.train.out_dir}"
+    )
     start = time.perf_counter()
     result = train(cfg, progress=not args.quiet, resume=args.resume)
     table = before_after_table(result.before, result.after)
-    (result.run_dir / "report.md").write_text(f"# {cfg.train.out_dir}\n\nHeld-out questions, before and after "
-                                              f"training.\n\n{table}\n")
+    (result.run_dir / "report.md").write_text(
+        f"# {cfg.train.out_dir}\n\nHeld-out questions, before and after training.\n\n{table}\n"
+    )
     print(f"\nHeld-out metrics, zero-shot reranker vs trained ({cfg.data.num_eval} questions, top-k={cfg.objective.k}):")
     print(table)
     selection = json.loads((result.run_dir / "report.json").read_text()).get("selection")
     if selection:
-        print(f"\nlabel-free selection ({selection['select']}): lowest validation answer NLL "
-              f"{selection['selected_val_loss']:.4f} at step {selection['selected_step']} of {selection['points']} "
-              f"evaluations; curves: {result.run_dir / 'selection.png'}")
-    print(f"\n{result.seconds_per_step:.2f} s/step, {result.skipped_steps} skipped steps, "
-          f"{time.perf_counter() - start:.0f} s in all")
-    print(f"report: {result.run_dir / 'report.md'}  reranker: {result.run_dir / 'reranker'}  "
-          f"log: {result.run_dir / 'metrics.jsonl'}")
+        print(
+            f"\nlabel-free selection ({selection['select']}): lowest validation answer NLL "
+            f"{selection['selected_val_loss']:.4f} at step {selection['selected_step']} of {selection['points']} "
+            f"evaluations; curves: {result.run_dir / 'selection.png'}"
+        )
+    print(
+        f"\n{result.seconds_per_step:.2f} s/step, {result.skipped_steps} skipped steps, "
+        f"{time.perf_counter() - start:.0f} s in all"
+    )
+    print(
+        f"report: {result.run_dir / 'report.md'}  reranker: {result.run_dir / 'reranker'}  "
+        f"log: {result.run_dir / 'metrics.jsonl'}"
+    )
     return 0
 
 
@@ -60,8 +69,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_config(run_dir / "config.yaml", args.overrides)
     _, held_out = load_splits(cfg.data)
     reader = build_reader(cfg.reader) if cfg.eval.generate else None
-    zero_shot = Reranker.from_pretrained(cfg.reranker.model, kind=cfg.reranker.kind,
-                                         max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature)
+    zero_shot = Reranker.from_pretrained(
+        cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature
+    )
     trained = Reranker.from_pretrained(str(run_dir / "reranker"))
     scores_before = score_all(zero_shot, held_out, batch_size=cfg.eval.batch_size)
     scores_after = score_all(trained, held_out, batch_size=cfg.eval.batch_size)
@@ -88,8 +98,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     _, held_out = load_splits(cfg.data)
     reader = build_reader(cfg.reader)
     result = reader_dependence(reader, held_out[: args.questions])
-    print(f"answer NLL per token, {cfg.reader.model} ({cfg.reader.layout}), {min(args.questions, len(held_out))} "
-          "held-out questions (lower = the reader finds the answer more likely):")
+    print(
+        f"answer NLL per token, {cfg.reader.model} ({cfg.reader.layout}), {min(args.questions, len(held_out))} "
+        "held-out questions (lower = the reader finds the answer more likely):"
+    )
     for view, value in result.items():
         print(f"  {view:<38} {fmt(value)}")
     print("gradient of the answer NLL w.r.t. each doc's weight, all docs at w=0.5 (negative = the reader wants it):")
@@ -104,11 +116,14 @@ def _print_gradient_signal(cfg: Any, reader: Any, examples: list[Any]) -> None:
     from .rerankers import Reranker
     from .signal import gradient_agreement
 
-    reranker = Reranker.from_pretrained(cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length,
-                                        temperature=cfg.reranker.temperature)
+    reranker = Reranker.from_pretrained(
+        cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature
+    )
     r = gradient_agreement(cfg.objective, reranker, reader, examples, batch_size=cfg.train.batch_size)
-    print(f"cosine between reranker gradients ({cfg.objective.name}, batch {cfg.train.batch_size}, "
-          f"{cfg.objective.samples} sample(s), {r['pairs']} pairs; 1 = the same direction):")
+    print(
+        f"cosine between reranker gradients ({cfg.objective.name}, batch {cfg.train.batch_size}, "
+        f"{cfg.objective.samples} sample(s), {r['pairs']} pairs; 1 = the same direction):"
+    )
     print(f"  same batch, independent Gumbel draws   {r['noise']['mean']:+.3f} (sd {r['noise']['sd']:.3f})")
     print(f"  two disjoint batches                   {r['minibatch']['mean']:+.3f} (sd {r['minibatch']['sd']:.3f})")
 
@@ -121,12 +136,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     names = parse_objectives(args.objectives)
     out = args.out or str(Path(cfg.train.out_dir).parent / "compare")
-    print(f"gumbel-rerank compare: {', '.join(names)}; reader={cfg.reader.model} ({cfg.reader.layout}) "
-          f"reranker={cfg.reranker.model} ({cfg.reranker.kind}) data={cfg.data.source} -> {out}")
+    print(
+        f"gumbel-rerank compare: {', '.join(names)}; reader={cfg.reader.model} ({cfg.reader.layout}) "
+        f"reranker={cfg.reranker.model} ({cfg.reranker.kind}) data={cfg.data.source} -> {out}"
+    )
     result = compare(cfg, names, out, progress=not args.quiet, on_result=lambda text: print(text, flush=True))
     print(group_table(load_results(result.out_dir)))
-    print(f"table: {result.out_dir / 'table.md'} (table.csv, summary.json)  plots: {result.out_dir / 'recall.png'}, "
-          f"{result.out_dir / 'loss_gap.png'}  runs: {result.out_dir}/<objective>.seed{cfg.train.seed}/")
+    print(
+        f"table: {result.out_dir / 'table.md'} (table.csv, summary.json)  plots: {result.out_dir / 'recall.png'}, "
+        f"{result.out_dir / 'loss_gap.png'}  runs: {result.out_dir}/<objective>.seed{cfg.train.seed}/"
+    )
     return 0
 
 
@@ -134,9 +153,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
     out = export(args.run_dir, args.out_dir, overwrite=args.overwrite)
-    print(f"exported to {out}: loads with sentence_transformers "
-          f"{'CrossEncoder' if (out / 'modules.json').exists() and not (out / '1_Pooling').exists() else 'SentenceTransformer'}"
-          f"({str(out)!r}); model card: {out / 'README.md'}")
+    print(
+        f"exported to {out}: loads with sentence_transformers "
+        f"{'CrossEncoder' if (out / 'modules.json').exists() and not (out / '1_Pooling').exists() else 'SentenceTransformer'}"
+        f"({str(out)!r}); model card: {out / 'README.md'}"
+    )
     return 0
 
 
@@ -161,8 +182,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     reranker = load_reranker(args.model, kind=args.kind)
     limits = Limits(max_body_bytes=args.max_body_bytes, max_documents=args.max_documents, max_chars=args.max_chars)
     server, batcher = make_server(reranker, args.host, args.port, limits=limits, model_name=args.model)
-    print(f"serving {args.model} ({reranker.kind}) on http://{args.host}:{server.server_address[1]}  "
-          "POST /rerank, GET /health (Ctrl-C stops)", flush=True)
+    print(
+        f"serving {args.model} ({reranker.kind}) on http://{args.host}:{server.server_address[1]}  "
+        "POST /rerank, GET /health (Ctrl-C stops)",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -186,18 +210,24 @@ def cmd_convert(args: argparse.Namespace) -> int:
         corpus = convert.load(args.corpus).examples if args.corpus else []
         encoder = Reranker.from_pretrained(args.encoder, kind="bi")
         loaded.examples, stats = pool_from_corpus(loaded.examples, corpus, n=args.pool, encoder=encoder)
-        print(f"pools: {args.pool} candidates per question from {stats.passages} passages; "
-              f"gold passage not retrieved for {stats.gold_not_retrieved} of {stats.questions} questions")
+        print(
+            f"pools: {args.pool} candidates per question from {stats.passages} passages; "
+            f"gold passage not retrieved for {stats.gold_not_retrieved} of {stats.questions} questions"
+        )
     write_jsonl(loaded.examples, args.output)
     s = convert.summary(loaded)
     d = s["docs_per_question"]
     print(f"{args.input}: formats {s['formats']}")
-    print(f"  questions {s['questions']}, docs per question {d['min']}-{d['max']} (mean {d['mean']:.2f}), "
-          f"gold per question {s['gold_per_question']:.2f}, bridge per question {s['bridge_per_question']:.2f}, "
-          f"with a bridge doc {s['share_with_bridge']:.1%}, without any gold doc {s['questions_without_gold']}, "
-          f"missing a gold doc {s['questions_missing_a_gold_doc']}")
-    print(f"  excluded from bridge metrics (gold docs but none holds the answer, e.g. yes/no comparisons): "
-          f"{s['excluded_from_bridge_metrics']}")
+    print(
+        f"  questions {s['questions']}, docs per question {d['min']}-{d['max']} (mean {d['mean']:.2f}), "
+        f"gold per question {s['gold_per_question']:.2f}, bridge per question {s['bridge_per_question']:.2f}, "
+        f"with a bridge doc {s['share_with_bridge']:.1%}, without any gold doc {s['questions_without_gold']}, "
+        f"missing a gold doc {s['questions_missing_a_gold_doc']}"
+    )
+    print(
+        f"  excluded from bridge metrics (gold docs but none holds the answer, e.g. yes/no comparisons): "
+        f"{s['excluded_from_bridge_metrics']}"
+    )
     for message in s["first_warnings"]:
         print(f"    e.g. {message}")
     print(f"  skipped {s['skipped']}: {s['skipped_by_reason'] or 'none'}")
@@ -218,8 +248,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="YAML config (see configs/)")
     t.add_argument("overrides", nargs="*", help="key=value, e.g. objective.tau=0.3 train.steps=50")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    t.add_argument("--resume", action="store_true",
-                   help="continue from the last checkpoint in train.out_dir (same result as an uninterrupted run)")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint in train.out_dir (same result as an uninterrupted run)",
+    )
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="zero-shot vs trained reranker of a run: recall at k and reader EM/F1")
     e.add_argument("run_dir")
@@ -230,14 +263,18 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("config")
     r.add_argument("overrides", nargs="*")
     r.add_argument("--questions", type=int, default=40)
-    r.add_argument("--gradient-signal", action="store_true",
-                   help="also the cosine between reranker gradients of two Gumbel draws / two batches")
+    r.add_argument(
+        "--gradient-signal",
+        action="store_true",
+        help="also the cosine between reranker gradients of two Gumbel draws / two batches",
+    )
     r.set_defaults(func=cmd_probe)
     m = sub.add_parser("compare", help="train several objectives on the same data and reader; one table and plots")
     m.add_argument("config")
     m.add_argument("overrides", nargs="*")
-    m.add_argument("--objectives", default=",".join(objectives.OBJECTIVES),
-                   help=f"comma-separated, from: {', '.join(objectives.OBJECTIVES)}")
+    m.add_argument(
+        "--objectives", default=",".join(objectives.OBJECTIVES), help=f"comma-separated, from: {', '.join(objectives.OBJECTIVES)}"
+    )
     m.add_argument("--out", help="output directory (default: next to train.out_dir, named compare)")
     m.add_argument("-q", "--quiet", action="store_true")
     m.set_defaults(func=cmd_compare)

@@ -34,17 +34,29 @@ def parse_objectives(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def compare(cfg: Config, objectives: Sequence[str], out_dir: str | Path, *, progress: bool = True,
-            reader: Reader | None = None, on_result: Any = None) -> CompareResult:
+def compare(
+    cfg: Config,
+    objectives: Sequence[str],
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    reader: Reader | None = None,
+    on_result: Any = None,
+) -> CompareResult:
     """Train ``cfg`` once per objective (seed ``train.seed``) into ``out_dir``: runs/*.json, the run
     folders ``<objective>.seed<seed>/``, table.md / table.csv / summary.json, plots and a TREC run file
     per row. ``reader`` skips loading it. A rerun skips the objectives that already have a result."""
     out = Path(out_dir)
-    rows = [Row(name, dataclasses.replace(cfg, objective=dataclasses.replace(cfg.objective, name=name)))
-            for name in parse_objectives(",".join(objectives))]
+    rows = [
+        Row(name, dataclasses.replace(cfg, objective=dataclasses.replace(cfg.objective, name=name)))
+        for name in parse_objectives(",".join(objectives))
+    ]
     run_group(rows, [cfg.train.seed], out, out, reader=reader, progress=progress, on_result=on_result)
-    write_report(out, title=f"Objectives compared: {cfg.reader.model} ({cfg.reader.layout}), reranker "
-                            f"{cfg.reranker.model} ({cfg.reranker.kind}), data {cfg.data.source}")
+    write_report(
+        out,
+        title=f"Objectives compared: {cfg.reader.model} ({cfg.reader.layout}), reranker "
+        f"{cfg.reranker.model} ({cfg.reranker.kind}), data {cfg.data.source}",
+    )
     _, held_out = load_splits(cfg.data)
     for f in sorted((out / "runs").glob("*.json")):
         res = json.loads(f.read_text())

@@ -17,8 +17,9 @@ from .topk import hard_topk
 
 
 @torch.no_grad()
-def score_all(reranker: Reranker, examples: Sequence[Example], *, batch_size: int = 8,
-              progress: bool = False) -> list[list[float]]:
+def score_all(
+    reranker: Reranker, examples: Sequence[Example], *, batch_size: int = 8, progress: bool = False
+) -> list[list[float]]:
     """Deterministic reranker scores, one list per question (its own number of docs)."""
     was_training = reranker.training
     reranker.eval()
@@ -72,8 +73,16 @@ def topk_keep(scores: Sequence[Sequence[float]], num_docs: int, *, k: int) -> to
     return hard_topk(padded, k=k).bool() & torch.isfinite(padded)
 
 
-def reader_metrics(reader: Reader, examples: Sequence[Example], scores: Sequence[Sequence[float]], *, k: int,
-                   batch_size: int = 8, max_new_tokens: int = 16, progress: bool = False) -> dict[str, Any]:
+def reader_metrics(
+    reader: Reader,
+    examples: Sequence[Example],
+    scores: Sequence[Sequence[float]],
+    *,
+    k: int,
+    batch_size: int = 8,
+    max_new_tokens: int = 16,
+    progress: bool = False,
+) -> dict[str, Any]:
     """EM / F1 of the reader's greedy answers from the hard top-k docs of each question."""
     predictions: list[str] = []
     for i in tqdm(range(0, len(examples), batch_size), desc="answer", disable=not progress, leave=False):
@@ -85,8 +94,15 @@ def reader_metrics(reader: Reader, examples: Sequence[Example], scores: Sequence
     return {"EM": mean(em), "F1": mean(f1), "predictions": predictions}
 
 
-def evaluate(cfg: Config, reranker: Reranker, reader: Reader | None, examples: list[Example],
-             *, progress: bool = True, scores: list[list[float]] | None = None) -> dict[str, Any]:
+def evaluate(
+    cfg: Config,
+    reranker: Reranker,
+    reader: Reader | None,
+    examples: list[Example],
+    *,
+    progress: bool = True,
+    scores: list[list[float]] | None = None,
+) -> dict[str, Any]:
     """Ranking metrics at every k in ``eval.ks``, plus EM/F1 from the top-k docs if asked.
 
     ``scores`` are the reranker's scores of ``examples`` when the caller already has them.
@@ -97,7 +113,14 @@ def evaluate(cfg: Config, reranker: Reranker, reader: Reader | None, examples: l
         scores = score_all(reranker, examples, batch_size=cfg.eval.batch_size, progress=progress)
     result: dict[str, Any] = retrieval_metrics(examples, scores, cfg.eval.ks)
     if cfg.eval.generate and reader is not None:
-        qa = reader_metrics(reader, examples, scores, k=cfg.objective.k, batch_size=cfg.eval.batch_size,
-                            max_new_tokens=cfg.eval.max_new_tokens, progress=progress)
+        qa = reader_metrics(
+            reader,
+            examples,
+            scores,
+            k=cfg.objective.k,
+            batch_size=cfg.eval.batch_size,
+            max_new_tokens=cfg.eval.max_new_tokens,
+            progress=progress,
+        )
         result.update(EM=qa["EM"], F1=qa["F1"])
     return result

@@ -41,8 +41,9 @@ def find_reranker(run_dir: Path) -> Path:
     for candidate in (run_dir / "reranker", run_dir):
         if (candidate / "gumbel_rerank.json").exists():
             return candidate
-    raise FileNotFoundError(f"{run_dir} holds no trained reranker (expected {run_dir / 'reranker'}); "
-                            "pass the run directory of `gumbel-rerank train`")
+    raise FileNotFoundError(
+        f"{run_dir} holds no trained reranker (expected {run_dir / 'reranker'}); pass the run directory of `gumbel-rerank train`"
+    )
 
 
 def _run_info(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -79,34 +80,38 @@ def model_card(reranker: Reranker, cfg: dict[str, Any], report: dict[str, Any]) 
     import yaml
 
     if cross:
-        usage = ("```python\nfrom sentence_transformers import CrossEncoder\n\nmodel = CrossEncoder(\"PATH\")\n"
-                 "model.rank(\"who wrote Hamlet?\", [\"Hamlet is a play by Shakespeare.\", \"Paris is in France.\"])\n```")
+        usage = (
+            '```python\nfrom sentence_transformers import CrossEncoder\n\nmodel = CrossEncoder("PATH")\n'
+            'model.rank("who wrote Hamlet?", ["Hamlet is a play by Shakespeare.", "Paris is in France."])\n```'
+        )
     else:
-        usage = ("```python\nfrom sentence_transformers import SentenceTransformer\n\nmodel = SentenceTransformer(\"PATH\")\n"
-                 "q, d = model.encode([\"who wrote Hamlet?\", \"Hamlet is a play by Shakespeare.\"])\n"
-                 "score = model.similarity(q, d)  # cosine; training used cosine / "
-                 f"{reranker.temperature}\n```")
+        usage = (
+            '```python\nfrom sentence_transformers import SentenceTransformer\n\nmodel = SentenceTransformer("PATH")\n'
+            'q, d = model.encode(["who wrote Hamlet?", "Hamlet is a play by Shakespeare."])\n'
+            "score = model.similarity(q, d)  # cosine; training used cosine / "
+            f"{reranker.temperature}\n```"
+        )
     return f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}
 ---
 
-# {base} reranker trained with gumbel-rerank ({ob.get('name', 'gumbel')})
+# {base} reranker trained with gumbel-rerank ({ob.get("name", "gumbel")})
 
-A {'cross' if cross else 'bi'}-encoder reranker fine-tuned from `{base}` without relevance labels: it
+A {"cross" if cross else "bi"}-encoder reranker fine-tuned from `{base}` without relevance labels: it
 learned from the answer loss of a frozen reader LM through the objective below (for G-Rerank, a
 Gumbel relaxed top-k mask inside the reader's attention; Huang et al., ACL 2025).
 
 ## Training
-- Reader (frozen): `{_hub_id(str(rd.get('model', 'unknown')))}`, layout `{rd.get('layout', '?')}`
-- Objective: `{ob.get('name', '?')}`, k={ob.get('k', '?')}, tau={ob.get('tau', '?')}, kappa={ob.get('kappa', '?')},
-  Gumbel samples={ob.get('samples', '?')}, relaxation={ob.get('relaxation', '?')},
-  calibration={ob.get('calibration', 'none')}, straight-through={ob.get('straight_through', '?')}
-- Data: `{dataset}`, {data.get('num_train', '?')} training questions (their gold labels unused),
-  {data.get('num_eval', '?')} held out
-- Steps: {tr.get('steps', '?')} x batch {tr.get('batch_size', '?')}, learning rate {tr.get('lr', '?')}, seed {tr.get('seed', '?')}
+- Reader (frozen): `{_hub_id(str(rd.get("model", "unknown")))}`, layout `{rd.get("layout", "?")}`
+- Objective: `{ob.get("name", "?")}`, k={ob.get("k", "?")}, tau={ob.get("tau", "?")}, kappa={ob.get("kappa", "?")},
+  Gumbel samples={ob.get("samples", "?")}, relaxation={ob.get("relaxation", "?")},
+  calibration={ob.get("calibration", "none")}, straight-through={ob.get("straight_through", "?")}
+- Data: `{dataset}`, {data.get("num_train", "?")} training questions (their gold labels unused),
+  {data.get("num_eval", "?")} held out
+- Steps: {tr.get("steps", "?")} x batch {tr.get("batch_size", "?")}, learning rate {tr.get("lr", "?")}, seed {tr.get("seed", "?")}
 - Max length {reranker.max_length} tokens
 
-## Held-out results (before and after training, top-k={ob.get('k', '?')})
+## Held-out results (before and after training, top-k={ob.get("k", "?")})
 {table}
 
 R@k: share of gold docs in the top k; bridge_R@k: gold docs that do not contain the answer;
@@ -158,6 +163,7 @@ def export(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False)
     try:
         import torch
         from sentence_transformers import CrossEncoder, SentenceTransformer
+
         try:  # sentence-transformers >= 6
             from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
         except ImportError:
@@ -171,8 +177,9 @@ def export(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         staged = Path(tmp) / "model"
         if reranker.kind == "cross":
-            model: Any = CrossEncoder(str(source), num_labels=1, max_length=reranker.max_length,
-                                      activation_fn=torch.nn.Identity())
+            model: Any = CrossEncoder(
+                str(source), num_labels=1, max_length=reranker.max_length, activation_fn=torch.nn.Identity()
+            )
         else:
             body = Transformer(str(source), max_seq_length=reranker.max_length)
             dim = getattr(body, "get_embedding_dimension", None) or body.get_word_embedding_dimension

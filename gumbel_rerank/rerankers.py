@@ -29,6 +29,8 @@ PRECISIONS = ("fp32", "bf16")
 
 def _autocast(precision: str) -> Any:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 META_FILE = "gumbel_rerank.json"
 
 
@@ -46,8 +48,9 @@ class Reranker(nn.Module):
         self.temperature = temperature
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, kind: str = "cross", max_length: int = 256,
-                        temperature: float = 0.05) -> Reranker:
+    def from_pretrained(
+        cls, name_or_path: str | Path, *, kind: str = "cross", max_length: int = 256, temperature: float = 0.05
+    ) -> Reranker:
         """Load from a saved reranker, a packaged name, a local checkpoint or a hub id."""
         from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -84,8 +87,9 @@ class Reranker(nn.Module):
     def score_pairs(self, queries: list[str], docs: list[str]) -> torch.Tensor:
         """(X,) scores for X (query, doc) pairs."""
         if self.kind == "cross":
-            enc = self.tokenizer(queries, docs, padding=True, truncation="only_second", max_length=self.max_length,
-                                 return_tensors="pt")
+            enc = self.tokenizer(
+                queries, docs, padding=True, truncation="only_second", max_length=self.max_length, return_tensors="pt"
+            )
             return self.encoder(**enc).logits[:, 0]
         unique = list(dict.fromkeys(queries))
         q = self.embed(unique)
@@ -93,8 +97,14 @@ class Reranker(nn.Module):
         return (q[qi] * self.embed(docs)).sum(-1) / self.temperature
 
     @torch.inference_mode()
-    def predict(self, pairs: Sequence[tuple[str, str]] | Sequence[Sequence[str]], *, batch_size: int = 32,
-                show_progress_bar: bool = False, precision: str = "fp32") -> list[float]:
+    def predict(
+        self,
+        pairs: Sequence[tuple[str, str]] | Sequence[Sequence[str]],
+        *,
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
+        precision: str = "fp32",
+    ) -> list[float]:
         """Scores of (query, document) pairs, as ``CrossEncoder.predict`` (eval mode, no gradient).
 
         Pairs are tokenised once, sorted by token length (batches carry little padding) and scored
@@ -130,8 +140,15 @@ class Reranker(nn.Module):
             self.train(was_training)
         return scores
 
-    def rank(self, query: str, documents: Sequence[str], *, top_k: int | None = None, return_documents: bool = False,
-             batch_size: int = 32) -> list[dict[str, Any]]:
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_k: int | None = None,
+        return_documents: bool = False,
+        batch_size: int = 32,
+    ) -> list[dict[str, Any]]:
         """``[{corpus_id, score, text?}]`` best first, as ``CrossEncoder.rank``; equal scores keep input order."""
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be a positive number of documents (or None for all), got {top_k}")

@@ -16,8 +16,9 @@ from .jsonsafe import dumps, write_json
 from .metrics import mean, rank
 
 
-def write_trec_run(examples: Sequence[Example], scores: Sequence[Sequence[float]], path: str | Path, tag: str,
-                   keep: int | None = None) -> None:
+def write_trec_run(
+    examples: Sequence[Example], scores: Sequence[Sequence[float]], path: str | Path, tag: str, keep: int | None = None
+) -> None:
     """``qid Q0 docid rank score tag`` per line, best first (ties to the lower index, as :func:`rank`);
     ``keep`` writes only the top ``keep`` docs of each question."""
     with Path(path).open("w") as f:
@@ -52,8 +53,13 @@ def paired_permutation_test(a: Sequence[float], b: Sequence[float], *, rounds: i
     return (hits + 1) / (rounds + 1)
 
 
-def write_comparison(out_dir: str | Path, examples: Sequence[Example], before: Sequence[Sequence[float]],
-                     after: Sequence[Sequence[float]], ks: Sequence[int]) -> dict[str, dict[str, float]]:
+def write_comparison(
+    out_dir: str | Path,
+    examples: Sequence[Example],
+    before: Sequence[Sequence[float]],
+    after: Sequence[Sequence[float]],
+    ks: Sequence[int],
+) -> dict[str, dict[str, float]]:
     """Run files, qrels, per-question JSONL and metrics.json (with a paired test per metric) in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,8 +85,11 @@ class MetricsLog:
 
     def __init__(self, path: Path, *, write: bool = True, keep_until: int | None = None) -> None:
         self.path, self.enabled = path, write
-        self.kept = [x for x in path.read_text().splitlines() if json.loads(x)["step"] <= keep_until] \
-            if keep_until is not None and path.exists() else []
+        self.kept = (
+            [x for x in path.read_text().splitlines() if json.loads(x)["step"] <= keep_until]
+            if keep_until is not None and path.exists()
+            else []
+        )
 
     def __enter__(self) -> MetricsLog:
         self.file: IO[str] = self.path.open("w") if self.enabled else open(os.devnull, "w")

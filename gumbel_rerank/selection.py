@@ -34,8 +34,15 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def topk_answer_nll(reranker: Reranker, reader: Reader, examples: Sequence[Example], *, k: int,
-                    batch_size: int = 8, scores: Sequence[Sequence[float]] | None = None) -> list[float]:
+def topk_answer_nll(
+    reranker: Reranker,
+    reader: Reader,
+    examples: Sequence[Example],
+    *,
+    k: int,
+    batch_size: int = 8,
+    scores: Sequence[Sequence[float]] | None = None,
+) -> list[float]:
     """Per question: the reader's answer NLL per token given only the reranker's top-k docs."""
     if scores is None:
         scores = score_all(reranker, examples, batch_size=batch_size)
@@ -75,12 +82,16 @@ class Selector:
     def evaluate(self, step: int, reranker: Reranker) -> dict[str, Any]:
         """Record one point: ``val_loss`` (label-free) and, for the report only, gold recall."""
         scores = score_all(reranker, self.validation, batch_size=self.batch_size)
-        loss = mean(topk_answer_nll(reranker, self.reader, self.validation, k=self.k, batch_size=self.batch_size,
-                                    scores=scores))
+        loss = mean(topk_answer_nll(reranker, self.reader, self.validation, k=self.k, batch_size=self.batch_size, scores=scores))
         point: dict[str, Any] = {"step": step, "val_loss": loss}
         ks = sorted({2, self.k})
-        point.update({f"val_{m}": v for m, v in retrieval_metrics(self.validation, scores, ks).items()
-                      if m.startswith(("R@", "FullSupport@"))})
+        point.update(
+            {
+                f"val_{m}": v
+                for m, v in retrieval_metrics(self.validation, scores, ks).items()
+                if m.startswith(("R@", "FullSupport@"))
+            }
+        )
         if self.held_out:
             held = retrieval_metrics(self.held_out, score_all(reranker, self.held_out, batch_size=self.batch_size), ks)
             point.update({f"held_out_{m}": v for m, v in held.items() if m.startswith(("R@", "FullSupport@", "bridge_R@"))})
@@ -98,8 +109,12 @@ class Selector:
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps, so that a resumed run selects as an uninterrupted one."""
-        return {"points": self.points, "best_loss": self.best_loss if self.best_step is not None else None,
-                "best_step": self.best_step, "since_best": self.since_best}
+        return {
+            "points": self.points,
+            "best_loss": self.best_loss if self.best_step is not None else None,
+            "best_step": self.best_step,
+            "since_best": self.since_best,
+        }
 
     def restore_state(self, state: dict[str, Any]) -> None:
         self.points = list(state.get("points") or [])
@@ -140,8 +155,11 @@ class Selector:
     def _save_best(self, reranker: Reranker) -> None:
         """``best/`` replaced atomically: a crash leaves the previous best intact."""
         if self.save:
-            save_reranker(reranker, self.run_dir / "best",
-                          {"selection.json": json.dumps({"step": self.best_step, "val_loss": self.best_loss})})
+            save_reranker(
+                reranker,
+                self.run_dir / "best",
+                {"selection.json": json.dumps({"step": self.best_step, "val_loss": self.best_loss})},
+            )
 
     def restore_best(self, reranker: Reranker) -> None:
         if self.best_step is None:
@@ -153,8 +171,7 @@ class Selector:
         """How well the label-free criterion picked: Spearman of -val_loss with ``metric`` over the
         evaluated checkpoints, and ``metric`` at its pick against the best checkpoint's."""
         pts = [p for p in self.points if isinstance(p.get(metric), float) and not math.isnan(p[metric])]
-        out: dict[str, Any] = {"selected_step": self.best_step, "selected_val_loss": self.best_loss,
-                               "points": len(self.points)}
+        out: dict[str, Any] = {"selected_step": self.best_step, "selected_val_loss": self.best_loss, "points": len(self.points)}
         if len(pts) >= 2:
             from scipy.stats import spearmanr
 

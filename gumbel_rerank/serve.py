@@ -124,8 +124,10 @@ def parse_request(body: bytes, limits: Limits) -> tuple[str, list[str], int | No
         raise RequestError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object with 'query' and 'documents'")
     unknown = set(data) - {"query", "documents", "top_n", "return_documents", "model"}
     if unknown:
-        raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, f"unknown field(s) {sorted(unknown)}; "
-                           "expected query, documents, top_n, return_documents")
+        raise RequestError(
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            f"unknown field(s) {sorted(unknown)}; expected query, documents, top_n, return_documents",
+        )
     query = data.get("query")
     if not isinstance(query, str) or not query.strip():
         raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, "'query' must be a non-empty string")
@@ -133,18 +135,21 @@ def parse_request(body: bytes, limits: Limits) -> tuple[str, list[str], int | No
     if not isinstance(docs, list) or not docs:
         raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, "'documents' must be a non-empty list of strings")
     if len(docs) > limits.max_documents:
-        raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                           f"{len(docs)} documents; at most {limits.max_documents} per request, split the request")
+        raise RequestError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            f"{len(docs)} documents; at most {limits.max_documents} per request, split the request",
+        )
     texts = []
     for i, d in enumerate(docs):
         text = d.get("text") if isinstance(d, dict) else d
         if not isinstance(text, str):
-            raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, f"documents[{i}] must be a string or {{\"text\": str}}")
+            raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, f'documents[{i}] must be a string or {{"text": str}}')
         texts.append(text)
     for name, text in [("query", query), *((f"documents[{i}]", t) for i, t in enumerate(texts))]:
         if len(text) > limits.max_chars:
-            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                               f"{name} has {len(text)} characters; at most {limits.max_chars}")
+            raise RequestError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{name} has {len(text)} characters; at most {limits.max_chars}"
+            )
     top_n = data.get("top_n")
     if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
         raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, "'top_n' must be a positive integer")
@@ -165,8 +170,9 @@ def rerank_response(scores: Sequence[float], docs: Sequence[str], top_n: int | N
     return {"results": results}
 
 
-def make_server(reranker: Reranker, host: str = "127.0.0.1", port: int = 8000, *, limits: Limits | None = None,
-                model_name: str = "") -> tuple[ThreadingHTTPServer, MicroBatcher]:
+def make_server(
+    reranker: Reranker, host: str = "127.0.0.1", port: int = 8000, *, limits: Limits | None = None, model_name: str = ""
+) -> tuple[ThreadingHTTPServer, MicroBatcher]:
     lim = limits or Limits()
     batcher = MicroBatcher(reranker, lim)
 
@@ -190,8 +196,10 @@ def make_server(reranker: Reranker, host: str = "127.0.0.1", port: int = 8000, *
 
         def do_GET(self) -> None:  # http.server's API names
             if self.path == "/health":
-                self._send(HTTPStatus.OK, {"status": "ok", "model": model_name, "kind": reranker.kind,
-                                           "max_documents": lim.max_documents})
+                self._send(
+                    HTTPStatus.OK,
+                    {"status": "ok", "model": model_name, "kind": reranker.kind, "max_documents": lim.max_documents},
+                )
             else:
                 self._error(HTTPStatus.NOT_FOUND, f"no route GET {self.path}; try POST /rerank or GET /health")
 
@@ -205,8 +213,7 @@ def make_server(reranker: Reranker, host: str = "127.0.0.1", port: int = 8000, *
                 return
             if int(length) > lim.max_body_bytes:
                 self.close_connection = True  # the body is not read
-                self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                            f"body of {length} bytes; at most {lim.max_body_bytes}")
+                self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body of {length} bytes; at most {lim.max_body_bytes}")
                 return
             try:
                 query, docs, top_n, ret = parse_request(self.rfile.read(int(length)), lim)
@@ -226,6 +233,7 @@ def make_server(reranker: Reranker, host: str = "127.0.0.1", port: int = 8000, *
 
 
 # ---- a bounded load test -------------------------------------------------------------------------
+
 
 @dataclass
 class LoadResult:
@@ -254,6 +262,7 @@ def post_json(url: str, payload: dict[str, Any], timeout: float = 60) -> tuple[i
 
 def load_test(url: str, payloads: Sequence[dict[str, Any]], *, concurrency: int = 8) -> LoadResult:
     """Send every payload once from ``concurrency`` client threads; latency per request."""
+
     def one(payload: dict[str, Any]) -> tuple[float, int]:
         t = time.perf_counter()
         status, _ = post_json(url, payload)

@@ -38,8 +38,16 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=0))
 
 
-def gradient_agreement(cfg: ObjectiveConfig, reranker: Reranker, reader: Reader, examples: Sequence[Example], *,
-                       batch_size: int, pairs: int = 2, teachers: TeacherCache | None = None) -> dict[str, Any]:
+def gradient_agreement(
+    cfg: ObjectiveConfig,
+    reranker: Reranker,
+    reader: Reader,
+    examples: Sequence[Example],
+    *,
+    batch_size: int,
+    pairs: int = 2,
+    teachers: TeacherCache | None = None,
+) -> dict[str, Any]:
     """Mean (and sd) cosine of gradient pairs: same batch / other noise, and disjoint batches.
 
     Needs ``2 * pairs * batch_size`` examples. ``noise`` is 1.0 by construction for objectives
@@ -67,5 +75,11 @@ def gradient_agreement(cfg: ObjectiveConfig, reranker: Reranker, reader: Reader,
     def summary(values: list[float]) -> dict[str, float]:
         return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
 
-    return {"objective": cfg.name, "samples": cfg.samples, "batch_size": batch_size, "pairs": pairs,
-            "noise": summary(noise), "minibatch": summary(minibatch)}
+    return {
+        "objective": cfg.name,
+        "samples": cfg.samples,
+        "batch_size": batch_size,
+        "pairs": pairs,
+        "noise": summary(noise),
+        "minibatch": summary(minibatch),
+    }

@@ -66,8 +66,10 @@ def check_rows(rows: Sequence[Row], where: str = "") -> list[Row]:
         objectives.check(row.cfg)
         for section in ("data", "reader", "reranker", "eval"):
             if getattr(row.cfg, section) != getattr(first.cfg, section):
-                raise ConfigError(f"{where}{row.name}.yaml: its {section} section differs from {first.name}.yaml; "
-                                  "every row of a sweep must share data, reader, reranker and eval")
+                raise ConfigError(
+                    f"{where}{row.name}.yaml: its {section} section differs from {first.name}.yaml; "
+                    "every row of a sweep must share data, reader, reranker and eval"
+                )
     return row_order(rows)
 
 
@@ -100,23 +102,35 @@ class AnswerMemo:
     def __call__(self, examples: Sequence[Example], scores: Sequence[Sequence[float]], k: int) -> dict[str, float]:
         ev = self.cfg.eval
         # the hard top-k's doc set (ties to the lower index, as hard_topk)
-        keys = [(ex.id, tuple(sorted(sorted(range(len(s)), key=lambda i: -s[i])[:k])))
-                for ex, s in zip(examples, scores, strict=True)]
+        keys = [
+            (ex.id, tuple(sorted(sorted(range(len(s)), key=lambda i: -s[i])[:k]))) for ex, s in zip(examples, scores, strict=True)
+        ]
         todo = [i for i, key in enumerate(keys) if key not in self.answers]
         if todo:
-            qa = reader_metrics(self.reader, [examples[i] for i in todo], [scores[i] for i in todo], k=k,
-                                batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens)
+            qa = reader_metrics(
+                self.reader,
+                [examples[i] for i in todo],
+                [scores[i] for i in todo],
+                k=k,
+                batch_size=ev.batch_size,
+                max_new_tokens=ev.max_new_tokens,
+            )
             for i, pred in zip(todo, qa["predictions"], strict=True):
                 self.answers[keys[i]] = (exact_match(pred, examples[i].answers), f1_score(pred, examples[i].answers))
         em, f1 = zip(*(self.answers[key] for key in keys), strict=True)
         return {"EM": sum(em) / len(em), "F1": sum(f1) / len(f1), "generated": len(todo)}
 
 
-def _result(held_out: list[Example], held: list[list[float]], train_set: list[Example], mine: list[list[float]],
-            cfg: Config, memo: AnswerMemo | None) -> dict[str, Any]:
+def _result(
+    held_out: list[Example],
+    held: list[list[float]],
+    train_set: list[Example],
+    mine: list[list[float]],
+    cfg: Config,
+    memo: AnswerMemo | None,
+) -> dict[str, Any]:
     ks = cfg.eval.ks
-    out: dict[str, Any] = {"held_out": retrieval_metrics(held_out, held, ks),
-                           "mining": retrieval_metrics(train_set, mine, ks)}
+    out: dict[str, Any] = {"held_out": retrieval_metrics(held_out, held, ks), "mining": retrieval_metrics(train_set, mine, ks)}
     if memo is not None:
         out["held_out"].update(memo(held_out, held, cfg.objective.k))
     rows = per_question(held_out, held, ks)
@@ -136,13 +150,21 @@ def starting_reranker(cfg: Config) -> Reranker:
     """The sweep's start; a cross-encoder's fresh head is the same on every rerun (a local RNG fork)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return Reranker.from_pretrained(cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length,
-                                        temperature=cfg.reranker.temperature)
+        return Reranker.from_pretrained(
+            cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature
+        )
 
 
-def run_group(rows: Sequence[Row], seeds: Sequence[int], out: str | Path, work: str | Path, *,
-              reader: Reader | None = None, progress: bool = True,
-              on_result: Callable[[str], None] | None = None) -> Path:
+def run_group(
+    rows: Sequence[Row],
+    seeds: Sequence[int],
+    out: str | Path,
+    work: str | Path,
+    *,
+    reader: Reader | None = None,
+    progress: bool = True,
+    on_result: Callable[[str], None] | None = None,
+) -> Path:
     """Train every (row, seed) not yet in ``out/runs`` (run folders under ``work``); return ``out``."""
     rows = check_rows(rows)
     cfg0 = rows[0].cfg
@@ -159,8 +181,14 @@ def run_group(rows: Sequence[Row], seeds: Sequence[int], out: str | Path, work: 
     if zero.exists():
         before = json.loads(zero.read_text())["held_out"]
     else:
-        res = _result(held_out, score_all(start, held_out, batch_size=cfg0.eval.batch_size), train_set,
-                      score_all(start, train_set, batch_size=cfg0.eval.batch_size), cfg0, memo)
+        res = _result(
+            held_out,
+            score_all(start, held_out, batch_size=cfg0.eval.batch_size),
+            train_set,
+            score_all(start, train_set, batch_size=cfg0.eval.batch_size),
+            cfg0,
+            memo,
+        )
         res.update(row="zero-shot", seed=None, seconds=0.0, steps=[], config=None)
         write_json(zero, res)
         before = res["held_out"]
@@ -173,17 +201,31 @@ def run_group(rows: Sequence[Row], seeds: Sequence[int], out: str | Path, work: 
                 continue
             run_dir = work / f"{row.name}.seed{seed}"
             cfg = dataclasses.replace(
-                row.cfg, train=dataclasses.replace(row.cfg.train, seed=seed, out_dir=str(run_dir)),
+                row.cfg,
+                train=dataclasses.replace(row.cfg.train, seed=seed, out_dir=str(run_dir)),
                 eval=dataclasses.replace(row.cfg.eval, generate=False),  # answers come from the shared memo
             )
             trained = copy.deepcopy(start)
             t0 = time.perf_counter()
             result = train(cfg, progress=progress, reranker=trained, reader=reader, teachers=teachers, before=before)
             seconds = time.perf_counter() - t0
-            res = _result(held_out, result.held_out_scores, train_set,
-                          score_all(trained, train_set, batch_size=cfg.eval.batch_size), cfg, memo)
-            res.update(row=row.name, seed=seed, seconds=seconds, seconds_per_step=result.seconds_per_step,
-                       skipped_steps=result.skipped_steps, steps=_steps(run_dir), config=row.cfg.to_dict())
+            res = _result(
+                held_out,
+                result.held_out_scores,
+                train_set,
+                score_all(trained, train_set, batch_size=cfg.eval.batch_size),
+                cfg,
+                memo,
+            )
+            res.update(
+                row=row.name,
+                seed=seed,
+                seconds=seconds,
+                seconds_per_step=result.seconds_per_step,
+                skipped_steps=result.skipped_steps,
+                steps=_steps(run_dir),
+                config=row.cfg.to_dict(),
+            )
             write_json(path, res)
             if on_result:
                 k = max(cfg.eval.ks)
@@ -191,10 +233,17 @@ def run_group(rows: Sequence[Row], seeds: Sequence[int], out: str | Path, work: 
     return out
 
 
-def run_plan(experiments: str | Path, *, groups: Sequence[str] = (), results: str | Path | None = None,
-             work: str | Path = "runs/experiments", progress: bool = True, max_seeds: int | None = None,
-             on_result: Callable[[str], None] | None = None,
-             after_group: Callable[[Path], None] | None = None) -> list[Path]:
+def run_plan(
+    experiments: str | Path,
+    *,
+    groups: Sequence[str] = (),
+    results: str | Path | None = None,
+    work: str | Path = "runs/experiments",
+    progress: bool = True,
+    max_seeds: int | None = None,
+    on_result: Callable[[str], None] | None = None,
+    after_group: Callable[[Path], None] | None = None,
+) -> list[Path]:
     """Run a plan folder's groups (``plan.yaml`` + ``configs/<group>/*.yaml``; all, or those named) in
     plan order, reusing one reader per reader config. ``max_seeds`` runs only each group's first seeds
     (a first pass over every group; rerun without it to add the rest). ``on_result`` hears of every
@@ -217,8 +266,15 @@ def run_plan(experiments: str | Path, *, groups: Sequence[str] = (), results: st
         note = (lambda text, g=group: on_result(f"{g}/{text}")) if on_result else None
         if on_result:
             on_result(f"{group}: {len(rows[group])} rows x seeds {plan[group]}")
-        out = run_group(rows[group], plan[group], results / group, Path(work) / group, reader=readers[reader_cfg],
-                        progress=progress, on_result=note)
+        out = run_group(
+            rows[group],
+            plan[group],
+            results / group,
+            Path(work) / group,
+            reader=readers[reader_cfg],
+            progress=progress,
+            on_result=note,
+        )
         done.append(out)
         if after_group:
             after_group(out)

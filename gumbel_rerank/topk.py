@@ -164,8 +164,15 @@ def subset_topk(
     return _one_fresh_draw(subset_topk_from_noise, scores, k=k, tau=tau, kappa=kappa, generator=generator)
 
 
-def _one_fresh_draw(from_noise: Callable[..., torch.Tensor], scores: torch.Tensor, *, k: int, tau: float, kappa: float,
-                    generator: torch.Generator | None) -> torch.Tensor:
+def _one_fresh_draw(
+    from_noise: Callable[..., torch.Tensor],
+    scores: torch.Tensor,
+    *,
+    k: int,
+    tau: float,
+    kappa: float,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
     """``from_noise(scores, G, ...)`` with one fresh Gumbel draw G shaped like the scores."""
     _check(scores, k, tau)
     noise = gumbel_noise(scores.shape, generator=generator, dtype=scores.dtype, device=scores.device)
@@ -186,8 +193,9 @@ def _threshold_offset(x: torch.Tensor, k: int, iters: int) -> torch.Tensor:
     return (lo + hi) / 2
 
 
-def threshold_topk_from_noise(scores: torch.Tensor, noise: torch.Tensor, *, k: int, tau: float, kappa: float = 1.0,
-                              valid: torch.Tensor | None = None) -> torch.Tensor:
+def threshold_topk_from_noise(
+    scores: torch.Tensor, noise: torch.Tensor, *, k: int, tau: float, kappa: float = 1.0, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Perturbed scores projected onto {m in [0, 1]^N : sum m = k} with entropy (the LML layer).
 
     ``m = sigmoid(x + nu)``, ``x = (kappa * w + G) / tau``. nu is found by bisection without

@@ -54,8 +54,10 @@ def _accelerator(cfg: Config) -> Any:
     # bi-encoders leave the pooler unused; the reader stays on the CPU, so the reranker does too
     acc = Accelerator(cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     if cfg.train.batch_size % acc.num_processes:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be a multiple of the {acc.num_processes} "
-                          "processes (each takes an equal share of every batch)")
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} must be a multiple of the {acc.num_processes} "
+            "processes (each takes an equal share of every batch)"
+        )
     return acc
 
 
@@ -88,10 +90,17 @@ class _Run:
         return bool(self.acc.is_main_process)
 
 
-def train(cfg: Config, *, progress: bool = True, reranker: Reranker | None = None,
-          reader: Reader | None = None, teachers: TeacherCache | None = None,
-          before: dict[str, Any] | None = None, resume: bool = False,
-          splits: tuple[list[Example], list[Example]] | None = None) -> TrainResult:
+def train(
+    cfg: Config,
+    *,
+    progress: bool = True,
+    reranker: Reranker | None = None,
+    reader: Reader | None = None,
+    teachers: TeacherCache | None = None,
+    before: dict[str, Any] | None = None,
+    resume: bool = False,
+    splits: tuple[list[Example], list[Example]] | None = None,
+) -> TrainResult:
     """Train ``cfg``; the run directory gets config.yaml, metrics.jsonl, checkpoints, reranker/ and report.json.
 
     ``reranker``, ``reader`` and ``teachers`` skip loading or share them across runs (``compare``);
@@ -114,8 +123,13 @@ def _train(run: _Run, progress: bool) -> TrainResult:
     model = run.acc.prepare(run.reranker)  # DDP across processes; the same module in a single process
     model.train()
     t0, done = time.perf_counter(), run.first_step
-    bar = tqdm(range(run.first_step, cfg.train.steps), desc=f"train {cfg.objective.name}",
-               disable=not (progress and run.main), initial=run.first_step, total=cfg.train.steps)
+    bar = tqdm(
+        range(run.first_step, cfg.train.steps),
+        desc=f"train {cfg.objective.name}",
+        disable=not (progress and run.main),
+        initial=run.first_step,
+        total=cfg.train.steps,
+    )
     resumed_at = run.first_step if run.resumed else None
     with MetricsLog(run.run_dir / "metrics.jsonl", write=run.main, keep_until=resumed_at) as log_file:
         if run.selector is not None and run.first_step == 0:  # the start is a candidate: selection can keep it
@@ -135,8 +149,15 @@ def _train(run: _Run, progress: bool) -> TrainResult:
     return _finish(run, (time.perf_counter() - t0) / max(done - run.first_step, 1), progress)
 
 
-def _setup(cfg: Config, reranker: Reranker | None, reader: Reader | None, teachers: TeacherCache | None,
-           before: dict[str, Any] | None, resume: bool, splits: tuple[list[Example], list[Example]] | None) -> _Run:
+def _setup(
+    cfg: Config,
+    reranker: Reranker | None,
+    reader: Reader | None,
+    teachers: TeacherCache | None,
+    before: dict[str, Any] | None,
+    resume: bool,
+    splits: tuple[list[Example], list[Example]] | None,
+) -> _Run:
     """Data, models, objective, optimizer and generators; restored from the last checkpoint on resume."""
     objectives.check(cfg)
     train_set, held_out = splits if splits is not None else load_splits(cfg.data)
@@ -150,23 +171,51 @@ def _setup(cfg: Config, reranker: Reranker | None, reader: Reader | None, teache
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump(cfg))
-    reranker = reranker or Reranker.from_pretrained(cfg.reranker.model, kind=cfg.reranker.kind,
-                                                    max_length=cfg.reranker.max_length,
-                                                    temperature=cfg.reranker.temperature)
+    reranker = reranker or Reranker.from_pretrained(
+        cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature
+    )
     reader = reader or build_reader(cfg.reader)
     objective = objectives.build(cfg, teachers or TeacherCache(cfg.train.teacher_cache or None))
     torch.manual_seed(cfg.train.seed)  # the reranker's dropout; everything else takes explicit generators
-    anchor = StartAnchor(reranker, weight=cfg.objective.kl_to_start, temperature=cfg.objective.temperature_score) \
-        if cfg.objective.kl_to_start > 0 else None  # taken before a resume loads later weights: the true start
+    anchor = (
+        StartAnchor(reranker, weight=cfg.objective.kl_to_start, temperature=cfg.objective.temperature_score)
+        if cfg.objective.kl_to_start > 0
+        else None
+    )  # taken before a resume loads later weights: the true start
     if cfg.train.train_layers:
         restrict_trainable(reranker, cfg.train.train_layers)
     trainable = [p for p in reranker.parameters() if p.requires_grad]
-    selector = Selector(run_dir, reader, validation, held_out, k=cfg.objective.k, patience=cfg.train.patience,
-                        batch_size=cfg.eval.batch_size, save=acc.is_main_process) if cfg.train.eval_every else None
-    run = _Run(cfg, acc, run_dir, train_set, held_out, reranker, reader, objective, anchor, trainable,
-               torch.optim.AdamW(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay),
-               torch.Generator().manual_seed(cfg.train.seed), torch.Generator().manual_seed(cfg.train.seed + 1),
-               selector, before)
+    selector = (
+        Selector(
+            run_dir,
+            reader,
+            validation,
+            held_out,
+            k=cfg.objective.k,
+            patience=cfg.train.patience,
+            batch_size=cfg.eval.batch_size,
+            save=acc.is_main_process,
+        )
+        if cfg.train.eval_every
+        else None
+    )
+    run = _Run(
+        cfg,
+        acc,
+        run_dir,
+        train_set,
+        held_out,
+        reranker,
+        reader,
+        objective,
+        anchor,
+        trainable,
+        torch.optim.AdamW(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay),
+        torch.Generator().manual_seed(cfg.train.seed),
+        torch.Generator().manual_seed(cfg.train.seed + 1),
+        selector,
+        before,
+    )
     if ckpt is not None:
         _restore(run, ckpt)
     return run
@@ -199,8 +248,7 @@ def _accumulate(run: _Run, model: Any, step: int) -> dict[str, float] | None:
             run.queue += torch.randperm(len(run.train_set), generator=run.order).tolist()
         idx, run.queue = run.queue[: cfg.train.batch_size], run.queue[cfg.train.batch_size :]
         seeds = torch.randint(0, 2**62, (len(idx),), generator=run.noise).tolist()  # the same on every process
-        batch = Batch([run.train_set[i] for i in idx[mine]], progress=step / max(cfg.train.steps - 1, 1),
-                      noise_seeds=seeds[mine])
+        batch = Batch([run.train_set[i] for i in idx[mine]], progress=step / max(cfg.train.steps - 1, 1), noise_seeds=seeds[mine])
         scores = model(batch.examples)
         out = run.objective(batch, scores, run.reader, run.noise)
         loss = out.loss
@@ -227,7 +275,8 @@ def _skip(run: _Run, step: int) -> None:
         raise NonFiniteLossError(
             f"stopped at step {step + 1}: {run.skipped} steps had a non-finite loss (train.max_nonfinite_steps="
             f"{limit}); last good checkpoint: {checkpoint.latest(run.run_dir) or 'none'}. Lower train.lr, raise "
-            "objective.tau, or check the data")
+            "objective.tau, or check the data"
+        )
 
 
 def _update(run: _Run, step: int) -> dict[str, float]:
@@ -246,8 +295,12 @@ def _validate(run: _Run, step: int, log_file: MetricsLog) -> bool:
         return False
     log_file.write(run.selector.evaluate(step + 1, run.reranker))
     if run.selector.should_stop:
-        log.warning("early stop at step %d: no better validation answer NLL for %d evaluations (best: step %s)",
-                    step + 1, run.cfg.train.patience, run.selector.best_step)
+        log.warning(
+            "early stop at step %d: no better validation answer NLL for %d evaluations (best: step %s)",
+            step + 1,
+            run.cfg.train.patience,
+            run.selector.best_step,
+        )
     return run.selector.should_stop
 
 
@@ -256,9 +309,21 @@ def _checkpoint(run: _Run, step: int) -> None:
     if not run.main or not every or (step + 1) % every:
         return
     rng = {"noise": run.noise.get_state(), "order": run.order.get_state(), "torch": torch.get_rng_state()}
-    checkpoint.save(run.run_dir, step + 1, run.reranker, run.optimizer,
-                    finite({"skipped": run.skipped, "queue": run.queue, "before": run.before,
-                            "selection": run.selector.state() if run.selector else None}), state=rng)
+    checkpoint.save(
+        run.run_dir,
+        step + 1,
+        run.reranker,
+        run.optimizer,
+        finite(
+            {
+                "skipped": run.skipped,
+                "queue": run.queue,
+                "before": run.before,
+                "selection": run.selector.state() if run.selector else None,
+            }
+        ),
+        state=rng,
+    )
 
 
 def _finish(run: _Run, seconds_per_step: float, progress: bool) -> TrainResult:
@@ -278,11 +343,21 @@ def _finish(run: _Run, seconds_per_step: float, progress: bool) -> TrainResult:
     checkpoint.save_reranker(reranker, run.run_dir / "reranker")
     after_scores = score_all(reranker, run.held_out, batch_size=cfg.eval.batch_size, progress=progress)
     after = evaluate(cfg, reranker, run.reader, run.held_out, progress=progress, scores=after_scores)
-    write_json(run.run_dir / "report.json", {
-        "before": before, "after": after, "seconds_per_step": seconds_per_step, "skipped_steps": run.skipped,
-        "train_questions": len(run.train_set), "held_out_questions": len(run.held_out),
-        "processes": run.acc.num_processes, "resumed_from_step": run.first_step if run.resumed else None,
-        "selection": selection}, indent=2)
+    write_json(
+        run.run_dir / "report.json",
+        {
+            "before": before,
+            "after": after,
+            "seconds_per_step": seconds_per_step,
+            "skipped_steps": run.skipped,
+            "train_questions": len(run.train_set),
+            "held_out_questions": len(run.held_out),
+            "processes": run.acc.num_processes,
+            "resumed_from_step": run.first_step if run.resumed else None,
+            "selection": selection,
+        },
+        indent=2,
+    )
     return TrainResult(run.run_dir, before, after, seconds_per_step, run.skipped, after_scores)
 
 

@@ -42,8 +42,14 @@ def byte_tokenizer(post: str) -> PreTrainedTokenizerFast:
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 3), ("[SEP]", 4)]
         )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="[UNK]",
-        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
     )
 
 
@@ -52,9 +58,18 @@ VOCAB = len(SPECIALS) + 256
 
 def _tiny_causal(config_cls: type, model_cls: type, seed: int) -> Any:
     torch.manual_seed(seed)
-    cfg = config_cls(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                     pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    cfg = config_cls(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     return model_cls(cfg)
 
 
@@ -68,8 +83,19 @@ def tiny_qwen2(seed: int = 0) -> Qwen2ForCausalLM:
 
 def tiny_t5(seed: int = 0) -> T5ForConditionalGeneration:
     torch.manual_seed(seed)
-    cfg = T5Config(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
-                   pad_token_id=0, eos_token_id=2, decoder_start_token_id=0, dropout_rate=0.0)
+    cfg = T5Config(
+        vocab_size=VOCAB,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        pad_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=0,
+        dropout_rate=0.0,
+    )
     return T5ForConditionalGeneration(cfg)
 
 
@@ -77,8 +103,16 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A saved tiny BERT classifier + tokenizer directory, loadable like any checkpoint."""
     path = tmp_path_factory.mktemp("tiny_bert")
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                     num_attention_heads=4, max_position_embeddings=512, num_labels=1, pad_token_id=0)
+    cfg = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=512,
+        num_labels=1,
+        pad_token_id=0,
+    )
     BertForSequenceClassification(cfg).save_pretrained(path)
     byte_tokenizer("bert").save_pretrained(path)
     return str(path)
@@ -87,8 +121,13 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 def make_examples() -> list[Example]:
     def ex(i: int, n: int) -> Example:
         docs = tuple(
-            Doc(id=f"q{i}d{j}", title=f"Title {j}", text=f"Doc {j} of question {i} says {'x' * (3 + j + i)}.",
-                is_gold=j < 2, has_answer=j == 1)
+            Doc(
+                id=f"q{i}d{j}",
+                title=f"Title {j}",
+                text=f"Doc {j} of question {i} says {'x' * (3 + j + i)}.",
+                is_gold=j < 2,
+                has_answer=j == 1,
+            )
             for j in range(n)
         )
         return Example(id=f"q{i}", question=f"What does question {i} ask?", answers=(f"answer {i}",), docs=docs)

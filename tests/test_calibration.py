@@ -66,8 +66,10 @@ def test_mask_distinct_counts_the_union_of_the_l2x_argmaxes() -> None:
 
 
 def float64_readers() -> list[tuple[str, object]]:
-    return [("parallel", make_reader("parallel", tiny_llama().double(), byte_tokenizer("decoder"))),
-            ("fid", FiDReader(tiny_t5().double(), byte_tokenizer("t5")))]
+    return [
+        ("parallel", make_reader("parallel", tiny_llama().double(), byte_tokenizer("decoder"))),
+        ("fid", FiDReader(tiny_t5().double(), byte_tokenizer("t5"))),
+    ]
 
 
 @pytest.mark.parametrize(("layout", "reader"), float64_readers(), ids=["parallel", "fid"])
@@ -117,11 +119,22 @@ def test_lr_schedule_equals_transformers_get_scheduler(kind: str, warmup: int) -
 
 def test_yes_no_questions_are_not_bridge_questions() -> None:
     """Gold docs without any answer-bearing gold doc (comparisons answered yes/no) have no bridge."""
-    yes_no = Example("c", "Are both French?", ("yes",), (
-        Doc("a", "", "A is French.", is_gold=True), Doc("b", "", "B is French.", is_gold=True), Doc("c", "", "other")))
-    bridge = Example("b", "Where was X's director born?", ("Paris",), (
-        Doc("a", "", "X was directed by Y.", is_gold=True), Doc("b", "", "Y was born in Paris.", is_gold=True,
-                                                                 has_answer=True), Doc("c", "", "other")))
+    yes_no = Example(
+        "c",
+        "Are both French?",
+        ("yes",),
+        (Doc("a", "", "A is French.", is_gold=True), Doc("b", "", "B is French.", is_gold=True), Doc("c", "", "other")),
+    )
+    bridge = Example(
+        "b",
+        "Where was X's director born?",
+        ("Paris",),
+        (
+            Doc("a", "", "X was directed by Y.", is_gold=True),
+            Doc("b", "", "Y was born in Paris.", is_gold=True, has_answer=True),
+            Doc("c", "", "other"),
+        ),
+    )
     rows = per_question([yes_no, bridge], [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]], [2])
     assert math.isnan(rows[0]["bridge_R@2"]) and math.isnan(rows[0]["bridge_RR"])
     assert rows[0]["R@2"] == 0.5  # gold recall still counts the comparison question
@@ -143,5 +156,5 @@ def test_every_layout_scores_the_answer_and_its_end_marker() -> None:
         end = reader.tokenizer(reader.template.end, add_special_tokens=False)["input_ids"]
         answer = reader.tokenizer(" answer 0", add_special_tokens=False)["input_ids"]
         assert int(ctx.answer_len[0]) == len(answer) + len(end)
-        assert ctx.ids[0, -len(end):].tolist() == end  # the last scored tokens are the end marker
-        assert reader.tokenizer.decode(ctx.ids[0, -int(ctx.answer_len[0]):]) == " answer 0\n"
+        assert ctx.ids[0, -len(end) :].tolist() == end  # the last scored tokens are the end marker
+        assert reader.tokenizer.decode(ctx.ids[0, -int(ctx.answer_len[0]) :]) == " answer 0\n"

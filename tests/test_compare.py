@@ -18,8 +18,9 @@ NAMES = ["gumbel", "adist", "emdr", "pdist", "loop", "lsr", "supervised"]
 
 
 def test_compare_writes_table_plots_runs_and_tests(tmp_path: Path, bert_dir: str) -> None:
-    cfg = small_config(tmp_path, bert_dir, "eval.generate=false", "train.checkpoint_every=0", "train.steps=2",
-                       "train.grad_accum=1")
+    cfg = small_config(
+        tmp_path, bert_dir, "eval.generate=false", "train.checkpoint_every=0", "train.steps=2", "train.grad_accum=1"
+    )
     reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     result = compare(cfg, NAMES, tmp_path / "cmp", progress=False, reader=reader)
     out = result.out_dir

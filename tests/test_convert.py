@@ -11,13 +11,26 @@ from gumbel_rerank.cli import main
 from gumbel_rerank.data import read_examples
 from gumbel_rerank.data.convert import load, summary
 
-MUSIQUE = {"id": "m1", "question": "Who?", "answer": "Ann", "answer_aliases": ["Annie"], "answerable": True,
-           "paragraphs": [{"idx": 0, "title": "A", "paragraph_text": "Ann sang.", "is_supporting": True},
-                          {"idx": 1, "title": "B", "paragraph_text": "Bob, the link.", "is_supporting": True},
-                          {"idx": 2, "title": "C", "paragraph_text": "Nothing.", "is_supporting": False}]}
-WIKI_ROW = {"_1": "w1", "question": "Where?", "answer": "Cork", "type": "compositional",
-            "context": "[['X', ['X is in Cork.']], ['Y', ['Y is X.']], ['Z', ['Zed.']]]",
-            "supporting_facts": "[['X', 0], ['Y', 0]]"}
+MUSIQUE = {
+    "id": "m1",
+    "question": "Who?",
+    "answer": "Ann",
+    "answer_aliases": ["Annie"],
+    "answerable": True,
+    "paragraphs": [
+        {"idx": 0, "title": "A", "paragraph_text": "Ann sang.", "is_supporting": True},
+        {"idx": 1, "title": "B", "paragraph_text": "Bob, the link.", "is_supporting": True},
+        {"idx": 2, "title": "C", "paragraph_text": "Nothing.", "is_supporting": False},
+    ],
+}
+WIKI_ROW = {
+    "_1": "w1",
+    "question": "Where?",
+    "answer": "Cork",
+    "type": "compositional",
+    "context": "[['X', ['X is in Cork.']], ['Y', ['Y is X.']], ['Z', ['Zed.']]]",
+    "supporting_facts": "[['X', 0], ['Y', 0]]",
+}
 
 
 def test_musique_jsonl_with_bad_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,19 +82,35 @@ def test_real_files_convert_with_expected_counts() -> None:
     assert fullwiki["skipped"] == 2
 
 
-def test_pools_from_a_corpus_link_gold_and_answers(tmp_path: Path, bert_dir: str,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_pools_from_a_corpus_link_gold_and_answers(tmp_path: Path, bert_dir: str, capsys: pytest.CaptureFixture[str]) -> None:
     corpus = tmp_path / "oracle.jsonl"
-    rows = [{"question": f"question {i}?", "answers": [f"answer{i}"],
-             "ctxs": [{"title": f"T{i}", "text": f"Text {i} says answer{i}.", "isgold": True, "hasanswer": True}]}
-            for i in range(6)]
+    rows = [
+        {
+            "question": f"question {i}?",
+            "answers": [f"answer{i}"],
+            "ctxs": [{"title": f"T{i}", "text": f"Text {i} says answer{i}.", "isgold": True, "hasanswer": True}],
+        }
+        for i in range(6)
+    ]
     corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     questions = tmp_path / "nq.jsonl"
-    questions.write_text("\n".join(json.dumps({"question": f"question {i}?", "answer": [f"answer{i}"]})
-                                   for i in (0, 3, 9)) + "\n")
+    questions.write_text(
+        "\n".join(json.dumps({"question": f"question {i}?", "answer": [f"answer{i}"]}) for i in (0, 3, 9)) + "\n"
+    )
     out = tmp_path / "out.jsonl"
-    args = ["data", "convert", str(questions), "--output", str(out), "--pool", "6", "--corpus", str(corpus),
-            "--encoder", bert_dir]
+    args = [
+        "data",
+        "convert",
+        str(questions),
+        "--output",
+        str(out),
+        "--pool",
+        "6",
+        "--corpus",
+        str(corpus),
+        "--encoder",
+        bert_dir,
+    ]
     assert main(args) == 0
     examples = list(read_examples(out))
     assert [len(ex.docs) for ex in examples] == [6, 6, 6]  # every corpus passage is a candidate here

@@ -44,10 +44,15 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
 
 def test_hotpot_official_record_sentence_facts_become_doc_gold() -> None:
     record = {
-        "_id": "h1", "question": "Which city is the capital of the country of Foo?", "answer": "Bar",
+        "_id": "h1",
+        "question": "Which city is the capital of the country of Foo?",
+        "answer": "Bar",
         "supporting_facts": [["Foo", 0], ["Baz", 1]],
-        "context": [["Foo", ["Foo is a country.", " Its capital is Baz."]], ["Baz", ["Baz ", "was renamed Bar."]],
-                    ["Qux", ["Qux is elsewhere."]]],
+        "context": [
+            ["Foo", ["Foo is a country.", " Its capital is Baz."]],
+            ["Baz", ["Baz ", "was renamed Bar."]],
+            ["Qux", ["Qux is elsewhere."]],
+        ],
     }
     ex = parse_record(record, "f:1")
     assert [d.is_gold for d in ex.docs] == [True, True, False]
@@ -56,9 +61,15 @@ def test_hotpot_official_record_sentence_facts_become_doc_gold() -> None:
 
 
 def test_ircot_record() -> None:
-    record = {"question_id": "q", "question_text": "Who?", "answers_objects": [{"spans": ["Ann Lee"]}],
-              "contexts": [{"title": "A", "paragraph_text": "Ann Lee sang.", "is_supporting": True},
-                           {"title": "B", "paragraph_text": "Nobody.", "is_supporting": False}]}
+    record = {
+        "question_id": "q",
+        "question_text": "Who?",
+        "answers_objects": [{"spans": ["Ann Lee"]}],
+        "contexts": [
+            {"title": "A", "paragraph_text": "Ann Lee sang.", "is_supporting": True},
+            {"title": "B", "paragraph_text": "Nobody.", "is_supporting": False},
+        ],
+    }
     ex = parse_record(record, "f:1")
     assert ex.answers == ("Ann Lee",) and ex.docs[0].has_answer and not ex.docs[1].is_gold
 
@@ -67,8 +78,10 @@ def test_ircot_record() -> None:
     ("record", "message"),
     [
         ({"id": "a", "question": "q", "answers": ["x"]}, "missing field"),
-        ({"id": "a", "question": "q", "answers": ["x"], "docs": [{"id": "1", "text": "t"}, {"id": "1", "text": "u"}]},
-         "duplicate doc ids"),
+        (
+            {"id": "a", "question": "q", "answers": ["x"], "docs": [{"id": "1", "text": "t"}, {"id": "1", "text": "u"}]},
+            "duplicate doc ids",
+        ),
         ({"id": "a", "question": "q", "answers": ["x"], "docs": []}, "has no docs"),
         ({"id": "a", "question": " ", "answers": ["x"], "docs": [{"id": "1", "text": "t"}]}, "empty question"),
         ({"something": 1}, "unknown record format"),
@@ -86,8 +99,22 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
-keys = st.sampled_from(["id", "question", "answers", "docs", "context", "supporting_facts", "_id", "answer",
-                        "question_text", "contexts", "answers_objects", "question_id"])
+keys = st.sampled_from(
+    [
+        "id",
+        "question",
+        "answers",
+        "docs",
+        "context",
+        "supporting_facts",
+        "_id",
+        "answer",
+        "question_text",
+        "contexts",
+        "answers_objects",
+        "question_id",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None)

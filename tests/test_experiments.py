@@ -22,15 +22,24 @@ def write_group(root: Path, bert_dir: str, rows: dict[str, list[str]]) -> Path:
     folder = root / "configs" / "hotpotqa"
     folder.mkdir(parents=True)
     for name, extra in rows.items():
-        cfg = small_config(root, bert_dir, "data.num_docs=6", "eval.ks=[2, 5]", "train.checkpoint_every=0",
-                           "train.grad_accum=1", "train.steps=2", *extra)
+        cfg = small_config(
+            root,
+            bert_dir,
+            "data.num_docs=6",
+            "eval.ks=[2, 5]",
+            "train.checkpoint_every=0",
+            "train.grad_accum=1",
+            "train.steps=2",
+            *extra,
+        )
         (folder / f"{name}.yaml").write_text(dump(cfg))
     return folder
 
 
 def test_runs_every_row_and_seed_resumes_and_reports(tmp_path: Path, bert_dir: str) -> None:
-    folder = write_group(tmp_path, bert_dir, {"pdist": ["objective.name=pdist"], "gumbel": [],
-                                              "still": ["train.steps=0", "objective.name=pdist"]})
+    folder = write_group(
+        tmp_path, bert_dir, {"pdist": ["objective.name=pdist"], "gumbel": [], "still": ["train.steps=0", "objective.name=pdist"]}
+    )
     rows = load_group(folder)
     assert [r.name for r in rows] == ["gumbel", "pdist", "still"]  # objective order, then name
     reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
@@ -91,13 +100,15 @@ def test_group_rows_must_share_data_and_reader(tmp_path: Path, bert_dir: str) ->
 
 
 def run(r5: float, bridge: float, per_q: list[float]) -> dict[str, object]:
-    return {"held_out": {"R@5": r5, "bridge_R@5": bridge}, "mining": {},
-            "per_question": {"R@5": per_q, "bridge_R@5": per_q}}
+    return {"held_out": {"R@5": r5, "bridge_R@5": bridge}, "mining": {}, "per_question": {"R@5": per_q, "bridge_R@5": per_q}}
 
 
 def test_claims_compare_means_and_the_bridge_gain() -> None:
-    by_row = {"gumbel": [run(0.8, 0.7, [1.0, 1.0, 0.5]), run(0.8, 0.5, [1.0, 1.0, 0.5])],
-              "pdist": [run(0.7, 0.4, [0.5, 1.0, 0.5])], "emdr": [run(0.9, 0.55, [1.0, 1.0, 1.0])]}
+    by_row = {
+        "gumbel": [run(0.8, 0.7, [1.0, 1.0, 0.5]), run(0.8, 0.5, [1.0, 1.0, 0.5])],
+        "pdist": [run(0.7, 0.4, [0.5, 1.0, 0.5])],
+        "emdr": [run(0.9, 0.55, [1.0, 1.0, 1.0])],
+    }
     text = "\n".join(claims(by_row))  # type: ignore[arg-type]
     assert "R@5 above pdist: +10.0 points" in text
     assert "R@5 below emdr: -10.0 points" in text

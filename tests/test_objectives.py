@@ -128,6 +128,7 @@ def test_gumbel_loss_gradcheck_through_the_reader_float64(layout: str, reader) -
 
 # ---- contract tests over the registry ----------------------------------------------------------
 
+
 def contract_setup(bert_dir: str) -> tuple[Reranker, DecoderReader]:
     reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=64)
     reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))

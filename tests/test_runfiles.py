@@ -25,8 +25,9 @@ def test_run_files_give_the_same_metrics_in_trec_eval(tmp_path: Path) -> None:
     qrels = list(ir_measures.read_trec_qrels(str(tmp_path / "qrels.txt")))
     for name, scores in (("before", before), ("after", after)):
         run = list(ir_measures.read_trec_run(str(tmp_path / f"{name}.run")))
-        ref = ir_measures.calc_aggregate([ir_measures.parse_measure("R@2"), ir_measures.parse_measure("nDCG@4"),
-                                          ir_measures.RR], qrels, run)
+        ref = ir_measures.calc_aggregate(
+            [ir_measures.parse_measure("R@2"), ir_measures.parse_measure("nDCG@4"), ir_measures.RR], qrels, run
+        )
         ours = retrieval_metrics(examples, scores, (2, 4))
         assert ours["R@2"] == pytest.approx(ref[ir_measures.parse_measure("R@2")])
         assert ours["nDCG@4"] == pytest.approx(ref[ir_measures.parse_measure("nDCG@4")])
@@ -43,8 +44,9 @@ def test_paired_permutation_matches_scipy(n: int) -> None:
     a = rng.normal(size=n)
     b = a + rng.normal(0.3, 1.0, size=n)
     ours = paired_permutation_test(a.tolist(), b.tolist(), rounds=20_000)
-    ref = stats.permutation_test((a, b), lambda x, y: np.mean(y - x), permutation_type="samples",
-                                 n_resamples=20_000 if n > 16 else np.inf, random_state=0).pvalue
+    ref = stats.permutation_test(
+        (a, b), lambda x, y: np.mean(y - x), permutation_type="samples", n_resamples=20_000 if n > 16 else np.inf, random_state=0
+    ).pvalue
     assert ours == pytest.approx(ref, abs=0.02)
 
 

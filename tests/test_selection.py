@@ -30,8 +30,18 @@ def test_topk_answer_nll_equals_the_reader_on_the_kept_docs_only(bert_dir: str) 
 
 
 def test_select_val_loss_keeps_and_restores_the_best_checkpoint(tmp_path: Path, bert_dir: str) -> None:
-    cfg = small_config(tmp_path, bert_dir, "data.num_train=10", "data.num_val=3", "train.steps=6", "train.eval_every=2",
-                       "train.select=val_loss", "train.checkpoint_every=0", "eval.generate=false", "train.lr=5e-3")
+    cfg = small_config(
+        tmp_path,
+        bert_dir,
+        "data.num_train=10",
+        "data.num_val=3",
+        "train.steps=6",
+        "train.eval_every=2",
+        "train.select=val_loss",
+        "train.checkpoint_every=0",
+        "eval.generate=false",
+        "train.lr=5e-3",
+    )
     reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=96)
     reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     result = train(cfg, progress=False, reranker=reranker, reader=reader)
@@ -51,8 +61,18 @@ def test_select_val_loss_keeps_and_restores_the_best_checkpoint(tmp_path: Path, 
 
 
 def test_patience_stops_early(tmp_path: Path, bert_dir: str) -> None:
-    cfg = small_config(tmp_path, bert_dir, "data.num_train=10", "data.num_val=3", "train.steps=40", "train.eval_every=1",
-                       "train.patience=2", "train.checkpoint_every=0", "eval.generate=false", "train.lr=0.05")
+    cfg = small_config(
+        tmp_path,
+        bert_dir,
+        "data.num_train=10",
+        "data.num_val=3",
+        "train.steps=40",
+        "train.eval_every=1",
+        "train.patience=2",
+        "train.checkpoint_every=0",
+        "eval.generate=false",
+        "train.lr=0.05",
+    )
     reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     result = train(cfg, progress=False, reader=reader)
     lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -88,9 +108,21 @@ class GoldReader:
 
 def test_stability_selected_checkpoint_is_no_worse_than_the_start(tmp_path: Path, bert_dir: str) -> None:
     """A deliberately too-high LR random-walks the reranker; label-free selection must not lose the start."""
-    cfg = small_config(tmp_path, bert_dir, "data.num_train=40", "data.num_val=8", "data.num_eval=24", "train.steps=30",
-                       "train.eval_every=3", "train.select=val_loss", "train.checkpoint_every=0", "eval.generate=false",
-                       "train.lr=3e-3", "train.grad_accum=1", "eval.ks=[2]")
+    cfg = small_config(
+        tmp_path,
+        bert_dir,
+        "data.num_train=40",
+        "data.num_val=8",
+        "data.num_eval=24",
+        "train.steps=30",
+        "train.eval_every=3",
+        "train.select=val_loss",
+        "train.checkpoint_every=0",
+        "eval.generate=false",
+        "train.lr=3e-3",
+        "train.grad_accum=1",
+        "eval.ks=[2]",
+    )
     result = train(cfg, progress=False, reader=GoldReader())
     points = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     points = [p for p in points if "val_loss" in p]

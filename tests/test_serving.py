@@ -65,8 +65,7 @@ def test_export_cross_encoder_round_trip_and_model_card(bert_dir: str, tmp_path:
     ours = reranker.predict(pairs)
     assert st.CrossEncoder(str(out)).predict(pairs).tolist() == pytest.approx(ours, abs=1e-5)
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
-    enc = AutoTokenizer.from_pretrained(out)([p[0] for p in pairs], [p[1] for p in pairs], padding=True,
-                                             return_tensors="pt")
+    enc = AutoTokenizer.from_pretrained(out)([p[0] for p in pairs], [p[1] for p in pairs], padding=True, return_tensors="pt")
     with torch.no_grad():
         assert model(**enc).logits[:, 0].tolist() == pytest.approx(ours, abs=1e-5)
     files = [p.name for p in out.rglob("*") if p.is_file()]
@@ -76,8 +75,7 @@ def test_export_cross_encoder_round_trip_and_model_card(bert_dir: str, tmp_path:
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["library_name"] == "sentence-transformers" and meta["pipeline_tag"] == "text-ranking"
     assert {"base_model", "datasets", "metrics"} <= set(meta)
-    needles = ("HuggingFaceTB/SmolLM2-135M-Instruct", "k=3", "tau=0.4", "kappa=1.0", "| R@2 | 0.500 | 0.750 |",
-               "@inproceedings")
+    needles = ("HuggingFaceTB/SmolLM2-135M-Instruct", "k=3", "tau=0.4", "kappa=1.0", "| R@2 | 0.500 | 0.750 |", "@inproceedings")
     for needle in needles:
         assert needle in card, needle
 
@@ -104,8 +102,7 @@ def test_rerank_cli_writes_trec_run_and_jsonl(bert_dir: str, tmp_path: Path) -> 
     questions = tmp_path / "questions.jsonl"
     examples = make_examples()
     write_jsonl(examples, questions)
-    assert main(["rerank", str(run), "--input", str(questions), "--top-k", "2", "--output", str(tmp_path / "top"),
-                 "-q"]) == 0
+    assert main(["rerank", str(run), "--input", str(questions), "--top-k", "2", "--output", str(tmp_path / "top"), "-q"]) == 0
     rows = [json.loads(x) for x in (tmp_path / "top.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [ex.id for ex in examples] and all(len(r["results"]) == 2 for r in rows)
     lines = (tmp_path / "top.run").read_text().splitlines()
@@ -191,8 +188,10 @@ def test_bounded_load_test_micro_batches_concurrent_requests(server) -> None:  #
     assert result.requests == 32 and result.errors == 0
     assert result.throughput > 0 and result.percentile(95) >= result.percentile(50) > 0
     assert batcher.requests == 32 and batcher.forward_batches < 32  # concurrent requests shared forward passes
-    print(f"loopback load test: {result.throughput:.1f} req/s, p50 {result.percentile(50):.1f} ms, "
-          f"p95 {result.percentile(95):.1f} ms, {batcher.forward_batches} forward batches for 32 requests")
+    print(
+        f"loopback load test: {result.throughput:.1f} req/s, p50 {result.percentile(50):.1f} ms, "
+        f"p95 {result.percentile(95):.1f} ms, {batcher.forward_batches} forward batches for 32 requests"
+    )
 
 
 def test_predict_sorts_by_length_but_returns_input_order(bert_dir: str, tmp_path: Path) -> None:

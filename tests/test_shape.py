@@ -30,8 +30,12 @@ def package_imports(path: Path) -> set[str]:
     """The package modules ``path`` imports, anywhere in the file (inside functions too), except under
     ``if TYPE_CHECKING:`` (annotations only, never run)."""
     tree = ast.parse(path.read_text())
-    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-            for n in ast.walk(node)}
+    skip = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
     here = module_name(path).split(".")
     package = here if path.name == "__init__.py" else here[:-1]
     out = set()
@@ -71,7 +75,7 @@ def test_the_package_has_no_import_circle() -> None:
         if state.get(mod) == 2:
             return
         if state.get(mod) == 1:
-            raise AssertionError("import circle: " + " -> ".join([*path[path.index(mod):], mod]))
+            raise AssertionError("import circle: " + " -> ".join([*path[path.index(mod) :], mod]))
         state[mod] = 1
         for dep in sorted(graph.get(mod, ())):
             visit(dep, [*path, mod])
@@ -121,14 +125,25 @@ class Throwaway(ObjectiveBase):
         return LossOutput(loss, {"loss": loss.item()})
 
 
-def test_a_new_objective_is_one_class_and_one_registry_entry(tmp_path: Path, bert_dir: str,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_objective_is_one_class_and_one_registry_entry(
+    tmp_path: Path, bert_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(OBJECTIVES, "throwaway", Throwaway)
-    compare_cmd = next(a for a in parser()._subparsers._group_actions[0].choices["compare"]._actions  # type: ignore[union-attr]
-                       if "--objectives" in a.option_strings)
+    compare_cmd = next(
+        a
+        for a in parser()._subparsers._group_actions[0].choices["compare"]._actions  # type: ignore[union-attr]
+        if "--objectives" in a.option_strings
+    )
     assert "throwaway" in compare_cmd.default.split(",") and "throwaway" in compare_cmd.help
-    cfg = small_config(tmp_path, bert_dir, "eval.generate=false", "train.checkpoint_every=0", "train.steps=2",
-                       "train.grad_accum=1", "objective.name=throwaway")
+    cfg = small_config(
+        tmp_path,
+        bert_dir,
+        "eval.generate=false",
+        "train.checkpoint_every=0",
+        "train.steps=2",
+        "train.grad_accum=1",
+        "objective.name=throwaway",
+    )
     objectives.check(cfg, [object(), object()])  # type: ignore[list-item]
     with pytest.raises(ConfigError, match="two questions"):
         objectives.check(cfg, [object()])  # type: ignore[list-item]

@@ -20,9 +20,7 @@ from gumbel_rerank.topk import (
     threshold_topk_from_noise,
 )
 
-scores_st = st.integers(1, 12).flatmap(
-    lambda n: st.lists(st.floats(-20, 20, allow_nan=False, width=32), min_size=n, max_size=n)
-)
+scores_st = st.integers(1, 12).flatmap(lambda n: st.lists(st.floats(-20, 20, allow_nan=False, width=32), min_size=n, max_size=n))
 common = settings(max_examples=60, deadline=None)
 
 
@@ -160,10 +158,12 @@ def test_bad_arguments_fail_loudly() -> None:
 
 # ---- the calibrated mask: threshold relaxation and standardised scores ---------------------------
 
+
 @common
 @given(scores_st, st.integers(1, 6), st.floats(0.05, 5.0), st.floats(0.1, 3.0), st.integers(0, 2**31))
-def test_threshold_topk_entries_in_unit_interval_rows_sum_to_k(values: list[float], k: int, tau: float, kappa: float,
-                                                                seed: int) -> None:
+def test_threshold_topk_entries_in_unit_interval_rows_sum_to_k(
+    values: list[float], k: int, tau: float, kappa: float, seed: int
+) -> None:
     w = torch.tensor([values, values[::-1]], dtype=torch.float64)
     m = threshold_topk(w, k=k, tau=tau, kappa=kappa, generator=gen(seed))
     assert (m >= 0).all() and (m <= 1).all()
@@ -173,8 +173,7 @@ def test_threshold_topk_entries_in_unit_interval_rows_sum_to_k(values: list[floa
 
 @common
 @given(scores_st, st.integers(1, 6), st.integers(0, 2**31))
-def test_threshold_topk_tau_to_zero_is_the_hard_topk_of_the_perturbed_scores(values: list[float], k: int,
-                                                                              seed: int) -> None:
+def test_threshold_topk_tau_to_zero_is_the_hard_topk_of_the_perturbed_scores(values: list[float], k: int, seed: int) -> None:
     w = torch.tensor(values, dtype=torch.float64)
     noise = gumbel_noise((len(values),), generator=gen(seed), dtype=torch.float64)
     kk = min(k, len(values))
@@ -201,8 +200,10 @@ def test_standardize_makes_the_mask_scale_and_shift_free() -> None:
     w = torch.randn(2, 8, dtype=torch.float64, generator=gen(3))
     valid = torch.ones(2, 8, dtype=torch.bool)
     noise = gumbel_noise((2, 8), generator=gen(4), dtype=torch.float64)
-    masks = [threshold_topk_from_noise(standardize(w * a + b, valid), noise, k=4, tau=0.5) for a, b in
-             ((1.0, 0.0), (20.0, 3.0), (0.01, -1.0))]
+    masks = [
+        threshold_topk_from_noise(standardize(w * a + b, valid), noise, k=4, tau=0.5)
+        for a, b in ((1.0, 0.0), (20.0, 3.0), (0.01, -1.0))
+    ]
     for m in masks[1:]:
         torch.testing.assert_close(m, masks[0])
     z = standardize(w, valid)

@@ -21,12 +21,25 @@ NO_SELECTION = ["data.num_val=0", "train.eval_every=0", "train.select=last"]  # 
 
 
 def small_config(tmp_path: Path, bert_dir: str, *extra: str):  # type: ignore[no-untyped-def]
-    return load(None, [
-        "data.num_train=8", "data.num_eval=4", "data.num_docs=5", "objective.k=2", "train.steps=4",
-        "train.batch_size=2", "train.grad_accum=2", "train.checkpoint_every=2", "train.lr=1e-3",
-        "eval.max_new_tokens=3", f"train.out_dir={tmp_path / 'run'}", f"reranker.model={bert_dir}",
-        "reranker.max_length=96", *extra,
-    ])
+    return load(
+        None,
+        [
+            "data.num_train=8",
+            "data.num_eval=4",
+            "data.num_docs=5",
+            "objective.k=2",
+            "train.steps=4",
+            "train.batch_size=2",
+            "train.grad_accum=2",
+            "train.checkpoint_every=2",
+            "train.lr=1e-3",
+            "eval.max_new_tokens=3",
+            f"train.out_dir={tmp_path / 'run'}",
+            f"reranker.model={bert_dir}",
+            "reranker.max_length=96",
+            *extra,
+        ],
+    )
 
 
 def test_train_updates_reranker_only_and_writes_the_run(tmp_path: Path, bert_dir: str) -> None:
@@ -94,10 +107,18 @@ def test_atomic_checkpoint_survives_a_crash_mid_save(tmp_path: Path, bert_dir: s
         (["data.source=/no/such/file.jsonl"], "does not exist"),
     ],
 )
-def test_cli_bad_input_exits_2_with_the_fix(args: list[str], message: str, tmp_path: Path, bert_dir: str,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
-    common = [*NO_SELECTION, "data.num_train=4", "data.num_eval=2", "data.num_docs=5", "objective.k=2",
-              f"reranker.model={bert_dir}", f"train.out_dir={tmp_path / 'run'}"]
+def test_cli_bad_input_exits_2_with_the_fix(
+    args: list[str], message: str, tmp_path: Path, bert_dir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = [
+        *NO_SELECTION,
+        "data.num_train=4",
+        "data.num_eval=2",
+        "data.num_docs=5",
+        "objective.k=2",
+        f"reranker.model={bert_dir}",
+        f"train.out_dir={tmp_path / 'run'}",
+    ]
     assert main(["train", "configs/default.yaml", *common, *args, "-q"]) == 2
     assert message in capsys.readouterr().err
 
@@ -106,8 +127,17 @@ def test_cli_layout_the_model_cannot_do(tmp_path: Path, bert_dir: str, capsys: p
     reader_dir = tmp_path / "llama"
     tiny_llama().save_pretrained(reader_dir)
     byte_tokenizer("decoder").save_pretrained(reader_dir)
-    args = [*NO_SELECTION, "data.num_train=4", "data.num_eval=2", "data.num_docs=5", "objective.k=2",
-            f"reranker.model={bert_dir}", f"reader.model={reader_dir}", "reader.layout=fid", f"train.out_dir={tmp_path / 'run'}"]
+    args = [
+        *NO_SELECTION,
+        "data.num_train=4",
+        "data.num_eval=2",
+        "data.num_docs=5",
+        "objective.k=2",
+        f"reranker.model={bert_dir}",
+        f"reader.model={reader_dir}",
+        "reader.layout=fid",
+        f"train.out_dir={tmp_path / 'run'}",
+    ]
     assert main(["train", "configs/default.yaml", *args, "-q"]) == 2
     assert "use layout 'parallel' or 'sequential'" in capsys.readouterr().err
 
@@ -117,8 +147,15 @@ def test_bad_data_records_name_file_and_line(tmp_path: Path, bert_dir: str, caps
     good = {"id": "a", "question": "q?", "answers": ["x"], "docs": [{"id": "1", "text": "t"}]}
     rows = [good, {**good, "id": "b", "answers": [""]}, {**good, "id": "c", "docs": []}]
     bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
-    args = [*NO_SELECTION, f"data.source={bad}", "data.num_train=1", "data.num_eval=0", "objective.k=1",
-            f"reranker.model={bert_dir}", f"train.out_dir={tmp_path / 'run'}"]
+    args = [
+        *NO_SELECTION,
+        f"data.source={bad}",
+        "data.num_train=1",
+        "data.num_eval=0",
+        "objective.k=1",
+        f"reranker.model={bert_dir}",
+        f"train.out_dir={tmp_path / 'run'}",
+    ]
     assert main(["train", "configs/default.yaml", *args, "-q"]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:2" in err and "empty answer" in err

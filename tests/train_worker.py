@@ -23,8 +23,17 @@ from gumbel_rerank.config import load
 from gumbel_rerank.readers import make_reader
 from gumbel_rerank.train import train
 
-COMMON = ["data.num_train=16", "data.num_eval=4", "data.num_docs=5", "objective.k=2", "train.batch_size=4",
-          "train.lr=1e-3", "train.checkpoint_every=2", "eval.generate=false", "reranker.max_length=96"]
+COMMON = [
+    "data.num_train=16",
+    "data.num_eval=4",
+    "data.num_docs=5",
+    "objective.k=2",
+    "train.batch_size=4",
+    "train.lr=1e-3",
+    "train.checkpoint_every=2",
+    "eval.generate=false",
+    "reranker.max_length=96",
+]
 
 
 def main() -> None:

@@ -15,8 +15,7 @@ log = logging.getLogger(__name__)
 def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
     """Training and held-out questions as the config describes them."""
     if cfg.source == "synthetic":
-        examples = generate(cfg.num_train + cfg.num_eval, num_docs=cfg.num_docs, seed=cfg.seed,
-                            hard_negatives=cfg.hard_negatives)
+        examples = generate(cfg.num_train + cfg.num_eval, num_docs=cfg.num_docs, seed=cfg.seed, hard_negatives=cfg.hard_negatives)
         return examples[: cfg.num_train], examples[cfg.num_train :]
     examples = _enough_docs(list(read_examples(cfg.source)), cfg.min_docs, cfg.source)
     if cfg.eval_source:
@@ -33,8 +32,13 @@ def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
 def _enough_docs(examples: list[Example], min_docs: int, source: str) -> list[Example]:
     kept = [ex for ex in examples if len(ex.docs) >= min_docs]
     if len(kept) < len(examples):
-        log.warning("%s: skipped %d of %d questions with fewer than data.min_docs=%d docs",
-                    source, len(examples) - len(kept), len(examples), min_docs)
+        log.warning(
+            "%s: skipped %d of %d questions with fewer than data.min_docs=%d docs",
+            source,
+            len(examples) - len(kept),
+            len(examples),
+            min_docs,
+        )
     return kept
 
 

@@ -82,8 +82,11 @@ def summary(loaded: Loaded) -> dict[str, Any]:
     return {
         "formats": dict(loaded.formats),
         "questions": len(exs),
-        "docs_per_question": {"min": min(docs, default=0), "mean": statistics.fmean(docs) if docs else 0.0,
-                              "max": max(docs, default=0)},
+        "docs_per_question": {
+            "min": min(docs, default=0),
+            "mean": statistics.fmean(docs) if docs else 0.0,
+            "max": max(docs, default=0),
+        },
         "gold_per_question": statistics.fmean(gold) if gold else 0.0,
         "bridge_per_question": statistics.fmean(bridge) if bridge else 0.0,
         "share_with_bridge": sum(b > 0 for b in bridge) / len(exs) if exs else 0.0,

@@ -32,8 +32,9 @@ def _key(d: Doc) -> tuple[str, str]:
 
 
 @torch.no_grad()
-def build_pools(examples: list[Example], extra: list[Doc], *, n: int, encoder: Reranker,
-                batch_size: int = 64, progress: bool = True) -> tuple[list[Example], PoolStats]:
+def build_pools(
+    examples: list[Example], extra: list[Doc], *, n: int, encoder: Reranker, batch_size: int = 64, progress: bool = True
+) -> tuple[list[Example], PoolStats]:
     """Replace each question's docs with its top-``n`` passages; ``encoder`` is a bi-encoder Reranker."""
     corpus: dict[tuple[str, str], Doc] = {}
     for d in [*(d for ex in examples for d in ex.docs), *extra]:
@@ -42,8 +43,12 @@ def build_pools(examples: list[Example], extra: list[Doc], *, n: int, encoder: R
     if not passages:
         raise ValueError("no passages to build candidate pools from; give --corpus with passages")
     embed = encoder.embed
-    p_emb = torch.cat([embed([doc_text(d.title, d.text) for d in passages[i : i + batch_size]])
-                       for i in tqdm(range(0, len(passages), batch_size), desc="embed passages", disable=not progress)])
+    p_emb = torch.cat(
+        [
+            embed([doc_text(d.title, d.text) for d in passages[i : i + batch_size]])
+            for i in tqdm(range(0, len(passages), batch_size), desc="embed passages", disable=not progress)
+        ]
+    )
     out, missed = [], 0
     for i in tqdm(range(0, len(examples), batch_size), desc="retrieve", disable=not progress):
         chunk = examples[i : i + batch_size]
@@ -51,8 +56,12 @@ def build_pools(examples: list[Example], extra: list[Doc], *, n: int, encoder: R
         for ex, idx in zip(chunk, top.tolist(), strict=True):
             gold = {_key(d) for d in ex.docs if d.is_gold}
             docs = tuple(
-                replace(passages[j], id=f"{ex.id}-p{j}", is_gold=_key(passages[j]) in gold,
-                        has_answer=contains_answer(passages[j].text, ex.answers))
+                replace(
+                    passages[j],
+                    id=f"{ex.id}-p{j}",
+                    is_gold=_key(passages[j]) in gold,
+                    has_answer=contains_answer(passages[j].text, ex.answers),
+                )
                 for j in idx
             )
             missed += bool(gold) and not any(d.is_gold for d in docs)
@@ -60,8 +69,9 @@ def build_pools(examples: list[Example], extra: list[Doc], *, n: int, encoder: R
     return out, PoolStats(len(out), len(passages), missed)
 
 
-def pool_from_corpus(examples: list[Example], corpus: list[Example], *, n: int, encoder: Reranker,
-                     progress: bool = True) -> tuple[list[Example], PoolStats]:
+def pool_from_corpus(
+    examples: list[Example], corpus: list[Example], *, n: int, encoder: Reranker, progress: bool = True
+) -> tuple[list[Example], PoolStats]:
     """:func:`build_pools` over the examples' passages and every passage of ``corpus``; a question-only
     example whose question is in ``corpus`` first takes that record's gold passages."""
     gold_by_question = {ex.question: tuple(d for d in ex.docs if d.is_gold) for ex in corpus}

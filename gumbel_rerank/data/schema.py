@@ -98,8 +98,11 @@ def example_from_json(record: object, where: str) -> Example:
     try:
         docs = tuple(
             Doc(
-                id=str(d["id"]), title=str(d.get("title", "")), text=str(d["text"]),
-                is_gold=bool(d.get("is_gold", False)), has_answer=bool(d.get("has_answer", False)),
+                id=str(d["id"]),
+                title=str(d.get("title", "")),
+                text=str(d["text"]),
+                is_gold=bool(d.get("is_gold", False)),
+                has_answer=bool(d.get("has_answer", False)),
             )
             for d in record["docs"]
         )

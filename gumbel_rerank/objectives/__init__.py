@@ -25,9 +25,18 @@ from .pdist import PDistObjective
 from .supervised import SupervisedObjective
 from .teachers import TeacherCache
 
-OBJECTIVES: dict[str, type[ObjectiveBase]] = {cls.name: cls for cls in (
-    GumbelObjective, ADistObjective, EMDRObjective, PDistObjective, LOOPObjective, LSRObjective, SupervisedObjective,
-)}
+OBJECTIVES: dict[str, type[ObjectiveBase]] = {
+    cls.name: cls
+    for cls in (
+        GumbelObjective,
+        ADistObjective,
+        EMDRObjective,
+        PDistObjective,
+        LOOPObjective,
+        LSRObjective,
+        SupervisedObjective,
+    )
+}
 # objective.* keys the training loop reads for every objective (the rest belong to the objectives' `reads`)
 SHARED_KEYS = ("name", "k", "kl_to_start", "temperature_score")
 
@@ -54,5 +63,15 @@ def title(name: str) -> str:
     return cls.title if cls is not None else name
 
 
-__all__ = ["OBJECTIVES", "SHARED_KEYS", "Batch", "LossOutput", "Objective", "ObjectiveBase", "TeacherCache", "build",
-           "check", "title"]
+__all__ = [
+    "OBJECTIVES",
+    "SHARED_KEYS",
+    "Batch",
+    "LossOutput",
+    "Objective",
+    "ObjectiveBase",
+    "TeacherCache",
+    "build",
+    "check",
+    "title",
+]

@@ -46,9 +46,7 @@ class LossOutput:
 
 
 class Objective(Protocol):
-    def __call__(
-        self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator
-    ) -> LossOutput: ...
+    def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput: ...
 
 
 class ObjectiveBase:
@@ -90,8 +88,9 @@ def student_log_probs(doc_scores: torch.Tensor, valid: torch.Tensor, temperature
     return masked_log_softmax(doc_scores / temperature, valid)
 
 
-def kl_to_student(teacher_logits: torch.Tensor, student_logp: torch.Tensor, valid: torch.Tensor,
-                  temperature: float) -> torch.Tensor:
+def kl_to_student(
+    teacher_logits: torch.Tensor, student_logp: torch.Tensor, valid: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Mean over questions of KL(softmax(teacher / temperature_gold) || P_R), entirely in log space."""
     teacher_logp = masked_log_softmax(teacher_logits.detach().to(student_logp.dtype) / temperature, valid)
     return kl_divergence(teacher_logp, student_logp, valid)

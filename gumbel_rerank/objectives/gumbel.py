@@ -84,15 +84,27 @@ class MaskDraw:
 class GumbelObjective(ObjectiveBase):
     name = "gumbel"
     title = "G-Rerank"
-    reads = ("k", "tau", "tau_final", "kappa", "calibration", "samples", "relaxation", "straight_through", "noise",
-             "log_hard_loss")
+    reads = (
+        "k",
+        "tau",
+        "tau_final",
+        "kappa",
+        "calibration",
+        "samples",
+        "relaxation",
+        "straight_through",
+        "noise",
+        "log_hard_loss",
+    )
 
     @classmethod
     def check_data(cls, cfg: ObjectiveConfig, examples: Sequence[Example]) -> None:
         fewest = min(len(ex.docs) for ex in examples)
         if cfg.k > fewest:
-            raise ConfigError(f"objective.k={cfg.k} is larger than the number of docs of some training question "
-                              f"({fewest}); lower objective.k to at most {fewest}")
+            raise ConfigError(
+                f"objective.k={cfg.k} is larger than the number of docs of some training question "
+                f"({fewest}); lower objective.k to at most {fewest}"
+            )
 
     def __init__(self, cfg: ObjectiveConfig, teachers: object = None) -> None:  # no teacher
         if cfg.relaxation not in RELAXATIONS:
@@ -113,8 +125,7 @@ class GumbelObjective(ObjectiveBase):
         z = standardize(scores, valid) if self.cfg.calibration == "standardize" else scores
         return torch.where(valid, z, torch.full_like(z, _MISSING))
 
-    def draw(self, scores: torch.Tensor, valid: torch.Tensor, tau: float,
-             generators: list[torch.Generator]) -> MaskDraw:
+    def draw(self, scores: torch.Tensor, valid: torch.Tensor, tau: float, generators: list[torch.Generator]) -> MaskDraw:
         """(B, S, N) masks, one per Gumbel sample, and the docs each sample's draws picked.
 
         Question b's noise comes from its own generator and covers its own docs only, so it does not
@@ -154,8 +165,11 @@ class GumbelObjective(ObjectiveBase):
         m = drawn.masks.detach()
         hard = (hard_topk(self.calibrated(scores.detach(), valid), k=self.cfg.k).bool() & valid).unsqueeze(1)
         kept = ((m > 0.5) & hard).sum(-1).float() / hard.sum(-1).clamp_min(1).float()
-        out = {"mask_sum": m.sum(-1).mean().item(), "mask_distinct": drawn.picks.sum(-1).float().mean().item(),
-               "mask_overlap": kept.mean().item()}
+        out = {
+            "mask_sum": m.sum(-1).mean().item(),
+            "mask_distinct": drawn.picks.sum(-1).float().mean().item(),
+            "mask_overlap": kept.mean().item(),
+        }
         self._watch(out["mask_sum"])
         return out
 
@@ -167,8 +181,13 @@ class GumbelObjective(ObjectiveBase):
                 "the relaxed top-%d mask has held fewer than %.1f docs for %d consecutive steps (mask_sum %.2f): "
                 "training optimises a smaller mask than the top-%d used at inference. Use "
                 "objective.calibration=standardize with objective.relaxation=threshold (the defaults), or lower "
-                "objective.kappa / raise objective.tau", self.cfg.k, self.cfg.k / 2, LOW_MASK_STEPS, mask_sum,
-                self.cfg.k)
+                "objective.kappa / raise objective.tau",
+                self.cfg.k,
+                self.cfg.k / 2,
+                LOW_MASK_STEPS,
+                mask_sum,
+                self.cfg.k,
+            )
 
     def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput:
         valid = batch.valid

@@ -28,8 +28,10 @@ class SupervisedObjective(ObjectiveBase):
     def check_data(cls, cfg: ObjectiveConfig, examples: Sequence[Example]) -> None:
         missing = sum(not any(d.is_gold for d in ex.docs) for ex in examples)
         if missing:
-            raise ConfigError(f"the supervised objective needs a gold doc in every training question; {missing} of "
-                              f"{len(examples)} have none (it is the labelled reference: use a labelled data file)")
+            raise ConfigError(
+                f"the supervised objective needs a gold doc in every training question; {missing} of "
+                f"{len(examples)} have none (it is the labelled reference: use a labelled data file)"
+            )
 
     def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput:
         gold = torch.zeros_like(doc_scores)

@@ -40,8 +40,9 @@ def reader_fingerprint(reader: Reader) -> str:
         "dtype": str(getattr(model, "dtype", "")),
         "parameters": sum(p.numel() for p in params),
         "weights": [hashlib.sha1(p.detach().float().cpu().numpy().tobytes()).hexdigest() for p in probe],
-        "settings": {k: repr(v) for k, v in sorted(vars(reader).items())
-                     if k in ("max_doc_tokens", "max_answer_tokens", "template")},
+        "settings": {
+            k: repr(v) for k, v in sorted(vars(reader).items()) if k in ("max_doc_tokens", "max_answer_tokens", "template")
+        },
     }
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -68,8 +69,7 @@ class TeacherCache:
     def _path(self, fp: str, kind: str, key: str) -> Path | None:
         return None if self.directory is None else self.directory / fp / kind / f"{key}.safetensors"
 
-    def get(self, reader: Reader, kind: str, batch: Batch,
-            compute: Callable[[Batch], list[torch.Tensor]]) -> list[torch.Tensor]:
+    def get(self, reader: Reader, kind: str, batch: Batch, compute: Callable[[Batch], list[torch.Tensor]]) -> list[torch.Tensor]:
         """One tensor per question of ``batch``; ``compute`` runs only on the questions not cached yet."""
         fp = self._fingerprint(reader)
         keys = [(fp, kind, example_key(ex)) for ex in batch.examples]
@@ -111,6 +111,7 @@ class TeacherCache:
 
 
 # ---- the signals ---------------------------------------------------------------------------------
+
 
 def _view_logprobs(reader: Reader, batch: Batch, keep_alone: bool) -> list[torch.Tensor]:
     """Per question (n_docs, T) answer token log-probs with one doc alone (or one doc left out)."""

@@ -20,8 +20,9 @@ def make_reader(layout: str, model: Any, tokenizer: Any, **options: Any) -> Read
     if layout not in READERS:
         raise ValueError(f"reader.layout must be one of {', '.join(READERS)}, got {layout!r}")
     if options.get("gradient_checkpointing") and layout != "sequential":
-        raise ValueError("reader.gradient_checkpointing is for the sequential layout (parallel and fid encode docs "
-                         "without gradient)")
+        raise ValueError(
+            "reader.gradient_checkpointing is for the sequential layout (parallel and fid encode docs without gradient)"
+        )
     return READERS[layout](model, tokenizer, **options)  # type: ignore[no-any-return]
 
 
@@ -37,5 +38,14 @@ def build_reader(cfg: ReaderConfig, model: Any = None, tokenizer: Any = None) ->
     return make_reader(cfg.layout, model, tokenizer, **options)
 
 
-__all__ = ["READERS", "DecoderReader", "FiDReader", "ParallelReader", "PromptTemplate", "Reader", "SequentialReader",
-           "build_reader", "make_reader"]
+__all__ = [
+    "READERS",
+    "DecoderReader",
+    "FiDReader",
+    "ParallelReader",
+    "PromptTemplate",
+    "Reader",
+    "SequentialReader",
+    "build_reader",
+    "make_reader",
+]

@@ -69,9 +69,7 @@ class Reader(Protocol):
 
 def check_weights(doc_weights: torch.Tensor, batch_size: int, num_docs: int) -> None:
     if doc_weights.ndim != 3 or doc_weights.shape[0] != batch_size or doc_weights.shape[2] != num_docs:
-        raise ValueError(
-            f"doc_weights must have shape (B={batch_size}, M, N={num_docs}), got {tuple(doc_weights.shape)}"
-        )
+        raise ValueError(f"doc_weights must have shape (B={batch_size}, M, N={num_docs}), got {tuple(doc_weights.shape)}")
 
 
 def freeze(model: Any) -> Any:

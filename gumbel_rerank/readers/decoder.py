@@ -60,8 +60,15 @@ class DecoderReader:
     layout = ""
     gradient_checkpointing = False
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_doc_tokens: int = 256, max_answer_tokens: int = 32,
-                 template: PromptTemplate | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_doc_tokens: int = 256,
+        max_answer_tokens: int = 32,
+        template: PromptTemplate | None = None,
+    ) -> None:
         if getattr(model.config, "is_encoder_decoder", False):
             raise ValueError(f"{type(model).__name__} is an encoder-decoder model; use layout 'fid' for it")
         self.model = freeze(model)
@@ -115,9 +122,7 @@ class DecoderReader:
         if not examples or any(not ex.docs for ex in examples):
             raise ValueError("every question needs at least one doc")
 
-    def _left_pad(
-        self, rows: list[list[int]], starts: list[int], docs: list[list[int]] | None = None
-    ) -> dict[str, Any]:
+    def _left_pad(self, rows: list[list[int]], starts: list[int], docs: list[list[int]] | None = None) -> dict[str, Any]:
         width = max(len(r) for r in rows)
         B = len(rows)
         ids = torch.full((B, width), self.pad_id, dtype=torch.long)
@@ -145,8 +150,12 @@ class DecoderReader:
         self.model.train(checkpointed)  # HF recomputes layers only in training mode (no dropout is active: checked)
         try:
             out = self.model(
-                input_ids=_repeat(ctx.ids, M), attention_mask=mask, position_ids=_repeat(ctx.pos, M),
-                past_key_values=None if checkpointed else cache, use_cache=not checkpointed, logits_to_keep=T + 1,
+                input_ids=_repeat(ctx.ids, M),
+                attention_mask=mask,
+                position_ids=_repeat(ctx.pos, M),
+                past_key_values=None if checkpointed else cache,
+                use_cache=not checkpointed,
+                logits_to_keep=T + 1,
             )
         finally:
             self.model.eval()
@@ -168,8 +177,15 @@ class DecoderReader:
         _answer_tokens(ctx)
         mask, cache = self._mask_and_cache(ctx, torch.zeros(B, 1, ctx.num_docs, dtype=self.model.dtype))
         with eager_attention(self.model):
-            out = self.model(input_ids=ctx.ids, attention_mask=mask, position_ids=ctx.pos, past_key_values=cache,
-                             use_cache=True, output_attentions=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=ctx.ids,
+                attention_mask=mask,
+                position_ids=ctx.pos,
+                past_key_values=cache,
+                use_cache=True,
+                output_attentions=True,
+                logits_to_keep=1,
+            )
         idx = torch.arange(Q)
         first = (Q - 1 - ctx.answer_len).unsqueeze(1)  # (B, 1): the position predicting the first answer token
         queries = idx == first if aggregation == "scores" else (idx >= first) & (idx < Q - 1)
@@ -184,8 +200,12 @@ class DecoderReader:
         log_w = log_weights(keep.to(self.model.dtype).unsqueeze(1))  # (B, 1, N)
         mask, cache = self._mask_and_cache(ctx, log_w)
         out = self.model(
-            input_ids=ctx.ids, attention_mask=mask, position_ids=ctx.pos,
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
+            input_ids=ctx.ids,
+            attention_mask=mask,
+            position_ids=ctx.pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
         seen = key_bias(log_w, *self._all_keys(ctx)).unsqueeze(2)  # (B, 1, 1, S): a new token's view of all keys
         pos = ctx.pos[:, -1]
@@ -203,8 +223,12 @@ class DecoderReader:
             pos = pos + 1
             mask = torch.cat([seen, torch.zeros(B, 1, 1, step + 1, dtype=seen.dtype)], dim=-1)
             out = self.model(
-                input_ids=nxt.unsqueeze(1), attention_mask=mask, position_ids=pos.unsqueeze(1),
-                past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1,
+                input_ids=nxt.unsqueeze(1),
+                attention_mask=mask,
+                position_ids=pos.unsqueeze(1),
+                past_key_values=out.past_key_values,
+                use_cache=True,
+                logits_to_keep=1,
             )
         gen = torch.stack(tokens, dim=1)
         texts = self.tokenizer.batch_decode(cut_at_eos(gen, self.tokenizer.eos_token_id), skip_special_tokens=True)

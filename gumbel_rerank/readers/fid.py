@@ -64,8 +64,9 @@ class FiDReader:
         labels = torch.full((B, 1), -100, dtype=torch.long)
         if with_answer:
             ans = [ex.answers[0] for ex in examples]
-            lab = self.tokenizer(text_target=ans, padding=True, truncation=True, max_length=self.max_answer_tokens + 1,
-                                 return_tensors="pt")
+            lab = self.tokenizer(
+                text_target=ans, padding=True, truncation=True, max_length=self.max_answer_tokens + 1, return_tensors="pt"
+            )
             labels = lab["input_ids"].masked_fill(lab["attention_mask"] == 0, -100)
         return FiDContext(hidden.reshape(B, N * L, -1), key_doc, attn.reshape(B, N * L).bool(), labels, N)
 
@@ -76,7 +77,8 @@ class FiDReader:
         mask = kb.unsqueeze(2).expand(B, M, T, kb.shape[-1]).reshape(B * M, 1, T, -1)
         hidden = ctx.hidden.repeat_interleave(M, dim=0) if M > 1 else ctx.hidden
         out = self.model(
-            encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=mask,
+            encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+            attention_mask=mask,
             decoder_input_ids=decoder_input_ids.repeat_interleave(M, dim=0) if M > 1 else decoder_input_ids,
         )
         return out.logits  # (B*M, T, V)
@@ -106,15 +108,18 @@ class FiDReader:
         mask = key_bias(torch.zeros(B, 1, ctx.num_docs, dtype=self.model.dtype), ctx.key_doc, ctx.key_valid)
         dec_in = self.model.prepare_decoder_input_ids_from_labels(labels=ctx.labels)
         with eager_attention(self.model):
-            out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=ctx.hidden),
-                             attention_mask=mask.reshape(B, 1, 1, S), decoder_input_ids=dec_in,
-                             output_attentions=True, use_cache=True)
+            out = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=ctx.hidden),
+                attention_mask=mask.reshape(B, 1, 1, S),
+                decoder_input_ids=dec_in,
+                output_attentions=True,
+                use_cache=True,
+            )
         answer = ctx.labels != -100
         queries = answer & (torch.arange(answer.shape[1]) == 0) if aggregation == "scores" else answer
         cross = out.past_key_values.cross_attention_cache
         values = [v for _, v, *_ in cross]
-        return attention_per_doc(out.cross_attentions, values, ctx.key_doc, ctx.key_valid, queries, ctx.num_docs,
-                                 aggregation)
+        return attention_per_doc(out.cross_attentions, values, ctx.key_doc, ctx.key_valid, queries, ctx.num_docs, aggregation)
 
     @torch.no_grad()
     def generate(self, examples: list[Example], keep: torch.Tensor, *, max_new_tokens: int = 16) -> list[str]:
@@ -127,8 +132,10 @@ class FiDReader:
             dec = torch.cat([dec, nxt], dim=1)
             if bool((dec == self.tokenizer.eos_token_id).any(dim=1).all()):
                 break
-        return [t.strip() for t in self.tokenizer.batch_decode(cut_at_eos(dec[:, 1:], self.tokenizer.eos_token_id),
-                                                               skip_special_tokens=True)]
+        return [
+            t.strip()
+            for t in self.tokenizer.batch_decode(cut_at_eos(dec[:, 1:], self.tokenizer.eos_token_id), skip_special_tokens=True)
+        ]
 
 
 def _require_answers(ctx: FiDContext) -> None:

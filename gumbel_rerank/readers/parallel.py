@@ -20,10 +20,17 @@ from .doc_cache import DocCache
 class ParallelReader(DecoderReader):
     layout = "parallel"
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_doc_tokens: int = 256, max_answer_tokens: int = 32,
-                 template: PromptTemplate | None = None, doc_cache_mb: float = 0) -> None:
-        super().__init__(model, tokenizer, max_doc_tokens=max_doc_tokens, max_answer_tokens=max_answer_tokens,
-                         template=template)
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_doc_tokens: int = 256,
+        max_answer_tokens: int = 32,
+        template: PromptTemplate | None = None,
+        doc_cache_mb: float = 0,
+    ) -> None:
+        super().__init__(model, tokenizer, max_doc_tokens=max_doc_tokens, max_answer_tokens=max_answer_tokens, template=template)
         self.doc_cache = DocCache(doc_cache_mb) if doc_cache_mb > 0 else None
         self._prefix_cache: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
@@ -49,8 +56,10 @@ class ParallelReader(DecoderReader):
                         k, v = encoded[tuple(d)][layer]
                         keys[b, n, :, : len(d)] = k
                         values[b, n, :, : len(d)] = v
-            merged = [torch.cat([h.expand(B, -1, -1, -1), x.permute(0, 2, 1, 3, 4).reshape(B, H, N * L, D)], 2)
-                      for h, x in ((hk, keys), (hv, values))]
+            merged = [
+                torch.cat([h.expand(B, -1, -1, -1), x.permute(0, 2, 1, 3, 4).reshape(B, H, N * L, D)], 2)
+                for h, x in ((hk, keys), (hv, values))
+            ]
             kv.append((merged[0], merged[1]))
         key_doc = torch.cat([torch.full((P,), -1), torch.arange(N).repeat_interleave(L)]).expand(B, -1)
         lengths = torch.tensor([[len(d) for d in row] for row in doc_ids])  # (B, N)
@@ -67,8 +76,12 @@ class ParallelReader(DecoderReader):
     def _prefix_kv(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer (1, H, P, D) keys and values of the shared prompt prefix (computed once per reader)."""
         if self._prefix_cache is None or self._prefix_cache[0] != prefix:
-            head = self.model.base_model(input_ids=torch.tensor([prefix]), position_ids=torch.arange(len(prefix))[None],
-                                         past_key_values=DynamicCache(), use_cache=True).past_key_values
+            head = self.model.base_model(
+                input_ids=torch.tensor([prefix]),
+                position_ids=torch.arange(len(prefix))[None],
+                past_key_values=DynamicCache(),
+                use_cache=True,
+            ).past_key_values
             self._prefix_cache = (prefix, [(k, v) for k, v, *_ in head])
         return self._prefix_cache[1]
 
@@ -96,8 +109,13 @@ class ParallelReader(DecoderReader):
                 ids[i, : len(d)] = torch.tensor(d, dtype=torch.long)
                 attn[i, P : P + len(d)] = 1
             cache = DynamicCache(ddp_cache_data=[(k.expand(R, -1, -1, -1), v.expand(R, -1, -1, -1)) for k, v in head_kv])
-            res = self.model.base_model(input_ids=ids, attention_mask=attn, position_ids=torch.arange(P, P + L).expand(R, -1),
-                                        past_key_values=cache, use_cache=True).past_key_values
+            res = self.model.base_model(
+                input_ids=ids,
+                attention_mask=attn,
+                position_ids=torch.arange(P, P + L).expand(R, -1),
+                past_key_values=cache,
+                use_cache=True,
+            ).past_key_values
             layers = [(k[:, :, P:], v[:, :, P:]) for k, v, *_ in res]
             for i, d in enumerate(todo):
                 out[d] = [(k[i, :, : len(d)].clone(), v[i, :, : len(d)].clone()) for k, v in layers]

@@ -17,10 +17,17 @@ from .decoder import DecoderContext, DecoderReader, PromptTemplate, enable_check
 class SequentialReader(DecoderReader):
     layout = "sequential"
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_doc_tokens: int = 256, max_answer_tokens: int = 32,
-                 template: PromptTemplate | None = None, gradient_checkpointing: bool = False) -> None:
-        super().__init__(model, tokenizer, max_doc_tokens=max_doc_tokens, max_answer_tokens=max_answer_tokens,
-                         template=template)
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_doc_tokens: int = 256,
+        max_answer_tokens: int = 32,
+        template: PromptTemplate | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__(model, tokenizer, max_doc_tokens=max_doc_tokens, max_answer_tokens=max_answer_tokens, template=template)
         self.gradient_checkpointing = gradient_checkpointing
         if gradient_checkpointing:
             enable_checkpointing(model)
