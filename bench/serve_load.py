@@ -28,7 +28,8 @@ def main() -> None:
 
     from gumbel_rerank.data.schema import doc_text
     from gumbel_rerank.export import load_reranker
-    from gumbel_rerank.serve import Limits, load_test, make_server
+    from gumbel_rerank.loadtest import load_test
+    from gumbel_rerank.serve import Limits, make_server
 
     reranker = load_reranker(args.model)
     payloads = [

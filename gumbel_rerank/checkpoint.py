@@ -7,6 +7,7 @@ Only safetensors and JSON are written or read: nothing is unpickled.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -18,9 +19,11 @@ from safetensors.torch import load_file, save_file
 
 from .config import Config, ConfigError
 from .config import load as load_config
+from .jsonsafe import usual_mode
 from .rerankers import Reranker
 
 LATEST = "latest"
+log = logging.getLogger(__name__)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -29,7 +32,7 @@ def _write_atomic(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.replace(usual_mode(tmp), path)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -72,20 +75,61 @@ def save(
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state}))
     if final.exists():
         shutil.rmtree(final)
-    tmp.rename(final)
+    usual_mode(tmp).rename(final)
     _write_atomic(run_dir / LATEST, final.name)
-    for old in sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
+    older = sorted((p for p in run_dir.glob("checkpoint-*") if _step(p) is not None and p != final), key=lambda p: _step(p) or 0)
+    for old in older[: max(len(older) - (keep - 1), 0)]:  # the one just written is always kept
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def latest(run_dir: str | Path) -> Path | None:
-    """The last complete checkpoint of a run, or None when there is none."""
-    pointer = Path(run_dir) / LATEST
-    if not pointer.exists():
-        return None
-    path = Path(run_dir) / pointer.read_text().strip()
-    return path if (path / "trainer_state.json").exists() else None
+    """The newest intact checkpoint of a run, or None when there is none.
+
+    A checkpoint whose files are missing, truncated or unreadable is skipped with a warning that names
+    it, so a resume falls back to the previous intact one; the ``latest`` pointer is a hint only.
+    """
+    run_dir = Path(run_dir)
+    found = sorted((p for p in run_dir.glob("checkpoint-*") if _step(p) is not None), key=lambda p: _step(p) or 0, reverse=True)
+    pointer = run_dir / LATEST
+    hint = pointer.read_text(errors="replace").strip() if pointer.is_file() else None
+    for path in found:
+        problem = broken(path)
+        if problem is None:
+            if hint is not None and hint != path.name:
+                log.warning(
+                    "%s: the latest pointer names %r; resuming from %s, the newest intact checkpoint",
+                    run_dir,
+                    hint[:80],
+                    path.name,
+                )
+            return path
+        log.warning("skipping %s: %s", path, problem)
+    return None
+
+
+def _step(path: Path) -> int | None:
+    tail = path.name.removeprefix("checkpoint-")
+    return int(tail) if tail.isdigit() and path.is_dir() else None
+
+
+def broken(path: Path) -> str | None:
+    """Why checkpoint ``path`` cannot be resumed from (a missing, truncated or unparsable file), or None."""
+    from safetensors import safe_open
+
+    for name in ("trainer_state.json", "optimizer.json"):
+        try:
+            json.loads((path / name).read_text())
+        except (OSError, ValueError) as err:
+            return f"{name} is unreadable ({type(err).__name__}: {str(err)[:80]})"
+    for name in ("optimizer.safetensors", "state.safetensors", "reranker/model.safetensors"):
+        try:
+            with safe_open(str(path / name), "pt") as f:  # checks the header against the file's length
+                for key in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                    f.get_slice(key)
+        except Exception as err:  # SafetensorError, OSError: the file is missing or cut short
+            return f"{name} is unreadable ({type(err).__name__}: {str(err)[:80]})"
+    return None
 
 
 def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -131,18 +175,27 @@ def save_reranker(reranker: Reranker, target: Path, extra: dict[str, str] | None
 
 
 def check_resumable(cfg: Config, run_dir: Path) -> None:
-    """Refuse to resume ``run_dir`` with a config other than the one it was started with."""
+    """Refuse to resume ``run_dir`` with another config than the one it was started with; ``train.steps``
+    may grow and ``train.out_dir`` may differ (a copied or moved run folder resumes)."""
     saved = run_dir / "config.yaml"
     if not saved.exists():
         return
 
     def comparable(c: Config) -> dict[str, Any]:
         d = c.to_dict()
-        d["train"].pop("steps")  # a resumed run may be extended
-        return d
+        d["train"].pop("steps")
+        d["train"].pop("out_dir")
+        return {f"{section}.{key}": value for section, keys in d.items() for key, value in keys.items()}
 
-    if comparable(load_config(saved)) != comparable(cfg):
+    try:
+        before = comparable(load_config(saved))
+    except ValueError as err:
+        raise ConfigError(f"{saved} cannot be read ({err}); it is not a run to resume") from None
+    now = comparable(cfg)
+    differ = [k for k in now if now[k] != before.get(k)]
+    if differ:
+        shown = ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in differ[:5])
         raise ConfigError(
-            f"{run_dir} holds a run with another config; resume with the same config "
+            f"{run_dir} holds a run with another config ({shown}); resume with the same config "
             f"(only train.steps may change) or pick another train.out_dir"
         )

@@ -1,240 +1,36 @@
-"""Command line: parsing and printing only; the work happens in the library."""
+"""Command line: argument parsing only (the commands, which print, are in :mod:`gumbel_rerank.commands`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import time
-from pathlib import Path
-from typing import Any
 
 from . import objectives
-from .config import Config
-from .config import load as _load
-from .report import before_after_table, fmt
+from .commands import (
+    cmd_compare,
+    cmd_convert,
+    cmd_eval,
+    cmd_export,
+    cmd_probe,
+    cmd_rerank,
+    cmd_serve,
+    cmd_train,
+)
 
 
-def load_config(path: str | Path | None, overrides: list[str]) -> Config:
-    """The config, checked down to the objective's name (before any model loads)."""
-    cfg = _load(path, overrides)
-    objectives.check(cfg)
-    return cfg
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
-
-    cfg = load_config(args.config, args.overrides)
-    print(
-        f"gumbel-rerank train: objective={cfg.objective.name} reader={cfg.reader.model} ({cfg.reader.layout}) "
-        f"reranker={cfg.reranker.model} ({cfg.reranker.kind}) data={cfg.data.source} -> {cfg.train.out_dir}"
-    )
-    start = time.perf_counter()
-    result = train(cfg, progress=not args.quiet, resume=args.resume)
-    table = before_after_table(result.before, result.after)
-    (result.run_dir / "report.md").write_text(
-        f"# {cfg.train.out_dir}\n\nHeld-out questions, before and after training.\n\n{table}\n"
-    )
-    print(f"\nHeld-out metrics, zero-shot reranker vs trained ({cfg.data.num_eval} questions, top-k={cfg.objective.k}):")
-    print(table)
-    selection = json.loads((result.run_dir / "report.json").read_text()).get("selection")
-    if selection:
-        print(
-            f"\nlabel-free selection ({selection['select']}): lowest validation answer NLL "
-            f"{selection['selected_val_loss']:.4f} at step {selection['selected_step']} of {selection['points']} "
-            f"evaluations; curves: {result.run_dir / 'selection.png'}"
-        )
-    print(
-        f"\n{result.seconds_per_step:.2f} s/step, {result.skipped_steps} skipped steps, "
-        f"{time.perf_counter() - start:.0f} s in all"
-    )
-    print(
-        f"report: {result.run_dir / 'report.md'}  reranker: {result.run_dir / 'reranker'}  "
-        f"log: {result.run_dir / 'metrics.jsonl'}"
-    )
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    """Zero-shot vs trained reranker of a run, with run files and a paired test per metric."""
-    from .data import load_splits
-    from .evaluate import score_all
-    from .rerankers import Reranker
-    from .runfiles import write_comparison
-    from .train import build_reader, evaluate
-
-    run_dir = Path(args.run_dir)
-    cfg = load_config(run_dir / "config.yaml", args.overrides)
-    _, held_out = load_splits(cfg.data)
-    reader = build_reader(cfg.reader) if cfg.eval.generate else None
-    zero_shot = Reranker.from_pretrained(
-        cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature
-    )
-    trained = Reranker.from_pretrained(str(run_dir / "reranker"))
-    scores_before = score_all(zero_shot, held_out, batch_size=cfg.eval.batch_size)
-    scores_after = score_all(trained, held_out, batch_size=cfg.eval.batch_size)
-    before = evaluate(cfg, zero_shot, reader, held_out, scores=scores_before)
-    after = evaluate(cfg, trained, reader, held_out, scores=scores_after)
-    print(before_after_table(before, after))
-    tests = write_comparison(run_dir / "eval", held_out, scores_before, scores_after, cfg.eval.ks)
-    print("\npaired permutation test per question (two-sided p-value of the change):")
-    for name, row in tests.items():
-        print(f"  {name:<16} {fmt(row['before'])} -> {fmt(row['after'])}   p = {row['p_value']:.4f}")
-    print(f"run files, qrels, per-question metrics and metrics.json: {run_dir / 'eval'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"before": before, "after": after}, indent=2))
-    return 0
-
-
-def cmd_probe(args: argparse.Namespace) -> int:
-    """How much the reader's answer likelihood depends on the gold docs (answer NLL per token)."""
-    from .data import load_splits
-    from .probe import reader_dependence, weight_gradients
-    from .train import build_reader
-
-    cfg = load_config(args.config, args.overrides)
-    _, held_out = load_splits(cfg.data)
-    reader = build_reader(cfg.reader)
-    result = reader_dependence(reader, held_out[: args.questions])
-    print(
-        f"answer NLL per token, {cfg.reader.model} ({cfg.reader.layout}), {min(args.questions, len(held_out))} "
-        "held-out questions (lower = the reader finds the answer more likely):"
-    )
-    for view, value in result.items():
-        print(f"  {view:<38} {fmt(value)}")
-    print("gradient of the answer NLL w.r.t. each doc's weight, all docs at w=0.5 (negative = the reader wants it):")
-    for kind, value in weight_gradients(reader, held_out[: args.questions]).items():
-        print(f"  {kind:<38} {value:+.3f}")
-    if args.gradient_signal:
-        _print_gradient_signal(cfg, reader, held_out)
-    return 0
-
-
-def _print_gradient_signal(cfg: Any, reader: Any, examples: list[Any]) -> None:
-    from .rerankers import Reranker
-    from .signal import gradient_agreement
-
-    reranker = Reranker.from_pretrained(
-        cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature
-    )
-    r = gradient_agreement(cfg.objective, reranker, reader, examples, batch_size=cfg.train.batch_size)
-    print(
-        f"cosine between reranker gradients ({cfg.objective.name}, batch {cfg.train.batch_size}, "
-        f"{cfg.objective.samples} sample(s), {r['pairs']} pairs; 1 = the same direction):"
-    )
-    print(f"  same batch, independent Gumbel draws   {r['noise']['mean']:+.3f} (sd {r['noise']['sd']:.3f})")
-    print(f"  two disjoint batches                   {r['minibatch']['mean']:+.3f} (sd {r['minibatch']['sd']:.3f})")
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    """Every objective from the same reranker on the same batches, reader and candidates."""
-    from .compare import compare, parse_objectives
-    from .report import group_table, load_results
-
-    cfg = load_config(args.config, args.overrides)
-    names = parse_objectives(args.objectives)
-    out = args.out or str(Path(cfg.train.out_dir).parent / "compare")
-    print(
-        f"gumbel-rerank compare: {', '.join(names)}; reader={cfg.reader.model} ({cfg.reader.layout}) "
-        f"reranker={cfg.reranker.model} ({cfg.reranker.kind}) data={cfg.data.source} -> {out}"
-    )
-    result = compare(cfg, names, out, progress=not args.quiet, on_result=lambda text: print(text, flush=True))
-    print(group_table(load_results(result.out_dir)))
-    print(
-        f"table: {result.out_dir / 'table.md'} (table.csv, summary.json)  plots: {result.out_dir / 'recall.png'}, "
-        f"{result.out_dir / 'loss_gap.png'}  runs: {result.out_dir}/<objective>.seed{cfg.train.seed}/"
-    )
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export
-
-    out = export(args.run_dir, args.out_dir, overwrite=args.overwrite)
-    print(
-        f"exported to {out}: loads with sentence_transformers "
-        f"{'CrossEncoder' if (out / 'modules.json').exists() and not (out / '1_Pooling').exists() else 'SentenceTransformer'}"
-        f"({str(out)!r}); model card: {out / 'README.md'}"
-    )
-    return 0
-
-
-def cmd_rerank(args: argparse.Namespace) -> int:
-    """Rerank every question's candidates from a file; TREC run + JSONL with the top k."""
-    from .export import load_reranker
-    from .rerank_file import rerank_file
-
-    if args.top_k < 1:
-        raise ValueError("--top-k must be at least 1")
-    reranker = load_reranker(args.model, kind=args.kind)
-    out = Path(args.output or Path(args.input).with_suffix(""))
-    n = rerank_file(reranker, args.input, out, top_k=args.top_k, batch_size=args.batch_size, progress=not args.quiet)
-    print(f"reranked {n} questions; top {args.top_k}: {out}.run (TREC) and {out}.jsonl")
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from .export import load_reranker
-    from .serve import Limits, make_server
-
-    reranker = load_reranker(args.model, kind=args.kind)
-    limits = Limits(max_body_bytes=args.max_body_bytes, max_documents=args.max_documents, max_chars=args.max_chars)
-    server, batcher = make_server(reranker, args.host, args.port, limits=limits, model_name=args.model)
-    print(
-        f"serving {args.model} ({reranker.kind}) on http://{args.host}:{server.server_address[1]}  "
-        "POST /rerank, GET /health (Ctrl-C stops)",
-        flush=True,
-    )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        batcher.close()
-    return 0
-
-
-def cmd_convert(args: argparse.Namespace) -> int:
-    """Convert a dataset file to our JSONL schema and print what it holds and what was skipped."""
-    from .data import convert
-    from .data.schema import write_jsonl
-
-    loaded = convert.load(args.input, allow_no_docs=args.pool > 0)
-    if args.pool > 0:
-        from .data.pool import pool_from_corpus
-        from .rerankers import Reranker
-
-        corpus = convert.load(args.corpus).examples if args.corpus else []
-        encoder = Reranker.from_pretrained(args.encoder, kind="bi")
-        loaded.examples, stats = pool_from_corpus(loaded.examples, corpus, n=args.pool, encoder=encoder)
-        print(
-            f"pools: {args.pool} candidates per question from {stats.passages} passages; "
-            f"gold passage not retrieved for {stats.gold_not_retrieved} of {stats.questions} questions"
-        )
-    write_jsonl(loaded.examples, args.output)
-    s = convert.summary(loaded)
-    d = s["docs_per_question"]
-    print(f"{args.input}: formats {s['formats']}")
-    print(
-        f"  questions {s['questions']}, docs per question {d['min']}-{d['max']} (mean {d['mean']:.2f}), "
-        f"gold per question {s['gold_per_question']:.2f}, bridge per question {s['bridge_per_question']:.2f}, "
-        f"with a bridge doc {s['share_with_bridge']:.1%}, without any gold doc {s['questions_without_gold']}, "
-        f"missing a gold doc {s['questions_missing_a_gold_doc']}"
-    )
-    print(
-        f"  excluded from bridge metrics (gold docs but none holds the answer, e.g. yes/no comparisons): "
-        f"{s['excluded_from_bridge_metrics']}"
-    )
-    for message in s["first_warnings"]:
-        print(f"    e.g. {message}")
-    print(f"  skipped {s['skipped']}: {s['skipped_by_reason'] or 'none'}")
-    for message in s["first_errors"]:
-        print(f"    e.g. {message}")
-    print(f"  written: {args.output}")
-    return 0
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {text}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -288,18 +84,24 @@ def parser() -> argparse.ArgumentParser:
     rr.add_argument("--input", required=True, help="questions with candidates (any format `data convert` reads)")
     rr.add_argument("--top-k", type=int, default=10)
     rr.add_argument("--output", help="output prefix (default: the input path without its extension)")
-    rr.add_argument("--kind", default="cross", choices=["cross", "bi"], help="for a model that is not ours")
+    rr.add_argument("--kind", choices=["cross", "bi"], help="only for a model that is not ours (ours say their kind)")
     rr.add_argument("--batch-size", type=int, default=32)
     rr.add_argument("-q", "--quiet", action="store_true")
     rr.set_defaults(func=cmd_rerank)
-    sv = sub.add_parser("serve", help="HTTP service: POST /rerank, GET /health")
+    sv = sub.add_parser("serve", help="HTTP service: POST /rerank (and /v1/rerank), GET /health")
     sv.add_argument("model")
     sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--kind", default="cross", choices=["cross", "bi"])
-    sv.add_argument("--max-documents", type=int, default=1000)
-    sv.add_argument("--max-chars", type=int, default=20_000, help="per query or document")
-    sv.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    sv.add_argument("--port", type=_port, default=8000, help="1-65535, or 0 for any free port")
+    sv.add_argument("--kind", choices=["cross", "bi"], help="only for a model that is not ours (ours say their kind)")
+    sv.add_argument("--max-documents", type=_positive, default=1000)
+    sv.add_argument("--max-chars", type=_positive, default=20_000, help="per query or document")
+    sv.add_argument("--max-body-bytes", type=_positive, default=1 << 20)
+    sv.add_argument("--batch-pairs", type=_positive, default=256, help="pairs scored together across requests")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    sv.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take before it gets 503")
+    sv.add_argument("--max-queue", type=_positive, default=64, help="requests waiting to be scored; more get 503")
+    sv.add_argument("--max-connections", type=_positive, default=64)
+    sv.add_argument("--bf16", action="store_true", help="score under bfloat16 autocast (faster on CPUs with AVX512-BF16)")
     sv.set_defaults(func=cmd_serve)
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,7 +17,12 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 SCHEDULES = ("constant", "linear", "cosine")  # the LR after warmup (transformers' schedulers of these names)
-SELECTIONS = ("last", "val_loss")  # which reranker a run ends with (gumbel_rerank.selection)
+SELECTIONS = ("last", "val_loss")
+TRACKERS = (
+    "tensorboard",
+    "wandb",
+    "mlflow",
+)  # accelerate's trackers that train.report_to may name  # which reranker a run ends with (gumbel_rerank.selection)
 
 
 class ConfigError(ValueError):
@@ -98,6 +104,7 @@ class TrainConfig:
     patience: int = 0  # stop after this many evaluations without a new best validation loss; 0 = never
     max_nonfinite_steps: int = 10  # stop the run after this many skipped (non-finite loss) steps; 0 = never
     out_dir: str = "runs/default"
+    report_to: tuple[str, ...] = ()  # accelerate trackers besides metrics.jsonl: tensorboard, wandb, mlflow
 
 
 @dataclass(frozen=True)
@@ -255,7 +262,11 @@ def validate(cfg: Config) -> Config:
         (cfg.data.num_val < cfg.data.num_train, "data.num_val must be smaller than data.num_train"),
         (cfg.train.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}"),
         (cfg.objective.k >= 1, "objective.k must be >= 1"),
-        (cfg.objective.tau > 0, "objective.tau must be > 0"),
+        (0 < cfg.objective.tau < math.inf, "objective.tau must be > 0 and finite"),
+        (0 < cfg.objective.kappa < math.inf, "objective.kappa must be > 0 and finite (0 leaves only noise to learn from)"),
+        (0 < cfg.reranker.temperature < math.inf, "reranker.temperature must be > 0 and finite (score = cosine / temperature)"),
+        (bool(cfg.train.out_dir.strip()), "train.out_dir must name a folder (empty would write into the current one)"),
+        (set(cfg.train.report_to) <= set(TRACKERS), f"train.report_to may name {', '.join(TRACKERS)}"),
         (cfg.objective.tau_final is None or cfg.objective.tau_final > 0, "objective.tau_final must be > 0"),
         (cfg.objective.samples >= 1, "objective.samples must be >= 1"),
         (

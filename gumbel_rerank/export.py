@@ -12,6 +12,8 @@ what we export is what it reads.
 from __future__ import annotations
 
 import json
+import math
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,12 +30,37 @@ CITATION = """@inproceedings{huang2025gumbel,
 }"""
 
 
-def load_reranker(name_or_path: str, *, kind: str = "cross") -> Reranker:
-    """A training run directory, a saved reranker, an exported directory, a packaged name or a hub id."""
+def load_reranker(name_or_path: str | Path, *, kind: str | None = None) -> Reranker:
+    """A training run directory, a saved reranker, an exported directory, a packaged name or a hub id.
+
+    Ours (a run, a saved reranker, an export) know their kind, and a sentence-transformers folder with
+    a pooling module is a bi-encoder; ``kind`` is for anything else (default: cross) and must agree
+    where the model says its own."""
     path = Path(name_or_path)
     if path.is_dir() and ((path / "reranker").is_dir() or (path / "gumbel_rerank.json").exists()):
-        return Reranker.from_pretrained(str(find_reranker(path)))
-    return Reranker.from_pretrained(name_or_path, kind=kind)
+        reranker = Reranker.from_pretrained(str(find_reranker(path)))
+    else:
+        known = detect_kind(path)
+        if kind is not None and known is not None and kind != known:
+            raise ValueError(f"{path} is a {known}-encoder export; drop --kind {kind}")
+        reranker = Reranker.from_pretrained(str(name_or_path), kind=kind or known or "cross")
+    if kind is not None and reranker.kind != kind:
+        raise ValueError(f"{name_or_path} holds a {reranker.kind}-encoder reranker; drop --kind {kind}")
+    return reranker
+
+
+def detect_kind(path: Path) -> str | None:
+    """The kind an exported folder declares: our export mark, else sentence-transformers' modules."""
+    try:
+        if (path / EXPORT_MARK).is_file():
+            kind = json.loads((path / EXPORT_MARK).read_text()).get("kind")
+            return kind if kind in ("cross", "bi") else None
+        if (path / "modules.json").is_file():
+            modules = json.loads((path / "modules.json").read_text())
+            return "bi" if any("Pooling" in str(m.get("type", "")) for m in modules if isinstance(m, dict)) else "cross"
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
 
 
 def find_reranker(run_dir: Path) -> Path:
@@ -59,7 +86,53 @@ def _hub_id(name: str) -> str:
     return {v: k for k, v in ALIASES.items()}.get(name, name)
 
 
-def model_card(reranker: Reranker, cfg: dict[str, Any], report: dict[str, Any]) -> str:
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as the Hub spells repository ids
+
+
+def hub_id_or_none(name: str) -> str | None:
+    """``name`` as a Hub id when it is one (a packaged alias maps to its upstream id), else None: a local
+    path, ``synthetic`` or ``unknown`` is no Hub id and is described in the card's body instead."""
+    name = _hub_id(name)
+    return name if HUB_ID.match(name) and not Path(name).exists() else None
+
+
+def card_data(reranker: Reranker, cfg: dict[str, Any], report: dict[str, Any]) -> Any:
+    """The card's YAML header as huggingface_hub's ``ModelCardData``, with a ``model-index`` of the
+    held-out metrics."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    rr, data, ob = (cfg.get(k, {}) for k in ("reranker", "data", "objective"))
+    cross = reranker.kind == "cross"
+    source = str(data.get("source", "unknown"))
+    dataset = hub_id_or_none(source)
+    after = report.get("after", {})
+    results = [
+        EvalResult(
+            task_type="text-ranking",
+            task_name="Reranking",
+            dataset_type=dataset or "custom",
+            dataset_name=dataset or Path(source).stem or "custom",
+            dataset_split="held-out",
+            metric_type=m.lower(),
+            metric_name=f"held-out {m}",
+            metric_value=round(float(v), 4),
+        )
+        for m, v in after.items()
+        if isinstance(v, int | float) and math.isfinite(v)
+    ]
+    return ModelCardData(
+        library_name="sentence-transformers",
+        pipeline_tag="text-ranking" if cross else "sentence-similarity",
+        base_model=hub_id_or_none(str(rr.get("model", ""))),
+        datasets=[dataset] if dataset else None,
+        tags=["gumbel-rerank", "reranker", "cross-encoder" if cross else "bi-encoder", "rag", str(ob.get("name", "gumbel"))],
+        license="apache-2.0",
+        model_name=f"gumbel-rerank {ob.get('name', 'gumbel')} reranker",
+        eval_results=results or None,
+    )
+
+
+def model_card(reranker: Reranker, cfg: dict[str, Any], report: dict[str, Any], path: str = "PATH") -> str:
     rr, rd, ob, data, tr = (cfg.get(k, {}) for k in ("reranker", "reader", "objective", "data", "train"))
     base = _hub_id(str(rr.get("model", "unknown")))
     dataset = str(data.get("source", "unknown"))
@@ -68,31 +141,21 @@ def model_card(reranker: Reranker, cfg: dict[str, Any], report: dict[str, Any]) 
     names = [m for m in after if isinstance(after.get(m), int | float) and isinstance(before.get(m), int | float)]
     rows = "\n".join(f"| {m} | {before[m]:.3f} | {after[m]:.3f} |" for m in names)
     table = ("| metric | zero-shot | trained |\n|---|---|---|\n" + rows) if rows else "No held-out report was found."
-    meta = {
-        "library_name": "sentence-transformers",
-        "pipeline_tag": "text-ranking" if cross else "sentence-similarity",
-        "base_model": base,
-        "datasets": [dataset],
-        "metrics": ["recall", "ndcg", "mrr", "exact_match", "f1"],
-        "tags": ["gumbel-rerank", "reranker", "cross-encoder" if cross else "bi-encoder", "rag"],
-        "license": "apache-2.0",
-    }
-    import yaml
-
+    header = card_data(reranker, cfg, report).to_yaml()
     if cross:
         usage = (
-            '```python\nfrom sentence_transformers import CrossEncoder\n\nmodel = CrossEncoder("PATH")\n'
+            f"```python\nfrom sentence_transformers import CrossEncoder\n\nmodel = CrossEncoder({path!r})\n"
             'model.rank("who wrote Hamlet?", ["Hamlet is a play by Shakespeare.", "Paris is in France."])\n```'
         )
     else:
         usage = (
-            '```python\nfrom sentence_transformers import SentenceTransformer\n\nmodel = SentenceTransformer("PATH")\n'
+            f"```python\nfrom sentence_transformers import SentenceTransformer\n\nmodel = SentenceTransformer({path!r})\n"
             'q, d = model.encode(["who wrote Hamlet?", "Hamlet is a play by Shakespeare."])\n'
             "score = model.similarity(q, d)  # cosine; training used cosine / "
             f"{reranker.temperature}\n```"
         )
     return f"""---
-{yaml.safe_dump(meta, sort_keys=False).strip()}
+{header.strip()}
 ---
 
 # {base} reranker trained with gumbel-rerank ({ob.get("name", "gumbel")})
@@ -185,7 +248,7 @@ def export(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False)
             dim = getattr(body, "get_embedding_dimension", None) or body.get_word_embedding_dimension
             model = SentenceTransformer(modules=[body, Pooling(dim(), "mean"), Normalize()])
         model.save_pretrained(str(staged), safe_serialization=True)
-        (staged / "README.md").write_text(model_card(reranker, cfg, report))
+        (staged / "README.md").write_text(model_card(reranker, cfg, report, path=str(out)))
         (staged / EXPORT_MARK).write_text(json.dumps({"source": str(source), "kind": reranker.kind}))
         if out.exists():  # empty, or an earlier export (check_target): moved aside, then removed
             old = Path(tmp) / "previous"

@@ -1,4 +1,5 @@
-"""Strict JSON for every file the library writes: NaN and infinities become null, writes are atomic.
+"""Strict JSON for every file the library writes: NaN and infinities become null, writes are atomic
+and files get the usual permissions (:func:`usual_mode`).
 
 A metric with nothing relevant anywhere (bridge recall on yes/no questions) is NaN; strict JSON has
 no NaN, and a reader in another language would choke on Python's ``NaN`` token.
@@ -11,7 +12,9 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+_P = TypeVar("_P", str, Path)
 
 
 def finite(value: Any) -> Any:
@@ -33,4 +36,13 @@ def write_json(path: str | Path, value: Any, *, indent: int | None = 1) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
         f.write(dumps(value, indent=indent))
-    os.replace(f.name, path)
+    os.replace(usual_mode(f.name), path)
+
+
+def usual_mode(path: _P) -> _P:
+    """Give a file or folder made by ``tempfile`` (0600 / 0700) the mode ``open`` / ``mkdir`` would
+    have given it under the user's umask, before it is renamed into place; returns ``path``."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~mask)
+    return path

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .jsonsafe import usual_mode
+
 log = logging.getLogger(__name__)
 
 
@@ -101,7 +103,7 @@ def _dequantised(name: str) -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        Path(tmp).rename(out)
+        Path(usual_mode(tmp)).rename(out)
     return out
 
 
@@ -137,8 +139,14 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype = torch.float32, device
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     path = resolve(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    config = AutoConfig.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path)
+    except OSError as err:  # not a folder with a model, and no hub to ask (or no such hub id)
+        raise FileNotFoundError(
+            f"cannot load the model {name_or_path!r}: not a packaged name ({', '.join(sorted(PACKAGED))}), not a local "
+            f"model folder, and the hub did not give it ({str(err).splitlines()[0][:160]})"
+        ) from None
     cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     model = cls.from_pretrained(path, dtype=dtype, **({"device_map": device_map} if device_map else {}))
     return model, tokenizer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -21,7 +22,7 @@ def rerank_file(
     questions reranked (those with at least one candidate)."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    examples = [ex for ex in read_examples(input_path) if ex.docs]
+    examples = [ex for ex in read_examples(input_path, require_answers=False) if ex.docs]
     if not examples:
         raise ValueError(f"{input_path}: no question with candidate documents")
     out = Path(out)
@@ -29,6 +30,11 @@ def rerank_file(
     with (out.parent / f"{out.name}.jsonl").open("w") as f:
         for ex in tqdm(examples, desc="rerank", disable=not progress):
             s = reranker.predict([(ex.question, doc_text(d.title, d.text)) for d in ex.docs], batch_size=batch_size)
+            if not all(math.isfinite(x) for x in s):
+                raise ValueError(
+                    f"question {ex.id!r}: the reranker gave a non-finite score; check the model "
+                    "(e.g. a bi-encoder temperature of 0)"
+                )
             scores.append(s)
             f.write(
                 json.dumps(

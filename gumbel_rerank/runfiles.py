@@ -6,7 +6,7 @@ import json
 import math
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -81,10 +81,13 @@ def write_comparison(
 
 class MetricsLog:
     """A JSONL log (``metrics.jsonl``), one strict-JSON row per write, flushed at once. ``keep_until``
-    (a resumed run) keeps the rows up to that step; ``write=False`` (not the main process) writes nothing."""
+    (a resumed run) keeps the rows up to that step; ``write=False`` (not the main process) writes nothing.
+    ``tracker(values, step)`` (accelerate's ``Accelerator.log``) also gets every row's numbers."""
 
-    def __init__(self, path: Path, *, write: bool = True, keep_until: int | None = None) -> None:
-        self.path, self.enabled = path, write
+    def __init__(
+        self, path: Path, *, write: bool = True, keep_until: int | None = None, tracker: Callable[..., Any] | None = None
+    ) -> None:
+        self.path, self.enabled, self.tracker = path, write, tracker
         self.kept = (
             [x for x in path.read_text().splitlines() if json.loads(x)["step"] <= keep_until]
             if keep_until is not None and path.exists()
@@ -99,6 +102,9 @@ class MetricsLog:
     def write(self, row: dict[str, Any]) -> None:
         self.file.write(dumps(row) + "\n")
         self.file.flush()
+        if self.tracker is not None:
+            numbers = {k: v for k, v in row.items() if k != "step" and isinstance(v, int | float) and math.isfinite(v)}
+            self.tracker(numbers, step=int(row["step"]))
 
     def __exit__(self, *exc: object) -> None:
         self.file.close()

@@ -3,91 +3,27 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, objectives
-from .config import Config, ConfigError, dump
-from .data import Example, load_splits, split_validation
+from . import checkpoint
+from .config import Config
+from .data import Example
 from .evaluate import evaluate, score_all
 from .jsonsafe import finite, write_json
 from .objectives import Batch, TeacherCache
-from .readers import build_reader
 from .readers.base import Reader
 from .rerankers import Reranker
+from .run_state import NonFiniteLossError, Run, TrainResult, check_data, setup
 from .runfiles import MetricsLog
 from .schedule import set_lr
-from .selection import Selector
-from .stabilize import StartAnchor, restrict_trainable
 
 log = logging.getLogger(__name__)
-
-
-def check_data(cfg: Config, train: list[Example], held_out: list[Example]) -> None:
-    """Data problems that must stop a run before any model loads (the objective's own precondition)."""
-    objectives.check(cfg, train)
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    before: dict[str, Any]
-    after: dict[str, Any]
-    seconds_per_step: float
-    skipped_steps: int
-    held_out_scores: list[list[float]]  # the trained reranker's scores of the held-out questions
-
-
-class NonFiniteLossError(ValueError):
-    """Too many steps with a non-finite loss: the run stops instead of training on garbage."""
-
-
-def _accelerator(cfg: Config) -> Any:
-    """accelerate's process group (one process unless launched with ``accelerate launch``/``torchrun``)."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
-    # bi-encoders leave the pooler unused; the reader stays on the CPU, so the reranker does too
-    acc = Accelerator(cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    if cfg.train.batch_size % acc.num_processes:
-        raise ConfigError(
-            f"train.batch_size={cfg.train.batch_size} must be a multiple of the {acc.num_processes} "
-            "processes (each takes an equal share of every batch)"
-        )
-    return acc
-
-
-@dataclass
-class _Run:
-    """Everything one training run holds between its steps."""
-
-    cfg: Config
-    acc: Any
-    run_dir: Path
-    train_set: list[Example]
-    held_out: list[Example]
-    reranker: Reranker
-    reader: Reader
-    objective: Any
-    anchor: StartAnchor | None
-    trainable: list[torch.nn.Parameter]
-    optimizer: torch.optim.Optimizer
-    noise: torch.Generator  # the Gumbel draws' (and the batch noise seeds') generator
-    order: torch.Generator  # the data order's generator
-    selector: Selector | None
-    before: dict[str, Any] | None
-    queue: list[int] = field(default_factory=list)  # question indices still to come in this epoch
-    first_step: int = 0
-    skipped: int = 0
-    resumed: bool = False
-
-    @property
-    def main(self) -> bool:
-        return bool(self.acc.is_main_process)
+__all__ = ["NonFiniteLossError", "TrainResult", "check_data", "postfix", "train"]
 
 
 def train(
@@ -112,10 +48,10 @@ def train(
     reranker and takes an equal slice of each batch; gradients are averaged (DDP).
     """
     with torch.random.fork_rng(devices=[]):  # the run seeds the global RNG (dropout); the caller's state comes back
-        return _train(_setup(cfg, reranker, reader, teachers, before, resume, splits), progress)
+        return _train(setup(cfg, reranker, reader, teachers, before, resume, splits), progress)
 
 
-def _train(run: _Run, progress: bool) -> TrainResult:
+def _train(run: Run, progress: bool) -> TrainResult:
     """The loop: evaluate the start, step, log, validate, checkpoint; then select and report."""
     cfg = run.cfg
     if run.before is None:
@@ -131,7 +67,8 @@ def _train(run: _Run, progress: bool) -> TrainResult:
         total=cfg.train.steps,
     )
     resumed_at = run.first_step if run.resumed else None
-    with MetricsLog(run.run_dir / "metrics.jsonl", write=run.main, keep_until=resumed_at) as log_file:
+    tracker = run.acc.log if cfg.train.report_to else None
+    with MetricsLog(run.run_dir / "metrics.jsonl", write=run.main, keep_until=resumed_at, tracker=tracker) as log_file:
         if run.selector is not None and run.first_step == 0:  # the start is a candidate: selection can keep it
             log_file.write(run.selector.evaluate(0, run.reranker))
         for step in bar:
@@ -146,97 +83,15 @@ def _train(run: _Run, progress: bool) -> TrainResult:
             if _validate(run, step, log_file):
                 break
             _checkpoint(run, step)
-    return _finish(run, (time.perf_counter() - t0) / max(done - run.first_step, 1), progress)
+    result = _finish(run, (time.perf_counter() - t0) / max(done - run.first_step, 1), progress)
+    if cfg.train.report_to:
+        final = {f"held_out/{k}": v for k, v in result.after.items() if isinstance(v, float) and math.isfinite(v)}
+        run.acc.log(final, step=done)
+        run.acc.end_training()
+    return result
 
 
-def _setup(
-    cfg: Config,
-    reranker: Reranker | None,
-    reader: Reader | None,
-    teachers: TeacherCache | None,
-    before: dict[str, Any] | None,
-    resume: bool,
-    splits: tuple[list[Example], list[Example]] | None,
-) -> _Run:
-    """Data, models, objective, optimizer and generators; restored from the last checkpoint on resume."""
-    objectives.check(cfg)
-    train_set, held_out = splits if splits is not None else load_splits(cfg.data)
-    train_set, validation = split_validation(train_set, cfg.data.num_val)
-    check_data(cfg, train_set, held_out)
-    acc = _accelerator(cfg)
-    run_dir = Path(cfg.train.out_dir)
-    ckpt = checkpoint.latest(run_dir) if resume else None
-    if ckpt is not None:
-        checkpoint.check_resumable(cfg, run_dir)
-    if acc.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump(cfg))
-    reranker = reranker or Reranker.from_pretrained(
-        cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature
-    )
-    reader = reader or build_reader(cfg.reader)
-    objective = objectives.build(cfg, teachers or TeacherCache(cfg.train.teacher_cache or None))
-    torch.manual_seed(cfg.train.seed)  # the reranker's dropout; everything else takes explicit generators
-    anchor = (
-        StartAnchor(reranker, weight=cfg.objective.kl_to_start, temperature=cfg.objective.temperature_score)
-        if cfg.objective.kl_to_start > 0
-        else None
-    )  # taken before a resume loads later weights: the true start
-    if cfg.train.train_layers:
-        restrict_trainable(reranker, cfg.train.train_layers)
-    trainable = [p for p in reranker.parameters() if p.requires_grad]
-    selector = (
-        Selector(
-            run_dir,
-            reader,
-            validation,
-            held_out,
-            k=cfg.objective.k,
-            patience=cfg.train.patience,
-            batch_size=cfg.eval.batch_size,
-            save=acc.is_main_process,
-        )
-        if cfg.train.eval_every
-        else None
-    )
-    run = _Run(
-        cfg,
-        acc,
-        run_dir,
-        train_set,
-        held_out,
-        reranker,
-        reader,
-        objective,
-        anchor,
-        trainable,
-        torch.optim.AdamW(trainable, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay),
-        torch.Generator().manual_seed(cfg.train.seed),
-        torch.Generator().manual_seed(cfg.train.seed + 1),
-        selector,
-        before,
-    )
-    if ckpt is not None:
-        _restore(run, ckpt)
-    return run
-
-
-def _restore(run: _Run, ckpt: Path) -> None:
-    """Weights, optimizer, generators, data queue and selection state of checkpoint ``ckpt``."""
-    checkpoint.load_reranker_weights(ckpt, run.reranker)
-    state = checkpoint.load_optimizer(ckpt, run.optimizer)
-    rng = checkpoint.load_state_tensors(ckpt)
-    run.noise.set_state(rng["noise"])
-    run.order.set_state(rng["order"])
-    torch.set_rng_state(rng["torch"])
-    run.first_step, run.skipped, run.queue = state["step"], state["skipped"], state["queue"]
-    run.before, run.resumed = state.get("before"), True
-    if run.selector is not None:
-        run.selector.restore_state(state.get("selection") or {})
-    log.warning("resuming %s from %s (step %d)", run.run_dir, ckpt.name, run.first_step)
-
-
-def _accumulate(run: _Run, model: Any, step: int) -> dict[str, float] | None:
+def _accumulate(run: Run, model: Any, step: int) -> dict[str, float] | None:
     """Forward and backward over ``train.grad_accum`` batches; the metrics averaged over them, or None
     when any process saw a non-finite loss (then no process steps: a lone backward would wait forever)."""
     cfg = run.cfg
@@ -266,7 +121,7 @@ def _accumulate(run: _Run, model: Any, step: int) -> dict[str, float] | None:
     return dict(zip(keys, averaged, strict=True))
 
 
-def _skip(run: _Run, step: int) -> None:
+def _skip(run: Run, step: int) -> None:
     run.skipped += 1
     run.optimizer.zero_grad(set_to_none=True)
     log.warning("step %d: non-finite loss, step skipped (%d so far)", step + 1, run.skipped)
@@ -279,7 +134,7 @@ def _skip(run: _Run, step: int) -> None:
         )
 
 
-def _update(run: _Run, step: int) -> dict[str, float]:
+def _update(run: Run, step: int) -> dict[str, float]:
     """Clip, set the scheduled LR, step the optimizer; the LR and the gradient norm."""
     grad_norm = run.acc.clip_grad_norm_(run.trainable, run.cfg.train.grad_clip)
     lr = set_lr(run.optimizer, run.cfg, step)
@@ -288,7 +143,7 @@ def _update(run: _Run, step: int) -> dict[str, float]:
     return {"lr": lr, "grad_norm": float(grad_norm)}
 
 
-def _validate(run: _Run, step: int, log_file: MetricsLog) -> bool:
+def _validate(run: Run, step: int, log_file: MetricsLog) -> bool:
     """Every ``train.eval_every`` steps: the label-free validation point; True when patience ran out."""
     every = run.cfg.train.eval_every
     if run.selector is None or (step + 1) % every:
@@ -304,7 +159,7 @@ def _validate(run: _Run, step: int, log_file: MetricsLog) -> bool:
     return run.selector.should_stop
 
 
-def _checkpoint(run: _Run, step: int) -> None:
+def _checkpoint(run: Run, step: int) -> None:
     every = run.cfg.train.checkpoint_every
     if not run.main or not every or (step + 1) % every:
         return
@@ -326,7 +181,7 @@ def _checkpoint(run: _Run, step: int) -> None:
     )
 
 
-def _finish(run: _Run, seconds_per_step: float, progress: bool) -> TrainResult:
+def _finish(run: Run, seconds_per_step: float, progress: bool) -> TrainResult:
     """The selected reranker saved as reranker/, evaluated on the held-out questions; report.json."""
     cfg, reranker = run.cfg, run.reranker
     reranker.eval()

@@ -11,7 +11,7 @@ from conftest import byte_tokenizer, tiny_llama
 
 from gumbel_rerank import checkpoint
 from gumbel_rerank.cli import main
-from gumbel_rerank.config import load
+from gumbel_rerank.config import ConfigError, load
 from gumbel_rerank.evaluate import score_all
 from gumbel_rerank.readers import make_reader
 from gumbel_rerank.rerankers import Reranker
@@ -172,3 +172,34 @@ def test_cli_eval_compares_zero_shot_and_trained(tmp_path: Path, bert_dir: str, 
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["after"]["R@2"] == pytest.approx(result.after["R@2"])
     assert saved["before"]["R@2"] == pytest.approx(result.before["R@2"])
+
+
+def test_report_to_tensorboard_logs_every_step_and_every_eval(tmp_path: Path, bert_dir: str) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = small_config(
+        tmp_path,
+        bert_dir,
+        "eval.generate=false",
+        "train.steps=4",
+        "train.checkpoint_every=0",
+        "train.grad_accum=1",
+        "train.report_to=[tensorboard]",
+        "data.num_val=2",
+        "train.eval_every=2",
+    )
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+    train(cfg, progress=False, reader=reader)
+    events = list((tmp_path / "run").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss", "hard_loss", "mask_sum", "tau", "lr", "grad_norm", "seconds", "val_loss"} <= tags
+    assert [e.step for e in acc.Scalars("loss")] == [1, 2, 3, 4]
+    assert [e.step for e in acc.Scalars("val_loss")] == [0, 2, 4]  # the start and every eval
+    logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "loss" in x]
+    assert [e.value for e in acc.Scalars("loss")] == pytest.approx([x["loss"] for x in logged if "val_loss" not in x])
+    with pytest.raises(ConfigError, match="report_to may name"):
+        load(None, ["train.report_to=[neptune]"])

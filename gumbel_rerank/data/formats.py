@@ -92,10 +92,13 @@ def detect(r: Any) -> str:
     return "unknown"
 
 
-def parse_record(r: Any, where: str) -> Example:
-    """One record in any supported format -> :class:`Example`; :class:`DataError` says where and why."""
+def parse_record(r: Any, where: str, *, require_answers: bool = True) -> Example:
+    """One record in any supported format -> :class:`Example`; :class:`DataError` says where and why.
+    Without ``require_answers``, a record of our schema may come without answers (reranking only)."""
     if not isinstance(r, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(r).__name__}")
+    if not require_answers and "docs" in r:
+        return example_from_json(r, where, require_answers=False)
     for _, test, parse in FORMATS:
         if test(r):
             try:
@@ -127,6 +130,8 @@ def _records(path: Path) -> Iterator[tuple[Any, str]]:
             if head == "[":
                 raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
             data = None
+        except (ValueError, RecursionError) as err:  # an integer past the digit limit; nesting past the stack
+            raise DataError(f"{path}: not a dataset file ({type(err).__name__}: {str(err)[:80]})") from None
         if isinstance(data, list):
             yield from ((r, f"{path}[{i}]") for i, r in enumerate(data))
             return
@@ -142,14 +147,17 @@ def _records(path: Path) -> Iterator[tuple[Any, str]]:
             yield json.loads(line), f"{path}:{lineno}"
         except json.JSONDecodeError as err:
             yield DataError(f"{path}:{lineno}: not valid JSON ({err.msg}); each line must be one JSON object"), ""
+        except (ValueError, RecursionError) as err:
+            yield DataError(f"{path}:{lineno}: not a record ({type(err).__name__}: {str(err)[:80]})"), ""
 
 
-def read_examples(path: str | Path) -> Iterator[Example]:
-    """Examples in file order; the first bad record raises :class:`DataError` (``data convert`` counts them instead)."""
+def read_examples(path: str | Path, *, require_answers: bool = True) -> Iterator[Example]:
+    """Examples in file order; the first bad record raises :class:`DataError` (``data convert`` counts them
+    instead). Without ``require_answers`` our schema's records may omit answers (reranking only)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file {str(path)!r} does not exist")
     for record, where in _records(path):
         if isinstance(record, DataError):
             raise record
-        yield parse_record(record, where)
+        yield parse_record(record, where, require_answers=require_answers)

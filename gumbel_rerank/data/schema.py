@@ -71,11 +71,12 @@ class Example:
         return record
 
 
-def validate(example: Example, where: str) -> Example:
-    """Check one example; raise :class:`DataError` with ``where`` (file:line) and the fix."""
+def validate(example: Example, where: str, *, require_answers: bool = True) -> Example:
+    """Check one example; raise :class:`DataError` with ``where`` (file:line) and the fix. Without
+    ``require_answers`` (reranking one's own candidates) a question may come without answers."""
     if not example.question.strip():
         raise DataError(f"{where}: empty question; every record needs a non-empty 'question'")
-    if not example.answers or not example.answers[0].strip():
+    if require_answers and (not example.answers or not example.answers[0].strip()):
         raise DataError(f"{where}: question {example.id!r} has an empty answer; the reader is scored on answers[0]")
     if not example.docs:
         raise DataError(f"{where}: question {example.id!r} has no docs; give at least one candidate doc")
@@ -86,10 +87,12 @@ def validate(example: Example, where: str) -> Example:
     return example
 
 
-def example_from_json(record: object, where: str) -> Example:
+def example_from_json(record: object, where: str, *, require_answers: bool = True) -> Example:
     """Build an :class:`Example` from one schema record (as written by :func:`write_jsonl`)."""
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    if not require_answers:
+        record = {"answers": [], **record}
     missing = [k for k in ("id", "question", "answers", "docs") if k not in record]
     if missing:
         raise DataError(f"{where}: missing field(s) {missing}; a record needs id, question, answers, docs")
@@ -109,7 +112,7 @@ def example_from_json(record: object, where: str) -> Example:
     except (KeyError, TypeError, AttributeError) as err:
         raise DataError(f"{where}: every doc needs 'id' and 'text' ({err!r})") from None
     ex = Example(str(record["id"]), str(record["question"]), tuple(str(a) for a in record["answers"]), docs)
-    return validate(ex, where)
+    return validate(ex, where, require_answers=require_answers)
 
 
 def write_jsonl(examples: Iterable[Example], path: str | Path) -> None:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import ObjectiveConfig
 from ..data.schema import Example
+from ..jsonsafe import usual_mode
 from ..readers.base import AnswerScores, Reader
 from .base import Batch, ObjectiveBase
 
@@ -104,7 +105,7 @@ class TeacherCache:
         os.close(fd)
         try:
             save_file({"teacher": value}, tmp)
-            os.replace(tmp, path)  # atomic: a reader never sees half a file
+            os.replace(usual_mode(tmp), path)  # atomic: a reader never sees half a file
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
