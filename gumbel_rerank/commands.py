@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import objectives
+from . import devices, objectives
 from .config import Config
 from .config import load as _load
 from .report import before_after_table, fmt
@@ -66,7 +66,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     cfg = load_config(run_dir / "config.yaml", args.overrides)
     _, held_out = load_splits(cfg.data)
-    reader = build_reader(cfg.reader) if cfg.eval.generate else None
+    reader = build_reader(cfg.reader, device=devices.pick(cfg.train.device)) if cfg.eval.generate else None
     zero_shot = Reranker.from_pretrained(
         cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature
     )
@@ -94,7 +94,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     _, held_out = load_splits(cfg.data)
-    reader = build_reader(cfg.reader)
+    reader = build_reader(cfg.reader, device=devices.pick(cfg.train.device))
     result = reader_dependence(reader, held_out[: args.questions])
     print(
         f"answer NLL per token, {cfg.reader.model} ({cfg.reader.layout}), {min(args.questions, len(held_out))} "

@@ -17,12 +17,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 SCHEDULES = ("constant", "linear", "cosine")  # the LR after warmup (transformers' schedulers of these names)
-SELECTIONS = ("last", "val_loss")
-TRACKERS = (
-    "tensorboard",
-    "wandb",
-    "mlflow",
-)  # accelerate's trackers that train.report_to may name  # which reranker a run ends with (gumbel_rerank.selection)
+SELECTIONS = ("last", "val_loss")  # which reranker a run ends with (gumbel_rerank.selection)
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # accelerate's trackers that train.report_to may name
+DTYPES = ("float32", "bfloat16", "float16")  # reader.dtype (gumbel_rerank.devices maps them to torch)
 
 
 class ConfigError(ValueError):
@@ -59,6 +56,7 @@ class ReaderConfig:
     doc_cache_mb: float = 0  # parallel: keep encoded docs across steps/epochs/objectives within this budget
     gradient_checkpointing: bool = False  # sequential layout: recompute layers in the backward pass (less memory)
     device_map: str = ""  # "auto": shard a large reader over the visible GPUs (docs/training.md: "Beyond one machine")
+    dtype: str = "float32"  # float32 | bfloat16 | float16: the frozen reader's weights and activations
 
 
 @dataclass(frozen=True)
@@ -104,6 +102,7 @@ class TrainConfig:
     patience: int = 0  # stop after this many evaluations without a new best validation loss; 0 = never
     max_nonfinite_steps: int = 10  # stop the run after this many skipped (non-finite loss) steps; 0 = never
     out_dir: str = "runs/default"
+    device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda: where reranker and reader run
     report_to: tuple[str, ...] = ()  # accelerate trackers besides metrics.jsonl: tensorboard, wandb, mlflow
 
 
@@ -267,6 +266,8 @@ def validate(cfg: Config) -> Config:
         (0 < cfg.reranker.temperature < math.inf, "reranker.temperature must be > 0 and finite (score = cosine / temperature)"),
         (bool(cfg.train.out_dir.strip()), "train.out_dir must name a folder (empty would write into the current one)"),
         (set(cfg.train.report_to) <= set(TRACKERS), f"train.report_to may name {', '.join(TRACKERS)}"),
+        (cfg.train.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
+        (cfg.reader.dtype in DTYPES, f"reader.dtype must be one of {', '.join(DTYPES)}"),
         (cfg.objective.tau_final is None or cfg.objective.tau_final > 0, "objective.tau_final must be > 0"),
         (cfg.objective.samples >= 1, "objective.samples must be >= 1"),
         (

@@ -22,7 +22,7 @@ def log_weights(weights: torch.Tensor) -> torch.Tensor:
     Clamping cuts the gradient for w below the floor, which is only reached by weights that are
     already zero to float precision.
     """
-    if torch.any(weights < 0):
+    if weights.device.type != "meta" and torch.any(weights < 0):  # meta: shapes only (the device-seam tests)
         raise ValueError("doc weights must be non-negative")
     return torch.log(weights.clamp_min(torch.finfo(weights.dtype).tiny))
 
@@ -48,9 +48,9 @@ def key_bias(log_w: torch.Tensor, key_doc: torch.Tensor, key_valid: torch.Tensor
 def causal_block(q_pos: torch.Tensor, k_pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(…, Q, S) additive mask: 0 where key index <= query index along the sequence, else blocked."""
     allowed = k_pos.unsqueeze(-2) <= q_pos.unsqueeze(-1)
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, blocked(dtype))
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, blocked(dtype))
 
 
 def padding_bias(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(…, S) additive mask: 0 at real keys, blocked at padding."""
-    return torch.zeros(valid.shape, dtype=dtype).masked_fill(~valid, blocked(dtype))
+    return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, blocked(dtype))

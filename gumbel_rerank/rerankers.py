@@ -27,8 +27,10 @@ MISSING = -1e4
 PRECISIONS = ("fp32", "bf16")
 
 
-def _autocast(precision: str) -> Any:
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+def _autocast(precision: str, device: torch.device | None = None) -> Any:
+    """bfloat16 autocast on the encoder's device type (CPU or CUDA) for ``precision="bf16"``."""
+    kind = device.type if device is not None and device.type in ("cpu", "cuda") else "cpu"
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 META_FILE = "gumbel_rerank.json"
@@ -68,6 +70,10 @@ class Reranker(nn.Module):
             encoder = AutoModel.from_pretrained(path)
         return cls(encoder, tokenizer, kind=kind, max_length=max_length, temperature=temperature)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
     def save_pretrained(self, path: str | Path) -> None:
         """safetensors weights, tokenizer and our settings: loadable by :meth:`from_pretrained`."""
         path = Path(path)
@@ -79,6 +85,7 @@ class Reranker(nn.Module):
     def embed(self, texts: list[str]) -> torch.Tensor:
         """Mean-pooled, L2-normalised embeddings (X, H) of ``texts``."""
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        enc = enc.to(self.device)
         hidden = self.encoder(**enc).last_hidden_state  # (X, L, H)
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
@@ -90,10 +97,10 @@ class Reranker(nn.Module):
             enc = self.tokenizer(
                 queries, docs, padding=True, truncation="only_second", max_length=self.max_length, return_tensors="pt"
             )
-            return self.encoder(**enc).logits[:, 0]
+            return self.encoder(**enc.to(self.device)).logits[:, 0]
         unique = list(dict.fromkeys(queries))
         q = self.embed(unique)
-        qi = torch.tensor([unique.index(x) for x in queries])
+        qi = torch.tensor([unique.index(x) for x in queries], device=q.device)
         return (q[qi] * self.embed(docs)).sum(-1) / self.temperature
 
     @torch.inference_mode()
@@ -123,7 +130,7 @@ class Reranker(nn.Module):
         try:
             if self.kind == "bi":
                 for i in tqdm(range(0, len(pairs), batch_size), desc="predict", disable=not show_progress_bar):
-                    with _autocast(precision):
+                    with _autocast(precision, self.device):
                         out = self.score_pairs(queries[i : i + batch_size], docs[i : i + batch_size]).float()
                     scores[i : i + batch_size] = out.tolist()
                 return scores
@@ -132,7 +139,8 @@ class Reranker(nn.Module):
             for i in tqdm(range(0, len(order), batch_size), desc="predict", disable=not show_progress_bar):
                 chunk = order[i : i + batch_size]
                 batch = self.tokenizer.pad({k: [enc[k][j] for j in chunk] for k in enc}, return_tensors="pt")
-                with _autocast(precision):
+                batch = batch.to(self.device)
+                with _autocast(precision, self.device):
                     logits = self.encoder(**batch).logits[:, 0].float()
                 for j, value in zip(chunk, logits.tolist(), strict=True):
                     scores[j] = value
@@ -172,5 +180,5 @@ class Reranker(nn.Module):
         queries = [ex.question for ex in examples for _ in ex.docs]
         docs = [doc_text(d.title, d.text) for ex in examples for d in ex.docs]
         flat = self.score_pairs(queries, docs)
-        out = torch.full((B, N), MISSING, dtype=flat.dtype)
-        return out.masked_scatter(doc_valid(examples), flat)
+        out = torch.full((B, N), MISSING, dtype=flat.dtype, device=flat.device)
+        return out.masked_scatter(doc_valid(examples, flat.device), flat)

@@ -55,9 +55,11 @@ def _accelerator(cfg: Config) -> Any:
             f"train.report_to names {missing}, not installed: pip install {' '.join(missing)} "
             "(or pip install 'gumbel-rerank[track]' for tensorboard)"
         )
-    # bi-encoders leave the pooler unused; the reader stays on the CPU, so the reranker does too
+    # bi-encoders leave the pooler unused (find_unused_parameters); auto = CUDA when present, else the CPU
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
     acc = Accelerator(
-        cpu=True,
+        cpu=cfg.train.device == "cpu",
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         log_with=list(cfg.train.report_to) or None,
         project_dir=cfg.train.out_dir,
@@ -136,7 +138,8 @@ def setup(
     reranker = reranker or Reranker.from_pretrained(
         cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature
     )
-    reader = reader or build_reader(cfg.reader)
+    reranker.to(acc.device)
+    reader = reader or build_reader(cfg.reader, device=acc.device)
     objective = objectives.build(cfg, teachers or TeacherCache(cfg.train.teacher_cache or None))
     torch.manual_seed(cfg.train.seed)  # the reranker's dropout; everything else takes explicit generators
     anchor = (

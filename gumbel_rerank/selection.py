@@ -48,8 +48,8 @@ def topk_answer_nll(
         scores = score_all(reranker, examples, batch_size=batch_size)
     out: list[float] = []
     for i in range(0, len(examples), batch_size):
-        batch = Batch(list(examples[i : i + batch_size]))
-        keep = topk_keep(scores[i : i + batch_size], batch.valid.shape[1], k=k).float()  # (B, N)
+        batch = Batch(list(examples[i : i + batch_size]), device=reranker.device)
+        keep = topk_keep(scores[i : i + batch_size], batch.valid.shape[1], k=k).float().to(reranker.device)  # (B, N)
         out += answer_nll(reader, batch, keep.unsqueeze(1))[:, 0].tolist()
     return out
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import yaml
 
-from . import objectives
+from . import devices, objectives
 from .config import Config, ConfigError
 from .config import load as load_config
 from .data import Example, load_splits
@@ -173,7 +173,7 @@ def run_group(
     train_set, held_out = load_splits(cfg0.data)
     for row in rows:
         check_data(row.cfg, train_set, held_out)
-    reader = reader or build_reader(cfg0.reader)
+    reader = reader or build_reader(cfg0.reader, device=devices.pick(cfg0.train.device))
     memo = AnswerMemo(reader, cfg0) if cfg0.eval.generate else None
     teachers = TeacherCache(cfg0.train.teacher_cache or work / "teacher_cache")
     start = starting_reranker(cfg0)
@@ -262,7 +262,7 @@ def run_plan(
         reader_cfg = rows[group][0].cfg.reader
         if reader_cfg not in readers:
             readers.clear()  # one reader in memory at a time
-            readers[reader_cfg] = build_reader(reader_cfg)
+            readers[reader_cfg] = build_reader(reader_cfg, device=devices.pick(rows[group][0].cfg.train.device))
         note = (lambda text, g=group: on_result(f"{g}/{text}")) if on_result else None
         if on_result:
             on_result(f"{group}: {len(rows[group])} rows x seeds {plan[group]}")

@@ -103,7 +103,12 @@ def _accumulate(run: Run, model: Any, step: int) -> dict[str, float] | None:
             run.queue += torch.randperm(len(run.train_set), generator=run.order).tolist()
         idx, run.queue = run.queue[: cfg.train.batch_size], run.queue[cfg.train.batch_size :]
         seeds = torch.randint(0, 2**62, (len(idx),), generator=run.noise).tolist()  # the same on every process
-        batch = Batch([run.train_set[i] for i in idx[mine]], progress=step / max(cfg.train.steps - 1, 1), noise_seeds=seeds[mine])
+        batch = Batch(
+            [run.train_set[i] for i in idx[mine]],
+            progress=step / max(cfg.train.steps - 1, 1),
+            noise_seeds=seeds[mine],
+            device=run.acc.device,
+        )
         scores = model(batch.examples)
         out = run.objective(batch, scores, run.reader, run.noise)
         loss = out.loss

@@ -48,7 +48,9 @@ class ADistObjective(TeacherObjective):
             scores = reader.doc_attention(b.context(reader), agg)
             return [scores[i, : len(ex.docs)] for i, ex in enumerate(b.examples)]
 
-        return pad_doc_scores(self.teachers.get(reader, f"attention_{agg}", batch, compute), batch.valid.shape[1])
+        return pad_doc_scores(
+            self.teachers.get(reader, f"attention_{agg}", batch, compute), batch.valid.shape[1], batch.valid.device
+        )
 
     @property
     def temperature(self) -> float:

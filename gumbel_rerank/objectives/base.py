@@ -19,11 +19,12 @@ class Batch:
     examples: list[Example]
     progress: float = 0.0  # share of training done, in [0, 1] (for schedules such as tau annealing)
     noise_seeds: list[int] | None = None  # one per question: its noise is the same whichever process holds it
+    device: torch.device | str = "cpu"  # the reranker's (and the reader's) device
     valid: torch.Tensor = field(init=False)
     _context: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.valid = doc_valid(self.examples)
+        self.valid = doc_valid(self.examples, self.device)
 
     def question_generators(self, generator: torch.Generator) -> list[torch.Generator]:
         """One generator per question, from ``noise_seeds`` or else drawn from ``generator``."""

@@ -125,7 +125,14 @@ class GumbelObjective(ObjectiveBase):
         z = standardize(scores, valid) if self.cfg.calibration == "standardize" else scores
         return torch.where(valid, z, torch.full_like(z, _MISSING))
 
-    def draw(self, scores: torch.Tensor, valid: torch.Tensor, tau: float, generators: list[torch.Generator]) -> MaskDraw:
+    def draw(
+        self,
+        scores: torch.Tensor,
+        valid: torch.Tensor,
+        tau: float,
+        generators: list[torch.Generator],
+        counts: list[int] | None = None,
+    ) -> MaskDraw:
         """(B, S, N) masks, one per Gumbel sample, and the docs each sample's draws picked.
 
         Question b's noise comes from its own generator and covers its own docs only, so it does not
@@ -134,11 +141,12 @@ class GumbelObjective(ObjectiveBase):
         c = self.cfg
         B, N = scores.shape
         draws = c.k if c.relaxation == "l2x" else 1
-        noise = torch.zeros(c.samples, draws, B, N, dtype=scores.dtype)
+        noise = torch.zeros(c.samples, draws, B, N, dtype=scores.dtype)  # drawn on the CPU: the same on every device
         if c.noise:
-            real = valid.sum(-1).tolist()  # docs of each question (they fill the first slots)
+            real = counts if counts is not None else valid.sum(-1).tolist()  # docs per question (the first slots)
             for b, gen in enumerate(generators):
                 noise[:, :, b, : real[b]] = gumbel_noise((c.samples, draws, real[b]), generator=gen, dtype=scores.dtype)
+        noise = noise.to(scores.device)
         z = self.calibrated(scores, valid)
         masks, picks = [], []
         for s in range(c.samples):
@@ -191,14 +199,14 @@ class GumbelObjective(ObjectiveBase):
 
     def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput:
         valid = batch.valid
-        smallest = int(valid.sum(-1).min())
+        smallest = min(len(ex.docs) for ex in batch.examples)
         if self.cfg.k > smallest:
             raise ValueError(
                 f"objective.k={self.cfg.k} but a question in this batch has only {smallest} docs; "
                 "lower objective.k or drop questions with fewer docs"
             )
         tau = self.tau(batch.progress)
-        drawn = self.draw(doc_scores, valid, tau, batch.question_generators(generator))
+        drawn = self.draw(doc_scores, valid, tau, batch.question_generators(generator), [len(ex.docs) for ex in batch.examples])
         nll = answer_nll(reader, batch, drawn.masks)  # (B, S)
         loss = nll.mean()
         metrics = {"loss": loss.item(), "tau": tau, **self.telemetry(drawn, doc_scores, valid)}

@@ -30,7 +30,7 @@ class LOOPObjective(TeacherObjective):
     def teacher(self, batch: Batch, reader: Reader) -> torch.Tensor:
         """(B, N) answer NLL with each doc left out."""
         values = self.teachers.get(reader, "leave_one_out", batch, lambda b: leave_one_out_logprobs(reader, b))
-        return -pad_token_logprobs(values, batch.valid.shape[1]).mean()
+        return -pad_token_logprobs(values, batch.valid.shape[1], batch.valid.device).mean()
 
     def __call__(self, batch: Batch, doc_scores: torch.Tensor, reader: Reader, generator: torch.Generator) -> LossOutput:
         student = student_log_probs(doc_scores, batch.valid, self.cfg.temperature_score)

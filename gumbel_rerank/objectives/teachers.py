@@ -86,11 +86,11 @@ class TeacherCache:
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         if missing:
-            sub = batch if len(missing) == len(keys) else Batch([batch.examples[b] for b in missing])
+            sub = batch if len(missing) == len(keys) else Batch([batch.examples[b] for b in missing], device=batch.device)
             with torch.no_grad():
                 computed = compute(sub)
             for b, value in zip(missing, computed, strict=True):
-                value = value.detach().float().contiguous()
+                value = value.detach().float().cpu().contiguous()  # kept and written on the CPU
                 self.memory[keys[b]] = value
                 self._write(keys[b], value)
                 found[b] = value
@@ -117,7 +117,7 @@ class TeacherCache:
 def _view_logprobs(reader: Reader, batch: Batch, keep_alone: bool) -> list[torch.Tensor]:
     """Per question (n_docs, T) answer token log-probs with one doc alone (or one doc left out)."""
     N = batch.valid.shape[1]
-    eye = torch.eye(N)
+    eye = torch.eye(N, device=batch.valid.device)
     views = eye if keep_alone else 1 - eye  # (N views, N docs)
     ctx = batch.context(reader)
     chunks = []
@@ -137,28 +137,28 @@ def leave_one_out_logprobs(reader: Reader, batch: Batch) -> list[torch.Tensor]:
     return _view_logprobs(reader, batch, keep_alone=False)
 
 
-def pad_token_logprobs(values: list[torch.Tensor], num_docs: int) -> AnswerScores:
-    """Per-question (n_b, T_b) -> (B, N, T) log-probs and (B, T) token mask (left-aligned)."""
+def pad_token_logprobs(values: list[torch.Tensor], num_docs: int, device: torch.device | str = "cpu") -> AnswerScores:
+    """Per-question (n_b, T_b) -> (B, N, T) log-probs and (B, T) token mask (left-aligned), on ``device``."""
     T = max(v.shape[1] for v in values)
     out = torch.zeros(len(values), num_docs, T)
     mask = torch.zeros(len(values), T, dtype=torch.bool)
     for b, v in enumerate(values):
         out[b, : v.shape[0], : v.shape[1]] = v
         mask[b, : v.shape[1]] = True
-    return AnswerScores(out, mask)
+    return AnswerScores(out.to(device), mask.to(device))
 
 
-def pad_doc_scores(values: list[torch.Tensor], num_docs: int) -> torch.Tensor:
+def pad_doc_scores(values: list[torch.Tensor], num_docs: int, device: torch.device | str = "cpu") -> torch.Tensor:
     out = torch.zeros(len(values), num_docs)
     for b, v in enumerate(values):
         out[b, : v.shape[0]] = v
-    return out
+    return out.to(device)
 
 
 def one_doc_teacher(cache: TeacherCache, reader: Reader, batch: Batch) -> AnswerScores:
     """(B, N, T) log p(answer token | question, doc i alone) and the (B, T) token mask (cached)."""
     values = cache.get(reader, "one_doc", batch, lambda b: one_doc_logprobs(reader, b))
-    return pad_token_logprobs(values, batch.valid.shape[1])
+    return pad_token_logprobs(values, batch.valid.shape[1], batch.valid.device)
 
 
 class TeacherObjective(ObjectiveBase):

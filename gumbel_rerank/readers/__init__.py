@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import devices
 from ..config import ReaderConfig
 from ..models import load_causal_lm
 from .base import Reader
@@ -26,10 +27,13 @@ def make_reader(layout: str, model: Any, tokenizer: Any, **options: Any) -> Read
     return READERS[layout](model, tokenizer, **options)  # type: ignore[no-any-return]
 
 
-def build_reader(cfg: ReaderConfig, model: Any = None, tokenizer: Any = None) -> Reader:
-    """The frozen reader for ``cfg``; pass ``model``/``tokenizer`` to skip loading."""
+def build_reader(cfg: ReaderConfig, model: Any = None, tokenizer: Any = None, *, device: Any = None) -> Reader:
+    """The frozen reader for ``cfg`` (in ``reader.dtype``, on ``device``; ``reader.device_map`` shards it
+    instead); pass ``model``/``tokenizer`` to skip loading."""
     if model is None:
-        model, tokenizer = load_causal_lm(cfg.model, device_map=cfg.device_map or None)
+        model, tokenizer = load_causal_lm(cfg.model, dtype=devices.dtype(cfg.dtype), device_map=cfg.device_map or None)
+        if device is not None and not cfg.device_map:
+            model = model.to(device)
     options: dict[str, Any] = {"max_doc_tokens": cfg.max_doc_tokens, "max_answer_tokens": cfg.max_answer_tokens}
     if cfg.layout == "parallel":
         options["doc_cache_mb"] = cfg.doc_cache_mb

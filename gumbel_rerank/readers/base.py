@@ -72,6 +72,25 @@ def check_weights(doc_weights: torch.Tensor, batch_size: int, num_docs: int) -> 
         raise ValueError(f"doc_weights must have shape (B={batch_size}, M, N={num_docs}), got {tuple(doc_weights.shape)}")
 
 
+def model_device(model: Any) -> torch.device:
+    """Where a model's inputs go: its first parameter's device (the embedding's, for a sharded model)."""
+    return next(model.parameters()).device
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """A context dataclass with every tensor field (and lists of tensor tuples) moved to ``device``."""
+    import dataclasses
+
+    def move(value: Any) -> Any:
+        if torch.is_tensor(value):
+            return value.to(device)
+        if isinstance(value, list):
+            return [tuple(move(t) for t in item) if isinstance(item, tuple) else move(item) for item in value]
+        return value
+
+    return dataclasses.replace(obj, **{f.name: move(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init})
+
+
 def freeze(model: Any) -> Any:
     """Frozen means frozen: eval mode (no dropout) and no parameter requires a gradient."""
     model.eval()
@@ -139,9 +158,9 @@ def attention_per_doc(
     """
     if aggregation not in ADIST_AGGREGATIONS:
         raise ValueError(f"attention aggregation must be one of {ADIST_AGGREGATIONS}, got {aggregation!r}")
-    in_doc = (key_doc.unsqueeze(-1) == torch.arange(num_docs)) & key_valid.unsqueeze(-1)  # (B, S, N)
+    in_doc = (key_doc.unsqueeze(-1) == torch.arange(num_docs, device=key_doc.device)) & key_valid.unsqueeze(-1)  # (B, S, N)
     q = queries[:, None, :, None]
-    per_key = torch.zeros(key_doc.shape, dtype=torch.float32)
+    per_key = torch.zeros(key_doc.shape, dtype=torch.float32, device=key_doc.device)
     for layer, att in enumerate(attentions):
         att = att.float()
         if aggregation == "scores":

@@ -19,7 +19,7 @@ from transformers import DynamicCache
 
 from ..data.schema import Example, doc_text
 from ..masking import key_bias, log_weights
-from .base import AnswerScores, attention_per_doc, check_weights, cut_at_eos, eager_attention, freeze, upcast
+from .base import AnswerScores, attention_per_doc, check_weights, cut_at_eos, eager_attention, freeze, model_device, upcast
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,7 @@ class DecoderContext:
     kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # parallel: per layer (B, H, S, D)
     key_doc: torch.Tensor | None = None  # parallel: (B, S) doc index of each cached key
     key_valid: torch.Tensor | None = None  # parallel: (B, S)
-
-    @property
-    def answer_tokens(self) -> int:
-        return int(self.answer_len.max())
+    answer_tokens: int = 0  # max of answer_len, kept on the host (no device sync to read it)
 
 
 class DecoderReader:
@@ -78,6 +75,10 @@ class DecoderReader:
         self.template = template or PromptTemplate()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else 0)
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
 
     # ---- tokenisation -------------------------------------------------------------------------
     def _ids(self, text: str) -> list[int]:
@@ -145,7 +146,7 @@ class DecoderReader:
         check_weights(doc_weights, B, ctx.num_docs)
         T = _answer_tokens(ctx)
         M = doc_weights.shape[1]
-        mask, cache = self._mask_and_cache(ctx, log_weights(doc_weights.to(self.model.dtype)))
+        mask, cache = self._mask_and_cache(ctx, log_weights(doc_weights.to(device=ctx.ids.device, dtype=self.model.dtype)))
         checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
         self.model.train(checkpointed)  # HF recomputes layers only in training mode (no dropout is active: checked)
         try:
@@ -162,7 +163,7 @@ class DecoderReader:
         logp = torch.log_softmax(upcast(out.logits[:, :-1]), dim=-1)  # (B*M, T, V): predictions of the last T tokens
         target = _repeat(ctx.ids[:, -T:], M).to(logp.device)
         token_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).reshape(B, M, T).to(doc_weights.device)
-        token_mask = torch.arange(T).expand(B, T) >= (T - ctx.answer_len).unsqueeze(1)
+        token_mask = torch.arange(T, device=ctx.ids.device).expand(B, T) >= (T - ctx.answer_len).unsqueeze(1)
         return AnswerScores(token_lp, token_mask)
 
     @torch.no_grad()
@@ -175,7 +176,7 @@ class DecoderReader:
         ctx = context
         B, Q = ctx.ids.shape
         _answer_tokens(ctx)
-        mask, cache = self._mask_and_cache(ctx, torch.zeros(B, 1, ctx.num_docs, dtype=self.model.dtype))
+        mask, cache = self._mask_and_cache(ctx, torch.zeros(B, 1, ctx.num_docs, dtype=self.model.dtype, device=ctx.ids.device))
         with eager_attention(self.model):
             out = self.model(
                 input_ids=ctx.ids,
@@ -186,7 +187,7 @@ class DecoderReader:
                 output_attentions=True,
                 logits_to_keep=1,
             )
-        idx = torch.arange(Q)
+        idx = torch.arange(Q, device=ctx.ids.device)
         first = (Q - 1 - ctx.answer_len).unsqueeze(1)  # (B, 1): the position predicting the first answer token
         queries = idx == first if aggregation == "scores" else (idx >= first) & (idx < Q - 1)
         attentions, values, key_doc, key_valid = self._keys(ctx, out)
@@ -197,7 +198,7 @@ class DecoderReader:
     def generate(self, examples: list[Example], keep: torch.Tensor, *, max_new_tokens: int = 16) -> list[str]:
         ctx = self.prepare(examples, with_answer=False)
         B = len(examples)
-        log_w = log_weights(keep.to(self.model.dtype).unsqueeze(1))  # (B, 1, N)
+        log_w = log_weights(keep.to(device=ctx.ids.device, dtype=self.model.dtype).unsqueeze(1))  # (B, 1, N)
         mask, cache = self._mask_and_cache(ctx, log_w)
         out = self.model(
             input_ids=ctx.ids,
@@ -210,18 +211,18 @@ class DecoderReader:
         seen = key_bias(log_w, *self._all_keys(ctx)).unsqueeze(2)  # (B, 1, 1, S): a new token's view of all keys
         pos = ctx.pos[:, -1]
         tokens: list[torch.Tensor] = []
-        done = torch.zeros(B, dtype=torch.bool)
+        done = torch.zeros(B, dtype=torch.bool, device=ctx.ids.device)
         for step in range(max_new_tokens):
             logits = out.logits[:, -1]
             if step == 0:  # min_new_tokens=1: SmolLM2 often ends right after "Answer:" otherwise
-                logits = logits.index_fill(-1, torch.tensor([self.tokenizer.eos_token_id]), -float("inf"))
+                logits = logits.index_fill(-1, torch.tensor([self.tokenizer.eos_token_id], device=logits.device), -float("inf"))
             nxt = logits.argmax(-1)  # (B,)
             tokens.append(nxt)
             done |= nxt == self.tokenizer.eos_token_id
             if done.all() or step == max_new_tokens - 1:
                 break
             pos = pos + 1
-            mask = torch.cat([seen, torch.zeros(B, 1, 1, step + 1, dtype=seen.dtype)], dim=-1)
+            mask = torch.cat([seen, torch.zeros(B, 1, 1, step + 1, dtype=seen.dtype, device=seen.device)], dim=-1)
             out = self.model(
                 input_ids=nxt.unsqueeze(1),
                 attention_mask=mask,
@@ -230,7 +231,7 @@ class DecoderReader:
                 use_cache=True,
                 logits_to_keep=1,
             )
-        gen = torch.stack(tokens, dim=1)
+        gen = torch.stack(tokens, dim=1).cpu()
         texts = self.tokenizer.batch_decode(cut_at_eos(gen, self.tokenizer.eos_token_id), skip_special_tokens=True)
         return [first_line(t) for t in texts]
 

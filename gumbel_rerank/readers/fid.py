@@ -16,7 +16,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from ..data.schema import Example, num_docs
 from ..masking import key_bias, log_weights
-from .base import AnswerScores, attention_per_doc, check_weights, cut_at_eos, eager_attention, freeze, upcast
+from .base import AnswerScores, attention_per_doc, check_weights, cut_at_eos, eager_attention, freeze, model_device, upcast
 
 
 @dataclass
@@ -26,6 +26,7 @@ class FiDContext:
     key_valid: torch.Tensor  # (B, N*L) False at padding
     labels: torch.Tensor  # (B, T) answer + EOS, padded with -100
     num_docs: int
+    with_answer: bool = True  # prepared with the answers (kept on the host: no device sync to ask)
 
 
 class FiDReader:
@@ -44,6 +45,10 @@ class FiDReader:
         self.max_doc_tokens = max_doc_tokens
         self.max_answer_tokens = max_answer_tokens
 
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
     @staticmethod
     def doc_input(ex: Example, n: int) -> str:
         d = ex.docs[n]
@@ -57,18 +62,20 @@ class FiDReader:
         texts = [self.doc_input(ex, n) if n < len(ex.docs) else "" for ex in examples for n in range(N)]
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_doc_tokens, return_tensors="pt")
         exists = torch.tensor([n < len(ex.docs) for ex in examples for n in range(N)])
-        attn = enc["attention_mask"] * exists.unsqueeze(1)  # (B*N, L): missing slots have no valid token
-        hidden = self.model.get_encoder()(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        attn = (enc["attention_mask"] * exists.unsqueeze(1)).to(self.device)  # (B*N, L): missing slots: no valid token
+        encoder = self.model.get_encoder()
+        hidden = encoder(input_ids=enc["input_ids"].to(self.device), attention_mask=enc["attention_mask"].to(self.device))
+        hidden = hidden.last_hidden_state
         L = hidden.shape[1]
-        key_doc = torch.arange(N).repeat_interleave(L).expand(B, -1).clone()
-        labels = torch.full((B, 1), -100, dtype=torch.long)
+        key_doc = torch.arange(N, device=self.device).repeat_interleave(L).expand(B, -1).clone()
+        labels = torch.full((B, 1), -100, dtype=torch.long, device=self.device)
         if with_answer:
             ans = [ex.answers[0] for ex in examples]
             lab = self.tokenizer(
                 text_target=ans, padding=True, truncation=True, max_length=self.max_answer_tokens + 1, return_tensors="pt"
             )
-            labels = lab["input_ids"].masked_fill(lab["attention_mask"] == 0, -100)
-        return FiDContext(hidden.reshape(B, N * L, -1), key_doc, attn.reshape(B, N * L).bool(), labels, N)
+            labels = lab["input_ids"].masked_fill(lab["attention_mask"] == 0, -100).to(self.device)
+        return FiDContext(hidden.reshape(B, N * L, -1), key_doc, attn.reshape(B, N * L).bool(), labels, N, with_answer)
 
     def _decode(self, ctx: FiDContext, log_w: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
         B, M, _ = log_w.shape
@@ -90,7 +97,7 @@ class FiDReader:
         _require_answers(ctx)
         M = doc_weights.shape[1]
         dec_in = self.model.prepare_decoder_input_ids_from_labels(labels=ctx.labels)
-        logits = self._decode(ctx, log_weights(doc_weights.to(self.model.dtype)), dec_in)
+        logits = self._decode(ctx, log_weights(doc_weights.to(device=ctx.hidden.device, dtype=self.model.dtype)), dec_in)
         T = ctx.labels.shape[1]
         target = ctx.labels.clamp_min(0).repeat_interleave(M, dim=0).to(logits.device)
         lp = torch.log_softmax(upcast(logits), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
@@ -105,7 +112,8 @@ class FiDReader:
         ctx = context
         _require_answers(ctx)
         B, S = ctx.key_doc.shape
-        mask = key_bias(torch.zeros(B, 1, ctx.num_docs, dtype=self.model.dtype), ctx.key_doc, ctx.key_valid)
+        zeros = torch.zeros(B, 1, ctx.num_docs, dtype=self.model.dtype, device=ctx.key_doc.device)
+        mask = key_bias(zeros, ctx.key_doc, ctx.key_valid)
         dec_in = self.model.prepare_decoder_input_ids_from_labels(labels=ctx.labels)
         with eager_attention(self.model):
             out = self.model(
@@ -116,7 +124,7 @@ class FiDReader:
                 use_cache=True,
             )
         answer = ctx.labels != -100
-        queries = answer & (torch.arange(answer.shape[1]) == 0) if aggregation == "scores" else answer
+        queries = answer & (torch.arange(answer.shape[1], device=answer.device) == 0) if aggregation == "scores" else answer
         cross = out.past_key_values.cross_attention_cache
         values = [v for _, v, *_ in cross]
         return attention_per_doc(out.cross_attentions, values, ctx.key_doc, ctx.key_valid, queries, ctx.num_docs, aggregation)
@@ -124,9 +132,9 @@ class FiDReader:
     @torch.no_grad()
     def generate(self, examples: list[Example], keep: torch.Tensor, *, max_new_tokens: int = 16) -> list[str]:
         ctx = self.prepare(examples, with_answer=False)
-        log_w = log_weights(keep.to(self.model.dtype).unsqueeze(1))
+        log_w = log_weights(keep.to(device=self.device, dtype=self.model.dtype).unsqueeze(1))
         start = self.model.config.decoder_start_token_id
-        dec = torch.full((len(examples), 1), start, dtype=torch.long)
+        dec = torch.full((len(examples), 1), start, dtype=torch.long, device=self.device)
         for _ in range(max_new_tokens):
             nxt = self._decode(ctx, log_w, dec)[:, -1].argmax(-1, keepdim=True)
             dec = torch.cat([dec, nxt], dim=1)
@@ -139,5 +147,5 @@ class FiDReader:
 
 
 def _require_answers(ctx: FiDContext) -> None:
-    if bool((ctx.labels == -100).all()):
+    if not ctx.with_answer:
         raise ValueError("the context was prepared without answers; call prepare(..., with_answer=True)")

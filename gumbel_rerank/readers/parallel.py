@@ -13,6 +13,7 @@ from transformers import DynamicCache
 
 from ..data.schema import Example, num_docs
 from ..masking import causal_block, key_bias, padding_bias
+from .base import to_device
 from .decoder import DecoderContext, DecoderReader, PromptTemplate, _repeat
 from .doc_cache import DocCache
 
@@ -69,16 +70,23 @@ class ParallelReader(DecoderReader):
         # The question starts after the longest of its own candidates: the same position whatever the mask.
         starts = [P + int(lengths[b].max()) for b in range(B)]
         q = self._left_pad(list(rows), starts)
-        return DecoderContext(
-            **q, answer_len=torch.tensor(answer_len), num_docs=N, kv=kv, key_doc=key_doc.clone(), key_valid=key_valid
+        ctx = DecoderContext(
+            **q,
+            answer_len=torch.tensor(answer_len),
+            num_docs=N,
+            kv=kv,
+            key_doc=key_doc.clone(),
+            key_valid=key_valid,
+            answer_tokens=max(answer_len),
         )
+        return to_device(ctx, self.device)  # ids and masks built on the CPU; the doc keys are there already
 
     def _prefix_kv(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer (1, H, P, D) keys and values of the shared prompt prefix (computed once per reader)."""
         if self._prefix_cache is None or self._prefix_cache[0] != prefix:
             head = self.model.base_model(
-                input_ids=torch.tensor([prefix]),
-                position_ids=torch.arange(len(prefix))[None],
+                input_ids=torch.tensor([prefix], device=self.device),
+                position_ids=torch.arange(len(prefix), device=self.device)[None],
                 past_key_values=DynamicCache(),
                 use_cache=True,
             ).past_key_values
@@ -110,9 +118,9 @@ class ParallelReader(DecoderReader):
                 attn[i, P : P + len(d)] = 1
             cache = DynamicCache(ddp_cache_data=[(k.expand(R, -1, -1, -1), v.expand(R, -1, -1, -1)) for k, v in head_kv])
             res = self.model.base_model(
-                input_ids=ids,
-                attention_mask=attn,
-                position_ids=torch.arange(P, P + L).expand(R, -1),
+                input_ids=ids.to(self.device),
+                attention_mask=attn.to(self.device),
+                position_ids=torch.arange(P, P + L, device=self.device).expand(R, -1),
                 past_key_values=cache,
                 use_cache=True,
             ).past_key_values
@@ -126,7 +134,7 @@ class ParallelReader(DecoderReader):
     def _mask_and_cache(self, ctx: DecoderContext, log_w: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
         B, M, _ = log_w.shape
         Q = ctx.ids.shape[1]
-        idx = torch.arange(Q)
+        idx = torch.arange(Q, device=ctx.ids.device)
         own = causal_block(idx, idx, log_w.dtype) + padding_bias(ctx.valid, log_w.dtype).unsqueeze(1)
         assert ctx.kv is not None and ctx.key_doc is not None and ctx.key_valid is not None
         kb = key_bias(log_w, ctx.key_doc, ctx.key_valid)  # (B, M, S)

@@ -11,6 +11,7 @@ from transformers import DynamicCache
 
 from ..data.schema import Example, num_docs
 from ..masking import causal_block, key_bias
+from .base import to_device
 from .decoder import DecoderContext, DecoderReader, PromptTemplate, enable_checkpointing
 
 
@@ -46,12 +47,15 @@ class SequentialReader(DecoderReader):
             owners.append(owner + [-1] * len(query))
             answer_len.append(t)
         seq = self._left_pad(rows, [0] * len(rows), owners)
-        return DecoderContext(**seq, answer_len=torch.tensor(answer_len), num_docs=num_docs(examples))
+        ctx = DecoderContext(
+            **seq, answer_len=torch.tensor(answer_len), num_docs=num_docs(examples), answer_tokens=max(answer_len)
+        )
+        return to_device(ctx, self.device)
 
     def _mask_and_cache(self, ctx: DecoderContext, log_w: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
         B, M, _ = log_w.shape
         Q = ctx.ids.shape[1]
-        idx = torch.arange(Q)
+        idx = torch.arange(Q, device=ctx.ids.device)
         kb = key_bias(log_w, ctx.tok_doc, ctx.valid)  # (B, M, Q): what a later position sees of each key
         same_doc = (ctx.tok_doc.unsqueeze(2) == ctx.tok_doc.unsqueeze(1)) & (ctx.tok_doc >= 0).unsqueeze(1)
         bias = torch.where(same_doc.unsqueeze(1), torch.zeros((), dtype=log_w.dtype), kb.unsqueeze(2))  # (B, M, Q, Q)
