@@ -244,3 +244,14 @@ def test_rank_rejects_a_non_positive_top_k_and_a_run_dir_loads(bert_dir: str, tm
     assert len(reranker.rank(QUERY, DOCS, top_k=None)) == len(DOCS)
     loaded = Reranker.from_pretrained(str(run))
     assert loaded.predict([(QUERY, d) for d in DOCS]) == pytest.approx(reranker.predict([(QUERY, d) for d in DOCS]))
+
+
+def test_the_exported_cross_encoder_loads_in_the_rerankers_library(bert_dir: str, tmp_path: Path) -> None:
+    rerankers = pytest.importorskip("rerankers")
+    run, reranker = fake_run(tmp_path, bert_dir, "cross")
+    out = tmp_path / "exported"
+    assert main(["export", str(run), str(out)]) == 0
+    theirs = rerankers.Reranker(str(out), model_type="cross-encoder", device="cpu", verbose=0)
+    ranked = theirs.rank(query=QUERY, docs=DOCS)
+    ours = reranker.rank(QUERY, DOCS)
+    assert [r.doc_id for r in ranked.results] == [r["corpus_id"] for r in ours]  # the same order as ours
