@@ -122,7 +122,8 @@ def broken(path: Path) -> str | None:
             json.loads((path / name).read_text())
         except (OSError, ValueError) as err:
             return f"{name} is unreadable ({type(err).__name__}: {str(err)[:80]})"
-    for name in ("optimizer.safetensors", "state.safetensors", "reranker/model.safetensors"):
+    weights = sorted(str(f.relative_to(path)) for f in (path / "reranker").glob("*.safetensors"))  # a reranker's or an adapter's
+    for name in ("optimizer.safetensors", "state.safetensors", *(weights or ["reranker/model.safetensors"])):
         try:
             with safe_open(str(path / name), "pt") as f:  # checks the header against the file's length
                 for key in f.keys():  # noqa: SIM118 (safe_open has no __iter__)

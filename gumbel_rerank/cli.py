@@ -8,6 +8,7 @@ import sys
 
 from . import objectives
 from .commands import (
+    cmd_adapt,
     cmd_compare,
     cmd_convert,
     cmd_eval,
@@ -74,6 +75,18 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--out", help="output directory (default: next to train.out_dir, named compare)")
     m.add_argument("-q", "--quiet", action="store_true")
     m.set_defaults(func=cmd_compare)
+    a = sub.add_parser("adapt-reader", help="a LoRA adapter that fits the frozen reader to the task (no doc labels)")
+    a.add_argument("config")
+    a.add_argument("overrides", nargs="*")
+    a.add_argument("--steps", type=int, default=200)
+    a.add_argument("--batch-size", type=_positive, default=2)
+    a.add_argument("--lr", type=float, default=2e-4)
+    a.add_argument("--rank", type=_positive, default=8, help="LoRA rank")
+    a.add_argument("--eval-questions", type=_positive, default=100, help="held-out questions in the before/after report")
+    a.add_argument("--out", help="run folder (default: next to train.out_dir, named adapter)")
+    a.add_argument("--resume", action="store_true")
+    a.add_argument("-q", "--quiet", action="store_true")
+    a.set_defaults(func=cmd_adapt)
     x = sub.add_parser("export", help="write a sentence-transformers directory with a model card")
     x.add_argument("run_dir", help="a training run directory (or its reranker/ directory)")
     x.add_argument("out_dir", help="a new or empty folder (or an earlier export, with --overwrite)")

@@ -209,6 +209,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    """A LoRA adapter for the config's reader, trained on the training answers with all candidates."""
+    from .adapt import AdaptSettings, adapt_reader
+
+    cfg = load_config(args.config, args.overrides)
+    settings = AdaptSettings(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        rank=args.rank,
+        eval_questions=args.eval_questions,
+        out_dir=args.out or str(Path(cfg.train.out_dir).parent / "adapter"),
+    )
+    print(
+        f"gumbel-rerank adapt-reader: {cfg.reader.model} ({cfg.reader.layout}), LoRA rank {settings.rank}, "
+        f"{settings.steps} steps x {settings.batch_size} questions from {cfg.data.source} -> {settings.out_dir}"
+    )
+    result = adapt_reader(cfg, settings, progress=not args.quiet, resume=args.resume)
+    print(f"\nHeld-out questions ({settings.eval_questions} at most), the reader before and after adaptation:")
+    print(before_after_table(result.before, result.after))
+    print(f"\nadapter: {result.run_dir / 'adapter'}  (use it: reader.adapter={result.run_dir / 'adapter'})")
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert a dataset file to our JSONL schema and print what it holds and what was skipped."""
     from .data import convert

@@ -57,6 +57,7 @@ class ReaderConfig:
     gradient_checkpointing: bool = False  # sequential layout: recompute layers in the backward pass (less memory)
     device_map: str = ""  # "auto": shard a large reader over the visible GPUs (docs/training.md: "Beyond one machine")
     dtype: str = "float32"  # float32 | bfloat16 | float16: the frozen reader's weights and activations
+    adapter: str = ""  # a LoRA adapter folder from `gumbel-rerank adapt-reader`, merged in, then frozen
 
 
 @dataclass(frozen=True)

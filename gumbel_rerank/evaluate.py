@@ -73,6 +73,23 @@ def topk_keep(scores: Sequence[Sequence[float]], num_docs: int, *, k: int) -> to
     return hard_topk(padded, k=k).bool() & torch.isfinite(padded)
 
 
+def topk_answer_nll(
+    reader: Reader, examples: Sequence[Example], scores: Sequence[Sequence[float]], *, k: int, batch_size: int = 8
+) -> list[float]:
+    """Per question: the reader's answer NLL per token given only the ranking's hard top-k docs (Atlas's
+    eval loss: what a RAG user gains from a better reranker, independent of greedy decoding)."""
+    from .objectives.base import Batch, answer_nll
+
+    device = getattr(reader, "device", "cpu")
+    out: list[float] = []
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            batch = Batch(list(examples[i : i + batch_size]), device=device)
+            keep = topk_keep(scores[i : i + batch_size], batch.valid.shape[1], k=k).float().to(device)  # (B, N)
+            out += answer_nll(reader, batch, keep.unsqueeze(1))[:, 0].tolist()
+    return out
+
+
 def reader_metrics(
     reader: Reader,
     examples: Sequence[Example],
@@ -103,7 +120,8 @@ def evaluate(
     progress: bool = True,
     scores: list[list[float]] | None = None,
 ) -> dict[str, Any]:
-    """Ranking metrics at every k in ``eval.ks``, plus EM/F1 from the top-k docs if asked.
+    """Ranking metrics at every k in ``eval.ks``; with a reader, its answer NLL per token given the hard
+    top-k (``answer_nll``) and, with ``eval.generate``, EM/F1 from the top-k docs.
 
     ``scores`` are the reranker's scores of ``examples`` when the caller already has them.
     """
@@ -112,6 +130,8 @@ def evaluate(
     if scores is None:
         scores = score_all(reranker, examples, batch_size=cfg.eval.batch_size, progress=progress)
     result: dict[str, Any] = retrieval_metrics(examples, scores, cfg.eval.ks)
+    if reader is not None:
+        result["answer_nll"] = mean(topk_answer_nll(reader, examples, scores, k=cfg.objective.k, batch_size=cfg.eval.batch_size))
     if cfg.eval.generate and reader is not None:
         qa = reader_metrics(
             reader,

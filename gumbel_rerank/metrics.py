@@ -26,6 +26,10 @@ COLUMNS = (
     "answer_nll",
     "EM",
     "F1",
+    "answer_nll_gold",
+    "answer_nll_all",
+    "EM_gold",
+    "F1_gold",
 )
 
 

@@ -1,9 +1,8 @@
 """A sweep's report: table.md / table.csv (mean ± sd over seeds, paired tests), summary.json and plots.
 
-One code path for ``compare`` and the reproduction groups. The metric columns are
-:data:`gumbel_rerank.metrics.COLUMNS`; p-values are paired permutation tests on per-question values
-(averaged over each row's seeds) against the reference row: G-Rerank, or in an ablation sweep
-(no G-Rerank row) the row named ``default``.
+One code path for ``compare`` and the reproduction groups; columns: :data:`gumbel_rerank.metrics.COLUMNS`;
+p-values: paired permutation tests on per-question values (averaged over seeds) against G-Rerank, or
+in an ablation sweep (no G-Rerank row) against the row named ``default``.
 """
 
 from __future__ import annotations
@@ -51,11 +50,13 @@ def summarise(runs: list[dict[str, Any]], metric: str) -> tuple[float, float, in
     return m, sd, len(vals)
 
 
-def cell(s: tuple[float, float, int] | None, scale: float = 100.0) -> str:
+def cell(s: tuple[float, float, int] | None, metric: str = "") -> str:
+    """Mean (± sd over seeds): rates in percent, an answer NLL in nats per token."""
     if s is None:
         return "n/a"
     m, sd, n = s
-    return f"{m * scale:.1f}" if n == 1 else f"{m * scale:.1f} ± {sd * scale:.1f}"
+    scale, digits = (1.0, 3) if "nll" in metric else (100.0, 1)
+    return f"{m * scale:.{digits}f}" if n == 1 else f"{m * scale:.{digits}f} ± {sd * scale:.{digits}f}"
 
 
 def paired_p(base: list[dict[str, Any]], other: list[dict[str, Any]], metric: str) -> float | None:
@@ -127,7 +128,7 @@ def group_table(by_row: Runs) -> str:
         secs = summarise(runs, "seconds") if name != "zero-shot" else None
         cells = [
             seeds_cell(name, runs),
-            *(cell(summarise(runs, m)) for m in cols),
+            *(cell(summarise(runs, m), m) for m in cols),
             *("" if p is None else f"{p:.3f}" for p in ps),
             "" if secs is None else f"{secs[0]:.0f}",
         ]

@@ -15,7 +15,6 @@ import copy
 import json
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,8 @@ import torch
 
 from .checkpoint import load_weights, save_reranker
 from .data.schema import Example
-from .evaluate import retrieval_metrics, score_all, topk_keep
+from .evaluate import retrieval_metrics, score_all, topk_answer_nll
 from .metrics import mean
-from .objectives.base import Batch, answer_nll
 from .readers.base import Reader
 from .rerankers import Reranker
 
@@ -34,26 +32,6 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def topk_answer_nll(
-    reranker: Reranker,
-    reader: Reader,
-    examples: Sequence[Example],
-    *,
-    k: int,
-    batch_size: int = 8,
-    scores: Sequence[Sequence[float]] | None = None,
-) -> list[float]:
-    """Per question: the reader's answer NLL per token given only the reranker's top-k docs."""
-    if scores is None:
-        scores = score_all(reranker, examples, batch_size=batch_size)
-    out: list[float] = []
-    for i in range(0, len(examples), batch_size):
-        batch = Batch(list(examples[i : i + batch_size]), device=reranker.device)
-        keep = topk_keep(scores[i : i + batch_size], batch.valid.shape[1], k=k).float().to(reranker.device)  # (B, N)
-        out += answer_nll(reader, batch, keep.unsqueeze(1))[:, 0].tolist()
-    return out
-
-
 @dataclass
 class Selector:
     """Evaluates at a step, keeps the best reranker by validation loss, says when to stop."""
@@ -82,7 +60,7 @@ class Selector:
     def evaluate(self, step: int, reranker: Reranker) -> dict[str, Any]:
         """Record one point: ``val_loss`` (label-free) and, for the report only, gold recall."""
         scores = score_all(reranker, self.validation, batch_size=self.batch_size)
-        loss = mean(topk_answer_nll(reranker, self.reader, self.validation, k=self.k, batch_size=self.batch_size, scores=scores))
+        loss = mean(topk_answer_nll(self.reader, self.validation, scores, k=self.k, batch_size=self.batch_size))
         point: dict[str, Any] = {"step": step, "val_loss": loss}
         ks = sorted({2, self.k})
         point.update(

@@ -32,7 +32,7 @@ from . import devices, objectives
 from .config import Config, ConfigError
 from .config import load as load_config
 from .data import Example, load_splits
-from .evaluate import per_question, reader_metrics, retrieval_metrics, score_all
+from .evaluate import per_question, reader_metrics, retrieval_metrics, score_all, topk_answer_nll
 from .jsonsafe import write_json
 from .metrics import exact_match, f1_score
 from .objectives import OBJECTIVES, TeacherCache
@@ -93,11 +93,14 @@ def load_group(group_dir: str | Path) -> list[Row]:
 
 
 class AnswerMemo:
-    """EM/F1 of the reader on each ranking's top-k docs, generating once per (question, doc set)."""
+    """The reader's answer NLL per token given each ranking's hard top-k docs and, with ``eval.generate``,
+    its EM/F1 from them; each computed once per (question, doc set), so rows that keep the same docs
+    share the work."""
 
     def __init__(self, reader: Reader, cfg: Config) -> None:
         self.reader, self.cfg = reader, cfg
         self.answers: dict[tuple[str, tuple[int, ...]], tuple[float, float]] = {}
+        self.nll: dict[tuple[str, tuple[int, ...]], float] = {}
 
     def __call__(self, examples: Sequence[Example], scores: Sequence[Sequence[float]], k: int) -> dict[str, float]:
         ev = self.cfg.eval
@@ -105,6 +108,15 @@ class AnswerMemo:
         keys = [
             (ex.id, tuple(sorted(sorted(range(len(s)), key=lambda i: -s[i])[:k]))) for ex, s in zip(examples, scores, strict=True)
         ]
+        todo = [i for i, key in enumerate(keys) if key not in self.nll]
+        if todo:
+            nll = topk_answer_nll(
+                self.reader, [examples[i] for i in todo], [scores[i] for i in todo], k=k, batch_size=ev.batch_size
+            )
+            self.nll.update((keys[i], v) for i, v in zip(todo, nll, strict=True))
+        out = {"answer_nll": sum(self.nll[key] for key in keys) / len(keys)}
+        if not ev.generate:
+            return out
         todo = [i for i, key in enumerate(keys) if key not in self.answers]
         if todo:
             qa = reader_metrics(
@@ -118,7 +130,7 @@ class AnswerMemo:
             for i, pred in zip(todo, qa["predictions"], strict=True):
                 self.answers[keys[i]] = (exact_match(pred, examples[i].answers), f1_score(pred, examples[i].answers))
         em, f1 = zip(*(self.answers[key] for key in keys), strict=True)
-        return {"EM": sum(em) / len(em), "F1": sum(f1) / len(f1), "generated": len(todo)}
+        return {**out, "EM": sum(em) / len(em), "F1": sum(f1) / len(f1), "generated": len(todo)}
 
 
 def _result(
@@ -174,7 +186,7 @@ def run_group(
     for row in rows:
         check_data(row.cfg, train_set, held_out)
     reader = reader or build_reader(cfg0.reader, device=devices.pick(cfg0.train.device))
-    memo = AnswerMemo(reader, cfg0) if cfg0.eval.generate else None
+    memo = AnswerMemo(reader, cfg0)
     teachers = TeacherCache(cfg0.train.teacher_cache or work / "teacher_cache")
     start = starting_reranker(cfg0)
     zero = runs / "zero-shot.json"

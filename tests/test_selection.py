@@ -9,11 +9,10 @@ import torch
 from conftest import byte_tokenizer, make_examples, tiny_llama
 from test_train import small_config
 
-from gumbel_rerank.evaluate import score_all
+from gumbel_rerank.evaluate import score_all, topk_answer_nll
 from gumbel_rerank.objectives.base import Batch, answer_nll
 from gumbel_rerank.readers import make_reader
 from gumbel_rerank.rerankers import Reranker
-from gumbel_rerank.selection import topk_answer_nll
 from gumbel_rerank.train import train
 
 
@@ -22,7 +21,7 @@ def test_topk_answer_nll_equals_the_reader_on_the_kept_docs_only(bert_dir: str) 
     reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=64)
     examples = make_examples()
     scores = score_all(reranker, examples)
-    got = topk_answer_nll(reranker, reader, examples, k=2, scores=scores)
+    got = topk_answer_nll(reader, examples, scores, k=2)
     for ex, s, value in zip(examples, scores, got, strict=True):
         keep = torch.zeros(1, 1, len(ex.docs))
         keep[0, 0, sorted(range(len(s)), key=lambda i: -s[i])[:2]] = 1.0

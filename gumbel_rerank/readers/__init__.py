@@ -27,11 +27,28 @@ def make_reader(layout: str, model: Any, tokenizer: Any, **options: Any) -> Read
     return READERS[layout](model, tokenizer, **options)  # type: ignore[no-any-return]
 
 
+def load_adapter(model: Any, path: str) -> Any:
+    """``model`` with the LoRA adapter saved in ``path`` merged into its weights (peft)."""
+    from pathlib import Path
+
+    if not (Path(path) / "adapter_config.json").is_file():
+        raise FileNotFoundError(
+            f"reader.adapter={path!r} holds no adapter (adapter_config.json); make one with `gumbel-rerank adapt-reader CONFIG`"
+        )
+    try:
+        from peft import PeftModel
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise FileNotFoundError("reader.adapter needs peft: pip install 'gumbel-rerank[adapt]'") from err
+    return PeftModel.from_pretrained(model, path).merge_and_unload()
+
+
 def build_reader(cfg: ReaderConfig, model: Any = None, tokenizer: Any = None, *, device: Any = None) -> Reader:
     """The frozen reader for ``cfg`` (in ``reader.dtype``, on ``device``; ``reader.device_map`` shards it
     instead); pass ``model``/``tokenizer`` to skip loading."""
     if model is None:
         model, tokenizer = load_causal_lm(cfg.model, dtype=devices.dtype(cfg.dtype), device_map=cfg.device_map or None)
+        if cfg.adapter:
+            model = load_adapter(model, cfg.adapter)
         if device is not None and not cfg.device_map:
             model = model.to(device)
     options: dict[str, Any] = {"max_doc_tokens": cfg.max_doc_tokens, "max_answer_tokens": cfg.max_answer_tokens}

@@ -35,6 +35,12 @@ class ParallelReader(DecoderReader):
         self.doc_cache = DocCache(doc_cache_mb) if doc_cache_mb > 0 else None
         self._prefix_cache: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
+    def forget(self) -> None:
+        """Drop the cached prefix and doc encodings: the reader's weights changed (adapt-reader)."""
+        self._prefix_cache = None
+        if self.doc_cache is not None:
+            self.doc_cache = DocCache(self.doc_cache.budget / 2**20)
+
     @torch.no_grad()
     def prepare(self, examples: list[Example], *, with_answer: bool = True) -> DecoderContext:
         self._check_examples(examples)

@@ -1,0 +1,102 @@
+"""adapt-reader: a LoRA adapter (peft) for the frozen reader, trained on answers with all candidates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import byte_tokenizer, tiny_llama
+
+from gumbel_rerank.adapt import AdaptSettings, adapt_reader, gold_only, reader_report
+from gumbel_rerank.config import load
+from gumbel_rerank.data import load_splits
+from gumbel_rerank.readers import load_adapter, make_reader
+
+peft = pytest.importorskip("peft")
+
+
+def lora(seed: int = 0):  # type: ignore[no-untyped-def]
+    config = peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    return peft.get_peft_model(tiny_llama(seed), config)
+
+
+def small(tmp_path: Path, layout: str = "parallel"):  # type: ignore[no-untyped-def]
+    cfg = load(
+        None,
+        [
+            "data.num_train=8",
+            "data.num_eval=4",
+            "data.num_docs=4",
+            "data.num_val=0",
+            f"reader.layout={layout}",
+            f"train.out_dir={tmp_path / 'train'}",
+        ],
+    )
+    settings = AdaptSettings(
+        steps=6,
+        batch_size=2,
+        lr=5e-3,
+        warmup_steps=0,
+        checkpoint_every=2,
+        eval_questions=4,
+        max_new_tokens=3,
+        out_dir=str(tmp_path / f"adapter-{layout}"),
+    )
+    return cfg, settings
+
+
+@pytest.mark.parametrize("layout", ["parallel", "sequential"])
+def test_the_adapter_lowers_the_answer_nll_trains_only_itself_and_loads_merged(tmp_path: Path, layout: str) -> None:
+    cfg, settings = small(tmp_path, layout)
+    model = lora()
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    result = adapt_reader(cfg, settings, progress=False, model=model, tokenizer=byte_tokenizer("decoder"))
+    assert result.after["answer_nll_all"] < result.before["answer_nll_all"]  # it learned the training answers' shape
+    assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if "lora_" not in n)  # the base is untouched
+    saved = result.run_dir / "adapter"
+    assert (saved / "adapter_model.safetensors").is_file() and not list(saved.glob("*.bin"))
+    merged = make_reader(layout, load_adapter(tiny_llama(0), str(saved)), byte_tokenizer("decoder"))
+    assert not any(p.requires_grad for p in merged.model.parameters())  # frozen as any reader
+    _, held = load_splits(cfg.data)
+    again = reader_report(merged, held[:4], max_new_tokens=3)
+    assert again["answer_nll_all"] == pytest.approx(result.after["answer_nll_all"], abs=1e-4)
+
+
+def test_adapt_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    cfg, settings = small(tmp_path)
+    straight = adapt_reader(cfg, settings, progress=False, model=lora(), tokenizer=byte_tokenizer("decoder"))
+    cut = tmp_path / "cut"  # the same run, as if killed after its step-4 checkpoint
+    shutil.copytree(straight.run_dir, cut)
+    shutil.rmtree(cut / "checkpoint-6")
+    shutil.rmtree(cut / "adapter")
+    import dataclasses
+
+    resumed = adapt_reader(
+        cfg,
+        dataclasses.replace(settings, out_dir=str(cut)),
+        progress=False,
+        resume=True,
+        model=lora(),
+        tokenizer=byte_tokenizer("decoder"),
+    )
+    a = load_file(str(straight.run_dir / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(resumed.run_dir / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert resumed.before == straight.before
+
+
+def test_gold_only_keeps_the_gold_docs(tmp_path: Path) -> None:
+    cfg, _ = small(tmp_path)
+    train, _ = load_splits(cfg.data)
+    ex = gold_only(train[0])
+    assert ex.docs and all(d.is_gold for d in ex.docs) and len(ex.docs) < len(train[0].docs)
+
+
+def test_a_missing_adapter_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="holds no adapter"):
+        load_adapter(tiny_llama(0), str(tmp_path))
