@@ -67,9 +67,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_config(run_dir / "config.yaml", args.overrides)
     _, held_out = load_splits(cfg.data)
     reader = build_reader(cfg.reader, device=devices.pick(cfg.train.device)) if cfg.eval.generate else None
-    zero_shot = Reranker.from_pretrained(
-        cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature
-    )
+    zero_shot = Reranker.from_config(cfg.reranker)
     trained = Reranker.from_pretrained(str(run_dir / "reranker"))
     scores_before = score_all(zero_shot, held_out, batch_size=cfg.eval.batch_size)
     scores_after = score_all(trained, held_out, batch_size=cfg.eval.batch_size)
@@ -114,9 +112,7 @@ def _print_gradient_signal(cfg: Any, reader: Any, examples: list[Any]) -> None:
     from .rerankers import Reranker
     from .signal import gradient_agreement
 
-    reranker = Reranker.from_pretrained(
-        cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature
-    )
+    reranker = Reranker.from_config(cfg.reranker)
     r = gradient_agreement(cfg.objective, reranker, reader, examples, batch_size=cfg.train.batch_size)
     print(
         f"cosine between reranker gradients ({cfg.objective.name}, batch {cfg.train.batch_size}, "

@@ -74,6 +74,11 @@ class Reranker(nn.Module):
     def device(self) -> torch.device:
         return next(self.encoder.parameters()).device
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> Reranker:
+        """The starting reranker a config's ``reranker`` section names."""
+        return cls.from_pretrained(cfg.model, kind=cfg.kind, max_length=cfg.max_length, temperature=cfg.temperature)
+
     def save_pretrained(self, path: str | Path) -> None:
         """safetensors weights, tokenizer and our settings: loadable by :meth:`from_pretrained`."""
         path = Path(path)

@@ -135,9 +135,7 @@ def setup(
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump(cfg))
-    reranker = reranker or Reranker.from_pretrained(
-        cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature
-    )
+    reranker = reranker or Reranker.from_config(cfg.reranker)
     reranker.to(acc.device)
     reader = reader or build_reader(cfg.reader, device=acc.device)
     objective = objectives.build(cfg, teachers or TeacherCache(cfg.train.teacher_cache or None))

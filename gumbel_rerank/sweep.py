@@ -162,9 +162,7 @@ def starting_reranker(cfg: Config) -> Reranker:
     """The sweep's start; a cross-encoder's fresh head is the same on every rerun (a local RNG fork)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return Reranker.from_pretrained(
-            cfg.reranker.model, kind=cfg.reranker.kind, max_length=cfg.reranker.max_length, temperature=cfg.reranker.temperature
-        )
+        return Reranker.from_config(cfg.reranker)
 
 
 def run_group(

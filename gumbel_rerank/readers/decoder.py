@@ -178,20 +178,24 @@ class DecoderReader:
         _answer_tokens(ctx)
         mask, cache = self._mask_and_cache(ctx, torch.zeros(B, 1, ctx.num_docs, dtype=self.model.dtype, device=ctx.ids.device))
         with eager_attention(self.model):
-            out = self.model(
-                input_ids=ctx.ids,
-                attention_mask=mask,
-                position_ids=ctx.pos,
-                past_key_values=cache,
-                use_cache=True,
-                output_attentions=True,
-                logits_to_keep=1,
-            )
+            out = self._last_position(ctx, mask, cache, output_attentions=True)
         idx = torch.arange(Q, device=ctx.ids.device)
         first = (Q - 1 - ctx.answer_len).unsqueeze(1)  # (B, 1): the position predicting the first answer token
         queries = idx == first if aggregation == "scores" else (idx >= first) & (idx < Q - 1)
         attentions, values, key_doc, key_valid = self._keys(ctx, out)
         return attention_per_doc(attentions, values, key_doc, key_valid, queries, ctx.num_docs, aggregation)
+
+    def _last_position(self, ctx: DecoderContext, mask: torch.Tensor, cache: DynamicCache, **extra: Any) -> Any:
+        """One pass over the query tokens (cache kept), the LM head at the last position only."""
+        return self.model(
+            input_ids=ctx.ids,
+            attention_mask=mask,
+            position_ids=ctx.pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **extra,
+        )
 
     # ---- generation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -200,14 +204,7 @@ class DecoderReader:
         B = len(examples)
         log_w = log_weights(keep.to(device=ctx.ids.device, dtype=self.model.dtype).unsqueeze(1))  # (B, 1, N)
         mask, cache = self._mask_and_cache(ctx, log_w)
-        out = self.model(
-            input_ids=ctx.ids,
-            attention_mask=mask,
-            position_ids=ctx.pos,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        out = self._last_position(ctx, mask, cache)
         seen = key_bias(log_w, *self._all_keys(ctx)).unsqueeze(2)  # (B, 1, 1, S): a new token's view of all keys
         pos = ctx.pos[:, -1]
         tokens: list[torch.Tensor] = []

@@ -14,24 +14,15 @@ from transformers import DynamicCache
 from ..data.schema import Example, num_docs
 from ..masking import causal_block, key_bias, padding_bias
 from .base import to_device
-from .decoder import DecoderContext, DecoderReader, PromptTemplate, _repeat
+from .decoder import DecoderContext, DecoderReader, _repeat
 from .doc_cache import DocCache
 
 
 class ParallelReader(DecoderReader):
     layout = "parallel"
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        *,
-        max_doc_tokens: int = 256,
-        max_answer_tokens: int = 32,
-        template: PromptTemplate | None = None,
-        doc_cache_mb: float = 0,
-    ) -> None:
-        super().__init__(model, tokenizer, max_doc_tokens=max_doc_tokens, max_answer_tokens=max_answer_tokens, template=template)
+    def __init__(self, model: Any, tokenizer: Any, *, doc_cache_mb: float = 0, **options: Any) -> None:
+        super().__init__(model, tokenizer, **options)
         self.doc_cache = DocCache(doc_cache_mb) if doc_cache_mb > 0 else None
         self._prefix_cache: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 

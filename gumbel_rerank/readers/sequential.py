@@ -12,23 +12,14 @@ from transformers import DynamicCache
 from ..data.schema import Example, num_docs
 from ..masking import causal_block, key_bias
 from .base import to_device
-from .decoder import DecoderContext, DecoderReader, PromptTemplate, enable_checkpointing
+from .decoder import DecoderContext, DecoderReader, enable_checkpointing
 
 
 class SequentialReader(DecoderReader):
     layout = "sequential"
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        *,
-        max_doc_tokens: int = 256,
-        max_answer_tokens: int = 32,
-        template: PromptTemplate | None = None,
-        gradient_checkpointing: bool = False,
-    ) -> None:
-        super().__init__(model, tokenizer, max_doc_tokens=max_doc_tokens, max_answer_tokens=max_answer_tokens, template=template)
+    def __init__(self, model: Any, tokenizer: Any, *, gradient_checkpointing: bool = False, **options: Any) -> None:
+        super().__init__(model, tokenizer, **options)
         self.gradient_checkpointing = gradient_checkpointing
         if gradient_checkpointing:
             enable_checkpointing(model)
