@@ -69,7 +69,7 @@ class MicroBatcher:
         self,
         reranker: Reranker,
         *,
-        max_batch_pairs: int = 256,
+        max_batch_pairs: int = 64,
         max_wait_ms: float = 5.0,
         timeout_s: float = 60.0,
         max_queue: int = 64,

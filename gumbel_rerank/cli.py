@@ -109,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-documents", type=_positive, default=1000)
     sv.add_argument("--max-chars", type=_positive, default=20_000, help="per query or document")
     sv.add_argument("--max-body-bytes", type=_positive, default=1 << 20)
-    sv.add_argument("--batch-pairs", type=_positive, default=256, help="pairs scored together across requests")
+    sv.add_argument("--batch-pairs", type=_positive, default=64, help="pairs per forward pass across requests")
     sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     sv.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take before it gets 503")
     sv.add_argument("--max-queue", type=_positive, default=64, help="requests waiting to be scored; more get 503")

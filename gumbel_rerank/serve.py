@@ -43,7 +43,7 @@ class Limits:
     max_body_bytes: int = 1 << 20
     max_documents: int = 1000
     max_chars: int = 20_000  # per query or document
-    max_batch_pairs: int = 256  # pairs scored together across concurrent requests
+    max_batch_pairs: int = 64  # pairs per forward pass across requests: a short request waits one pass at most
     max_wait_ms: float = 5.0  # how long the batcher waits for more requests
     timeout_s: float = 60.0  # a request's scoring deadline
     max_queue: int = 64  # requests waiting for scoring; more get 503 + Retry-After
@@ -246,7 +246,10 @@ def make_server(
                 self._error(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length header")
                 return
             if int(length) > lim.max_body_bytes:
-                self.close_connection = True  # the body is not read
+                self.close_connection = True
+                if int(length) <= 16 * lim.max_body_bytes:  # read and drop it, so the client hears the reply
+                    with contextlib.suppress(RequestError):
+                        self._read_body(int(length))
                 self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body of {length} bytes; at most {lim.max_body_bytes}")
                 return
             try:
