@@ -45,11 +45,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="YAML config (see configs/)")
     t.add_argument("overrides", nargs="*", help="key=value, e.g. objective.tau=0.3 train.steps=50")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    t.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from the last checkpoint in train.out_dir (same result as an uninterrupted run)",
-    )
+    resume_help = "continue from the last checkpoint in train.out_dir (same result as an uninterrupted run)"
+    t.add_argument("--resume", action="store_true", help=resume_help)
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="zero-shot vs trained reranker of a run: recall at k and reader EM/F1")
     e.add_argument("run_dir")

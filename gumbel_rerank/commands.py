@@ -174,16 +174,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import Limits, make_server
 
     reranker = load_reranker(args.model, kind=args.kind)
-    limits = Limits(
-        max_body_bytes=args.max_body_bytes,
-        max_documents=args.max_documents,
-        max_chars=args.max_chars,
-        max_batch_pairs=args.batch_pairs,
-        max_wait_ms=args.max_wait_ms,
-        timeout_s=args.timeout,
-        max_queue=args.max_queue,
-        max_connections=args.max_connections,
-    )
+    names = {"batch_pairs": "max_batch_pairs", "timeout": "timeout_s"}  # the flags' names for Limits' fields
+    given = {names.get(k, k): v for k, v in vars(args).items() if names.get(k, k) in Limits.__dataclass_fields__}
+    limits = Limits(**given)
     try:
         server, batcher = make_server(
             reranker, args.host, args.port, limits=limits, model_name=args.model, precision="bf16" if args.bf16 else "fp32"
@@ -210,14 +203,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from .adapt import AdaptSettings, adapt_reader
 
     cfg = load_config(args.config, args.overrides)
-    settings = AdaptSettings(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        rank=args.rank,
-        eval_questions=args.eval_questions,
-        out_dir=args.out or str(Path(cfg.train.out_dir).parent / "adapter"),
-    )
+    flags = {k: v for k, v in vars(args).items() if k in AdaptSettings.__dataclass_fields__ and k != "out_dir"}
+    settings = AdaptSettings(**flags, out_dir=args.out or str(Path(cfg.train.out_dir).parent / "adapter"))
     print(
         f"gumbel-rerank adapt-reader: {cfg.reader.model} ({cfg.reader.layout}), LoRA rank {settings.rank}, "
         f"{settings.steps} steps x {settings.batch_size} questions from {cfg.data.source} -> {settings.out_dir}"

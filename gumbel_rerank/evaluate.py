@@ -133,13 +133,14 @@ def evaluate(
     if reader is not None:
         result["answer_nll"] = mean(topk_answer_nll(reader, examples, scores, k=cfg.objective.k, batch_size=cfg.eval.batch_size))
     if cfg.eval.generate and reader is not None:
+        ev = cfg.eval
         qa = reader_metrics(
             reader,
             examples,
             scores,
             k=cfg.objective.k,
-            batch_size=cfg.eval.batch_size,
-            max_new_tokens=cfg.eval.max_new_tokens,
+            batch_size=ev.batch_size,
+            max_new_tokens=ev.max_new_tokens,
             progress=progress,
         )
         result.update(EM=qa["EM"], F1=qa["F1"])

@@ -148,6 +148,7 @@ def setup(
     if cfg.train.train_layers:
         restrict_trainable(reranker, cfg.train.train_layers)
     trainable = [p for p in reranker.parameters() if p.requires_grad]
+    tr = cfg.train
     selector = (
         Selector(
             run_dir,
@@ -155,11 +156,11 @@ def setup(
             validation,
             held_out,
             k=cfg.objective.k,
-            patience=cfg.train.patience,
+            patience=tr.patience,
             batch_size=cfg.eval.batch_size,
             save=acc.is_main_process,
         )
-        if cfg.train.eval_every
+        if tr.eval_every
         else None
     )
     run = Run(
