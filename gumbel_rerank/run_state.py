@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from . import checkpoint, objectives
+from . import checkpoint, devices, objectives
 from .config import Config, ConfigError, dump
 from .data import Example, load_splits, split_validation
 from .objectives import TeacherCache
@@ -59,7 +59,7 @@ def _accelerator(cfg: Config) -> Any:
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
     acc = Accelerator(
-        cpu=cfg.train.device == "cpu",
+        cpu=devices.pick(cfg.train.device).type == "cpu",  # accelerate's multi-CPU (gloo) mode needs cpu=True
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         log_with=list(cfg.train.report_to) or None,
         project_dir=cfg.train.out_dir,
