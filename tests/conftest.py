@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,7 +102,11 @@ def tiny_t5(seed: int = 0) -> T5ForConditionalGeneration:
 
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A saved tiny BERT classifier + tokenizer directory, loadable like any checkpoint."""
-    path = tmp_path_factory.mktemp("tiny_bert")
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def save_tiny_bert(path: Path, **config: Any) -> str:
+    """A tiny BERT classifier (seed 0; ``config`` overrides, e.g. no dropout) and its tokenizer in ``path``."""
     torch.manual_seed(0)
     cfg = BertConfig(
         vocab_size=VOCAB,
@@ -112,6 +117,7 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
         max_position_embeddings=512,
         num_labels=1,
         pad_token_id=0,
+        **config,
     )
     BertForSequenceClassification(cfg).save_pretrained(path)
     byte_tokenizer("bert").save_pretrained(path)

@@ -71,25 +71,9 @@ def test_resume_with_another_config_is_refused(tmp_path: Path, bert_dir: str) ->
 
 
 def no_dropout_bert(tmp_path: Path) -> str:
-    from conftest import VOCAB, byte_tokenizer
-    from transformers import BertConfig, BertForSequenceClassification
+    from conftest import save_tiny_bert
 
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=512,
-        num_labels=1,
-        pad_token_id=0,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    BertForSequenceClassification(cfg).save_pretrained(tmp_path / "bert")
-    byte_tokenizer("bert").save_pretrained(tmp_path / "bert")
-    return str(tmp_path / "bert")
+    return save_tiny_bert(tmp_path / "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
 # ||two - one|| / ||one - start|| after 4 AdamW steps (measured: 7e-4 gumbel, 3.9e-3 pdist). Adam's first
