@@ -37,7 +37,7 @@ from .objectives import Batch
 from .readers import build_reader
 from .readers.base import Reader
 from .runfiles import MetricsLog
-from .schedule import lr_factor
+from .schedule import put_lr
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +163,7 @@ def adapt_reader(
             loss = -reader.answer_logprob(batch.context(reader), weights).mean().mean()
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            lr = settings.lr * lr_factor(step, warmup=settings.warmup_steps, total=settings.steps, kind="linear")
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = put_lr(optimizer, settings.lr, step, warmup=settings.warmup_steps, total=settings.steps, kind="linear")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             _forget(reader)

@@ -30,7 +30,13 @@ def lr_factor(step: int, *, warmup: int, total: int, kind: str) -> float:
 
 def set_lr(optimizer: torch.optim.Optimizer, cfg: Config, step: int) -> float:
     """Put the scheduled LR of 0-based optimizer step ``step`` into every param group; return it."""
-    lr = cfg.train.lr * lr_factor(step, warmup=cfg.train.warmup_steps, total=cfg.train.steps, kind=cfg.train.schedule)
+    t = cfg.train
+    return put_lr(optimizer, t.lr, step, warmup=t.warmup_steps, total=t.steps, kind=t.schedule)
+
+
+def put_lr(optimizer: torch.optim.Optimizer, base: float, step: int, *, warmup: int, total: int, kind: str) -> float:
+    """``base`` times :func:`lr_factor` of step ``step`` into every param group of ``optimizer``; return it."""
+    lr = base * lr_factor(step, warmup=warmup, total=total, kind=kind)
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr
