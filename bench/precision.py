@@ -6,8 +6,11 @@ the 10 doc weights (what G-Rerank trains from). Reports, per reduced dtype again
 mean |diff| of the NLL, the cosine between the weight gradients, and the share of docs whose
 gradient has the same sign; and the seconds per question of each dtype (forward + backward).
 
-    python bench/precision.py [--questions 50] [--readers smollm2-135m-instruct,gemma-3-270m] [--dtypes bfloat16]
-    # SmolLM2 and Gemma on 50 questions: about 20 minutes on 2 cores
+    python bench/precision.py [--questions 50] [--readers smollm2-135m-instruct,gemma-3-270m] [--dtypes bfloat16,docs:bfloat16]
+    # SmolLM2 and Gemma on 50 questions, both variants: about 30 minutes on 2 cores
+
+``bfloat16`` is the whole reader in bf16 (``reader.dtype``); ``docs:bfloat16`` an fp32 reader whose
+docs (the no-gradient part) are encoded and cached in bf16 (``reader.doc_dtype``).
 
 Writes bench/results/precision.json and prints a markdown table. fp16 on a CPU is emulated and
 slow; it is meant for GPUs (bench/gpu_check.py).
@@ -44,7 +47,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--questions", type=int, default=50)
     p.add_argument("--readers", default="smollm2-135m-instruct,gemma-3-270m")
-    p.add_argument("--dtypes", default="bfloat16")
+    p.add_argument("--dtypes", default="bfloat16,docs:bfloat16")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "precision.json"))
     args = p.parse_args()
     examples = hotpot_questions(args.questions, 10)
@@ -52,7 +55,9 @@ def main() -> None:
     for model in args.readers.split(","):
         results = {}
         for dtype in ["float32", *args.dtypes.split(",")]:
-            reader = build_reader(ReaderConfig(model=model, layout="parallel", max_doc_tokens=160, dtype=dtype))
+            where, _, name = dtype.rpartition(":")
+            precision = {"doc_dtype": name} if where == "docs" else {"dtype": name}
+            reader = build_reader(ReaderConfig(model=model, layout="parallel", max_doc_tokens=160, **precision))
             results[dtype] = signal(reader, examples)
             del reader
         ref = results["float32"]

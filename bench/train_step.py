@@ -2,6 +2,9 @@
 
     python bench/train_step.py            # everything below, about 25 minutes on 2 cores
     python bench/train_step.py --quick    # fewer repeats and no N=50
+    python bench/train_step.py --variants supervised,gumbel,gumbel-bf16docs,gumbel-bf16,naive,naive-bf16 --sizes '' \
+        --out bench/results/train_step_precision.json
+        # only the precision comparison (about 8 minutes)
 
 Real models (MiniLM cross-encoder reranker, SmolLM2-135M reader), one HotpotQA question per step
 with N candidate paragraphs (max 160 tokens each). Every variant runs in its own process (peak
@@ -13,7 +16,10 @@ encoded once without gradient, only question and answer positions with gradient,
 answer only); ``gumbel-cached`` (the docs' encodings already in the reader's doc cache, as in a second
 epoch or a second objective); ``gumbel-sequential`` (and ``gumbel-checkpointed``, the same with per-layer activation
 recomputation); ``naive`` (what a straightforward implementation does: the
-concatenated prompt, forward and backward over every position, LM head on every position); the
+concatenated prompt, forward and backward over every position, LM head on every position);
+``gumbel-bf16docs`` (an fp32 reader whose docs are encoded in bf16, ``reader.doc_dtype``: the CPU's
+AVX512-BF16 on the no-gradient part only), ``gumbel-bf16`` and ``naive-bf16`` (the whole reader in
+bf16, ``reader.dtype``, so that naive / ours compares equal precisions); the
 rivals ``adist``/``emdr``/``pdist``/``loop``, ``cold`` (teacher computed in the step) and
 ``cached`` (teacher already in the cache).
 """
@@ -38,6 +44,9 @@ VARIANTS = [
     "gumbel-sequential",
     "gumbel-checkpointed",
     "naive",
+    "gumbel-bf16docs",
+    "gumbel-bf16",
+    "naive-bf16",
     "adist-cold",
     "adist-cached",
     "emdr-cold",
@@ -87,12 +96,14 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
     torch.manual_seed(0)
     questions = hotpot_questions(steps + 1, num_docs)
     reranker = Reranker.from_pretrained("all-minilm-l6-v2", kind="cross", max_length=256)
-    model, tokenizer = load_causal_lm("smollm2-135m-instruct")
     name, _, teacher = variant.partition("-")
-    if variant == "naive":
+    model, tokenizer = load_causal_lm("smollm2-135m-instruct", dtype=torch.bfloat16 if teacher == "bf16" else torch.float32)
+    if name == "naive":
         reader, name = naive_reader(model, tokenizer), "gumbel"
+    elif teacher == "bf16docs":
+        reader = make_reader("parallel", model, tokenizer, max_doc_tokens=160, doc_dtype=torch.bfloat16)
     else:
-        layout = "sequential" if teacher in ("sequential", "checkpointed") else "parallel"
+        layout = "sequential" if teacher in ("sequential", "checkpointed") else "parallel"  # "bf16": parallel
         options = (
             {"gradient_checkpointing": teacher == "checkpointed"}
             if layout == "sequential"
@@ -134,6 +145,22 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
     }
 
 
+def ratios(s: dict[str, float]) -> list[str]:
+    """The headline ratios among the variants that ran (same run, like with like)."""
+    want = [
+        ("naive / ours (fp32 reader)", "naive", "gumbel", "target >= 5x"),
+        ("naive / ours, docs cached", "naive", "gumbel-cached", ""),
+        ("naive / ours (bf16 reader)", "naive-bf16", "gumbel-bf16", "equal precision"),
+        ("naive (fp32) / ours with bf16 docs", "naive", "gumbel-bf16docs", ""),
+        ("ours with bf16 docs / ours (fp32)", "gumbel-bf16docs", "gumbel", "target <= 0.55"),
+        ("ours bf16 reader / ours (fp32)", "gumbel-bf16", "gumbel", ""),
+        ("G-Rerank / PDist (cold)", "gumbel", "pdist-cold", "target <= 1.5"),
+        ("G-Rerank / supervised floor", "gumbel", "supervised", ""),
+        ("G-Rerank with bf16 docs / supervised floor", "gumbel-bf16docs", "supervised", "what bounds it"),
+    ]
+    return [f"{label} = {s[a] / s[b]:.2f}" + (f" ({note})" if note else "") for label, a, b, note in want if a in s and b in s]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", help=argparse.SUPPRESS)  # one measurement, in a child process
@@ -141,6 +168,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="a comma-separated subset of the variants at N=10")
+    p.add_argument("--sizes", default=None, help="G-Rerank at these N too (default 5,20,50; --quick 5,20)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_step.json"))
     args = p.parse_args()
     if args.variant:
@@ -148,7 +177,12 @@ def main() -> None:
         return
     if args.quick:
         args.rounds, args.steps = 1, 2
-    plan = [(v, 10) for v in VARIANTS] + [("gumbel", n) for n in ((5, 20) if args.quick else (5, 20, 50))]
+    chosen = [v for v in args.variants.split(",") if v]
+    unknown = set(chosen) - set(VARIANTS)
+    if unknown or "gumbel" not in chosen:
+        raise SystemExit(f"--variants must include gumbel and name only {', '.join(VARIANTS)} (unknown: {sorted(unknown)})")
+    sizes = args.sizes if args.sizes is not None else ("5,20" if args.quick else "5,20,50")
+    plan = [(v, 10) for v in chosen] + [("gumbel", int(n)) for n in sizes.split(",") if n]
     results: dict[str, list[dict[str, float]]] = {}
     for r in range(args.rounds):
         for variant, n in plan if r % 2 == 0 else reversed(plan):
@@ -177,19 +211,15 @@ def main() -> None:
     )
     print("| variant | s/step | ratio to G-Rerank | of which doc encoding s | peak RSS MB | over loaded MB |")
     print("|---|---|---|---|---|---|")
-    for key in [f"{v}@N=10" for v in VARIANTS]:
+    for key in [f"{v}@N=10" for v in chosen]:
         row = summary[key]
         print(
             f"| {key.split('@')[0]} | {row['seconds']:.2f} | {row['seconds'] / g:.2f} | {row['prepare_seconds']:.2f} | "
             f"{row['peak_rss_mb']:.0f} | {row['peak_rss_mb'] - row['loaded_rss_mb']:.0f} |"
         )
-    cached = summary["gumbel-cached@N=10"]["seconds"]
-    print(
-        f"\nnaive / ours = {summary['naive@N=10']['seconds'] / g:.1f}x (target >= 5x), "
-        f"{summary['naive@N=10']['seconds'] / cached:.1f}x with the docs cached; "
-        f"G-Rerank / PDist (cold) = {g / summary['pdist-cold@N=10']['seconds']:.2f} (target <= 1.5); "
-        f"G-Rerank / supervised floor = {g / summary['supervised@N=10']['seconds']:.1f}x"
-    )
+    print()
+    for line in ratios({k.split("@")[0]: v["seconds"] for k, v in summary.items() if k.endswith("@N=10")}):
+        print(line)
     ns = sorted(int(k.split("=")[1]) for k in summary if k.startswith("gumbel@"))
     print("\nG-Rerank step time against N (linear means s/step / N roughly constant):")
     for n in ns:

@@ -32,6 +32,7 @@ class DataConfig:
     eval_source: str = ""  # separate held-out file; empty = split off `source`
     num_train: int = 400
     num_eval: int = 100
+    eval_start: int = 0  # file data: the held-out questions start at this index of `source` (0: after the training ones)
     num_docs: int = 8  # docs per synthetic question
     hard_negatives: int = 2  # synthetic: docs about the question's entity with another relation (0-2)
     min_docs: int = 0  # file data: skip (and count) questions with fewer candidate docs than this
@@ -57,6 +58,7 @@ class ReaderConfig:
     gradient_checkpointing: bool = False  # sequential layout: recompute layers in the backward pass (less memory)
     device_map: str = ""  # "auto": shard a large reader over the visible GPUs (docs/training.md: "Beyond one machine")
     dtype: str = "float32"  # float32 | bfloat16 | float16: the frozen reader's weights and activations
+    doc_dtype: str = ""  # parallel: encode and cache the docs (no gradient) in this dtype; "" = reader.dtype
     adapter: str = ""  # a LoRA adapter folder from `gumbel-rerank adapt-reader`, merged in, then frozen
 
 
@@ -260,6 +262,10 @@ def validate(cfg: Config) -> Config:
             "train.select=val_loss needs train.eval_every > 0 (and data.num_val > 0)",
         ),
         (cfg.data.num_val < cfg.data.num_train, "data.num_val must be smaller than data.num_train"),
+        (
+            cfg.data.eval_start == 0 or cfg.data.eval_start >= cfg.data.num_train,
+            "data.eval_start must be 0 or >= data.num_train (held-out questions are never trained on)",
+        ),
         (cfg.train.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}"),
         (cfg.objective.k >= 1, "objective.k must be >= 1"),
         (0 < cfg.objective.tau < math.inf, "objective.tau must be > 0 and finite"),
@@ -269,6 +275,11 @@ def validate(cfg: Config) -> Config:
         (set(cfg.train.report_to) <= set(TRACKERS), f"train.report_to may name {', '.join(TRACKERS)}"),
         (cfg.train.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
         (cfg.reader.dtype in DTYPES, f"reader.dtype must be one of {', '.join(DTYPES)}"),
+        (cfg.reader.doc_dtype in ("", *DTYPES), f"reader.doc_dtype must be empty or one of {', '.join(DTYPES)}"),
+        (
+            cfg.reader.doc_dtype in ("", cfg.reader.dtype) or cfg.reader.layout == "parallel",
+            "reader.doc_dtype is for the parallel layout",
+        ),
         (cfg.objective.tau_final is None or cfg.objective.tau_final > 0, "objective.tau_final must be > 0"),
         (cfg.objective.samples >= 1, "objective.samples must be >= 1"),
         (

@@ -33,7 +33,7 @@ from .config import Config, ConfigError
 from .config import load as load_config
 from .data import Example, load_splits
 from .evaluate import per_question, reader_metrics, retrieval_metrics, score_all, topk_answer_nll
-from .jsonsafe import write_json
+from .jsonsafe import dumps, write_json
 from .metrics import exact_match, f1_score
 from .objectives import OBJECTIVES, TeacherCache
 from .readers import build_reader
@@ -158,6 +158,16 @@ def _steps(run_dir: Path) -> list[dict[str, float]]:
     return [{k: v for k, v in row.items() if k in STEP_KEYS} for row in lines if "loss" in row]  # not the eval points
 
 
+def _reuse(path: Path, config: dict[str, Any], what: str, key: str = "config") -> dict[str, Any]:
+    """A finished result, kept only if it was made with the config the plan has now."""
+    res: dict[str, Any] = json.loads(path.read_text())
+    if res.get(key) is not None and res[key] != json.loads(dumps(config)):  # as written (lists, no NaN)
+        raise ConfigError(
+            f"{path} was made with another config than {what} has now; move it away to rerun it, or restore the config"
+        )
+    return res
+
+
 def starting_reranker(cfg: Config) -> Reranker:
     """The sweep's start; a cross-encoder's fresh head is the same on every rerun (a local RNG fork)."""
     with torch.random.fork_rng(devices=[]):
@@ -188,8 +198,9 @@ def run_group(
     teachers = TeacherCache(cfg0.train.teacher_cache or work / "teacher_cache")
     start = starting_reranker(cfg0)
     zero = runs / "zero-shot.json"
+    setup = {k: v for k, v in cfg0.to_dict().items() if k in ("data", "reader", "reranker", "eval")}
     if zero.exists():
-        before = json.loads(zero.read_text())["held_out"]
+        before = _reuse(zero, setup, "the group's data, reader, reranker or eval", key="setup")["held_out"]
     else:
         res = _result(
             held_out,
@@ -199,7 +210,7 @@ def run_group(
             cfg0,
             memo,
         )
-        res.update(row="zero-shot", seed=None, seconds=0.0, steps=[], config=None)
+        res.update(row="zero-shot", seed=None, seconds=0.0, steps=[], config=None, setup=setup)
         write_json(zero, res)
         before = res["held_out"]
         if on_result:
@@ -208,6 +219,7 @@ def run_group(
         for row in rows:
             path = runs / f"{row.name}.seed{seed}.json"
             if path.exists():
+                _reuse(path, row.cfg.to_dict(), f"{row.name}.yaml")
                 continue
             run_dir = work / f"{row.name}.seed{seed}"
             cfg = dataclasses.replace(

@@ -42,6 +42,25 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
     assert list(read_examples(path)) == examples
 
 
+def test_eval_start_fixes_the_held_out_questions_whatever_num_train(tmp_path: Path) -> None:
+    """A learning curve trains on 3, then 6 questions and is always scored on the same held-out ones."""
+    from gumbel_rerank.config import ConfigError, load
+    from gumbel_rerank.data import load_splits
+
+    path = tmp_path / "x.jsonl"
+    write_jsonl(generate(12), path)
+    held = []
+    for n in (3, 6):
+        train, h = load_splits(load(None, [f"data.source={path}", f"data.num_train={n}", "data.num_eval=4", "data.eval_start=8"]).data)
+        assert [ex.id for ex in train] == [ex.id for ex in generate(12)[:n]]
+        held.append([ex.id for ex in h])
+    assert held[0] == held[1] == [ex.id for ex in generate(12)[8:]]
+    with pytest.raises(ConfigError, match="eval_start"):
+        load(None, [f"data.source={path}", "data.num_train=6", "data.eval_start=4"])
+    with pytest.raises(DataError, match="held-out end"):
+        load_splits(load(None, [f"data.source={path}", "data.num_train=3", "data.num_eval=5", "data.eval_start=8"]).data)
+
+
 def test_hotpot_official_record_sentence_facts_become_doc_gold() -> None:
     record = {
         "_id": "h1",

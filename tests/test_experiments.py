@@ -50,6 +50,11 @@ def test_runs_every_row_and_seed_resumes_and_reports(tmp_path: Path, bert_dir: s
     assert (out / "runs" / "gumbel.seed0.json").read_text() == first
     names = sorted(p.name for p in (out / "runs").glob("*.json"))
     assert names == sorted(["zero-shot.json", *(f"{r}.seed{s}.json" for r in ("gumbel", "pdist", "still") for s in (0, 1))])
+    # a result made with another config than the row has now is refused, not silently kept
+    (folder / "gumbel.yaml").write_text((folder / "gumbel.yaml").read_text().replace("steps: 2", "steps: 3"))
+    with pytest.raises(ConfigError, match="gumbel.seed0.json was made with another config"):
+        run_group(load_group(folder), [0], results / "hotpotqa", work, reader=reader, progress=False)
+    (folder / "gumbel.yaml").write_text((folder / "gumbel.yaml").read_text().replace("steps: 3", "steps: 2"))
 
     zero = json.loads((out / "runs" / "zero-shot.json").read_text())
     still = json.loads((out / "runs" / "still.seed0.json").read_text())

@@ -243,3 +243,28 @@ def test_first_line_skips_leading_blank_lines() -> None:
 
     assert first_line("\n\n  Paris \nFrance") == "Paris"
     assert first_line(" \n ") == ""
+
+
+def test_bf16_docs_under_an_fp32_reader_stay_within_1e_2_nats_and_halve_the_cache() -> None:
+    """``reader.doc_dtype: bfloat16``: the docs (no gradient) are encoded and cached in bf16, the question
+    and answer positions stay in fp32, and the answer NLL per token moves by < 1e-2 nats; the gradient
+    still reaches the weights."""
+    examples = make_examples()
+    fp32 = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"), doc_cache_mb=64)
+    half = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"), doc_cache_mb=64, doc_dtype=torch.bfloat16)
+    assert half.doc_model is not half.model and half.model.dtype == torch.float32
+    w = torch.rand(2, 3, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    ref = fp32.answer_logprob(fp32.prepare(examples), w.detach())
+    out = half.answer_logprob(half.prepare(examples), w)
+    assert out.token_logprobs.dtype == torch.float32
+    nll = [-(s.token_logprobs * s.token_mask.unsqueeze(1)).sum(-1) / s.token_mask.sum(-1, keepdim=True) for s in (ref, out)]
+    gap = (nll[0] - nll[1]).abs().max().item()
+    assert 0 < gap < 1e-2  # not identical (bf16 did run), and close
+    out.token_logprobs.sum().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0
+    assert all(k.dtype == torch.bfloat16 for layers in half.doc_cache.items.values() for k, _ in layers)
+    assert half.doc_cache.used * 2 == fp32.doc_cache.used
+    with pytest.raises(ValueError, match="parallel layout"):
+        from gumbel_rerank.config import load
+
+        load(None, ["reader.layout=sequential", "reader.doc_dtype=bfloat16"])

@@ -21,12 +21,13 @@ def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
     if cfg.eval_source:
         held_out = _enough_docs(list(read_examples(cfg.eval_source)), cfg.min_docs, cfg.eval_source)
         return examples[: cfg.num_train], held_out[: cfg.num_eval]
-    if len(examples) < cfg.num_train + cfg.num_eval:
+    start = cfg.eval_start or cfg.num_train  # a fixed held-out set whatever num_train (learning curves)
+    if len(examples) < start + cfg.num_eval:
         raise DataError(
-            f"{cfg.source} has {len(examples)} questions, fewer than data.num_train + data.num_eval = "
-            f"{cfg.num_train + cfg.num_eval}; lower them"
+            f"{cfg.source} has {len(examples)} questions, fewer than the held-out end "
+            f"(data.eval_start or data.num_train) + data.num_eval = {start + cfg.num_eval}; lower them"
         )
-    return examples[: cfg.num_train], examples[cfg.num_train : cfg.num_train + cfg.num_eval]
+    return examples[: cfg.num_train], examples[start : start + cfg.num_eval]
 
 
 def _enough_docs(examples: list[Example], min_docs: int, source: str) -> list[Example]:

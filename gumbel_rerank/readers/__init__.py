@@ -54,6 +54,7 @@ def build_reader(cfg: ReaderConfig, model: Any = None, tokenizer: Any = None, *,
     options: dict[str, Any] = {"max_doc_tokens": cfg.max_doc_tokens, "max_answer_tokens": cfg.max_answer_tokens}
     if cfg.layout == "parallel":
         options["doc_cache_mb"] = cfg.doc_cache_mb
+        options["doc_dtype"] = devices.dtype(cfg.doc_dtype) if cfg.doc_dtype else None
     if cfg.gradient_checkpointing:
         options["gradient_checkpointing"] = True
     return make_reader(cfg.layout, model, tokenizer, **options)

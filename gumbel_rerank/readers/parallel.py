@@ -6,6 +6,7 @@ removed, exactly."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -21,14 +22,29 @@ from .doc_cache import DocCache
 class ParallelReader(DecoderReader):
     layout = "parallel"
 
-    def __init__(self, model: Any, tokenizer: Any, *, doc_cache_mb: float = 0, **options: Any) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, *, doc_cache_mb: float = 0, doc_dtype: torch.dtype | None = None, **options: Any
+    ) -> None:
         super().__init__(model, tokenizer, **options)
         self.doc_cache = DocCache(doc_cache_mb) if doc_cache_mb > 0 else None
-        self._prefix_cache: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+        self._prefix_cache: dict[torch.dtype, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
+        self.doc_model = self._doc_model(doc_dtype)
+
+    def _doc_model(self, doc_dtype: torch.dtype | None) -> Any:
+        """The model the docs are encoded with: the reader itself, or a frozen copy in ``doc_dtype``
+        (``reader.doc_dtype: bfloat16`` under a float32 reader: the no-gradient doc pass at bf16 speed,
+        the cache at half the memory; the question and answer positions stay in the reader's precision)."""
+        if doc_dtype is None or doc_dtype == self.model.dtype:
+            return self.model
+        if getattr(self.model, "hf_device_map", None):
+            raise ValueError("reader.doc_dtype needs a reader on one device (not reader.device_map); set reader.dtype instead")
+        return copy.deepcopy(self.model).to(doc_dtype).eval().requires_grad_(False)
 
     def forget(self) -> None:
         """Drop the cached prefix and doc encodings: the reader's weights changed (adapt-reader)."""
-        self._prefix_cache = None
+        self._prefix_cache = {}
+        if self.doc_model is not self.model:
+            self.doc_model = self._doc_model(self.doc_model.dtype)
         if self.doc_cache is not None:
             self.doc_cache = DocCache(self.doc_cache.budget / 2**20)
 
@@ -41,8 +57,8 @@ class ParallelReader(DecoderReader):
         B, N, P = len(examples), num_docs(examples), len(prefix)
         doc_ids = [self._doc_ids(ex) + [[] for _ in range(N - len(ex.docs))] for ex in examples]
         L = max(len(ids) for row in doc_ids for ids in row)
-        head_kv = self._prefix_kv(prefix)
-        encoded = self._encode_docs([d for row in doc_ids for d in row if d], head_kv)
+        head_kv = self._prefix_kv(prefix, self.model)
+        encoded = self._encode_docs([d for row in doc_ids for d in row if d], prefix)
         kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         for layer, (hk, hv) in enumerate(head_kv):  # per layer: prefix + every question's docs, padded to L
             H, D = hk.shape[1], hk.shape[3]
@@ -52,7 +68,7 @@ class ParallelReader(DecoderReader):
                 for n, d in enumerate(row):
                     if d:
                         k, v = encoded[tuple(d)][layer]
-                        keys[b, n, :, : len(d)] = k
+                        keys[b, n, :, : len(d)] = k  # a copy into the reader's dtype (docs may be in doc_dtype)
                         values[b, n, :, : len(d)] = v
             merged = [
                 torch.cat([h.expand(B, -1, -1, -1), x.permute(0, 2, 1, 3, 4).reshape(B, H, N * L, D)], 2)
@@ -78,20 +94,23 @@ class ParallelReader(DecoderReader):
         )
         return to_device(ctx, self.device)  # ids and masks built on the CPU; the doc keys are there already
 
-    def _prefix_kv(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer (1, H, P, D) keys and values of the shared prompt prefix (computed once per reader)."""
-        if self._prefix_cache is None or self._prefix_cache[0] != prefix:
-            head = self.model.base_model(
+    def _prefix_kv(self, prefix: list[int], model: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (1, H, P, D) keys and values of the shared prompt prefix under ``model`` (the reader
+        or its doc model; computed once per reader and precision)."""
+        cached = self._prefix_cache.get(model.dtype)
+        if cached is None or cached[0] != prefix:
+            head = model.base_model(
                 input_ids=torch.tensor([prefix], device=self.device),
                 position_ids=torch.arange(len(prefix), device=self.device)[None],
                 past_key_values=DynamicCache(),
                 use_cache=True,
             ).past_key_values
-            self._prefix_cache = (prefix, [(k, v) for k, v, *_ in head])
-        return self._prefix_cache[1]
+            cached = self._prefix_cache[model.dtype] = (prefix, [(k, v) for k, v, *_ in head])
+        return cached[1]
 
-    def _encode_docs(self, docs: list[list[int]], head_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[tuple[int, ...], Any]:
-        """Keys and values of each distinct doc, continued from the prefix: per layer (H, len, D).
+    def _encode_docs(self, docs: list[list[int]], prefix: list[int]) -> dict[tuple[int, ...], Any]:
+        """Keys and values of each distinct doc, continued from the prefix: per layer (H, len, D), in
+        the doc model's precision.
 
         Docs already in the doc cache are not run again; the others run as one batch.
         """
@@ -106,6 +125,7 @@ class ParallelReader(DecoderReader):
             else:
                 out[d] = hit
         if todo:
+            head_kv = self._prefix_kv(prefix, self.doc_model)
             P, R, L = head_kv[0][0].shape[2], len(todo), max(len(d) for d in todo)
             ids = torch.full((R, L), self.pad_id, dtype=torch.long)
             attn = torch.zeros(R, P + L, dtype=torch.long)
@@ -114,7 +134,7 @@ class ParallelReader(DecoderReader):
                 ids[i, : len(d)] = torch.tensor(d, dtype=torch.long)
                 attn[i, P : P + len(d)] = 1
             cache = DynamicCache(ddp_cache_data=[(k.expand(R, -1, -1, -1), v.expand(R, -1, -1, -1)) for k, v in head_kv])
-            res = self.model.base_model(
+            res = self.doc_model.base_model(
                 input_ids=ids.to(self.device),
                 attention_mask=attn.to(self.device),
                 position_ids=torch.arange(P, P + L, device=self.device).expand(R, -1),
