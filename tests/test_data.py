@@ -51,7 +51,8 @@ def test_eval_start_fixes_the_held_out_questions_whatever_num_train(tmp_path: Pa
     write_jsonl(generate(12), path)
     held = []
     for n in (3, 6):
-        train, h = load_splits(load(None, [f"data.source={path}", f"data.num_train={n}", "data.num_eval=4", "data.eval_start=8"]).data)
+        cfg = load(None, [f"data.source={path}", f"data.num_train={n}", "data.num_eval=4", "data.eval_start=8"])
+        train, h = load_splits(cfg.data)
         assert [ex.id for ex in train] == [ex.id for ex in generate(12)[:n]]
         held.append([ex.id for ex in h])
     assert held[0] == held[1] == [ex.id for ex in generate(12)[8:]]
