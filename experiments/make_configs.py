@@ -3,10 +3,16 @@
 The configs are committed; this script is how they were made. Edit a group here and rerun
 (`python experiments/make_configs.py`) rather than editing dozens of YAML files by hand.
 
-Sizing (2 CPU cores, the whole plan in about two hours): every row trains for one pass over its
-training questions (steps x batch = num_train), with the same budget for every objective of a group.
-Encoded docs are cached across rows (reader.doc_cache_mb), teachers are cached on disk, and the
-reader's answers are memoised per doc set, so later rows and seeds cost less than the first.
+Sizing (the reproduction at scale, plan.yaml): HotpotQA distractor, a fixed split of the 489
+questions with 10 paragraphs: the first 330 are training-side (300 trained on, the last 30 held back
+for label-free checkpoint selection), questions 330-488 (159) are held out (``data.eval_start``, so the
+learning-curve groups, which train on fewer, are scored on the very same questions). Every row
+trains 150 steps of 2 questions (one pass over 300) with the stabilised defaults (LR 1e-5, warmup,
+linear decay, top 2 encoder layers), evaluates every 25 steps (the held-out curve) and keeps the
+checkpoint with the lowest validation answer NLL (no labels). Every objective of a group gets the
+same steps, batches, schedule, reader and candidates. Docs are encoded and cached in bf16
+(``reader.doc_dtype``; bench/precision.py measures what that costs) so that one cache holds a whole
+training split across epochs, rows and seeds; teachers are cached on disk once per group.
 """
 
 from __future__ import annotations
@@ -19,16 +25,18 @@ import yaml
 
 HERE = Path(__file__).parent
 RIVALS = ["gumbel", "adist", "emdr", "pdist", "loop", "lsr", "supervised"]
+HOTPOT = "../shared/data/hotpotqa/hotpot_dev_distractor_500_ircot.jsonl"
 
 BASE: dict[str, Any] = {
-    "data": {
-        "source": "../shared/data/hotpotqa/hotpot_dev_distractor_500_ircot.jsonl",
-        "num_train": 32,
-        "num_eval": 40,
-        "min_docs": 10,
-    },
+    "data": {"source": HOTPOT, "num_train": 330, "num_val": 30, "num_eval": 159, "eval_start": 330, "min_docs": 10},
     "reranker": {"model": "all-minilm-l6-v2", "kind": "bi", "max_length": 256, "temperature": 0.05},
-    "reader": {"model": "smollm2-135m-instruct", "layout": "parallel", "max_doc_tokens": 160, "doc_cache_mb": 6000},
+    "reader": {
+        "model": "smollm2-135m-instruct",
+        "layout": "parallel",
+        "max_doc_tokens": 160,
+        "doc_dtype": "bfloat16",
+        "doc_cache_mb": 12000,
+    },
     # rivals: the bi-encoder score is cosine / 0.05, so temperature_score 0.2 is Atlas's cosine / 0.01
     "objective": {
         "name": "gumbel",
@@ -40,31 +48,21 @@ BASE: dict[str, Any] = {
         "temperature_gold": 0.01,
         "log_hard_loss": True,
     },
-    "train": {"steps": 16, "batch_size": 2, "lr": 3.0e-5, "checkpoint_every": 0},
-    "eval": {"ks": [2, 5], "generate": True, "max_new_tokens": 12},
+    "train": {
+        "steps": 150,
+        "batch_size": 2,
+        "lr": 1.0e-5,
+        "warmup_steps": 10,
+        "schedule": "linear",
+        "train_layers": 2,
+        "eval_every": 25,
+        "select": "val_loss",
+        "checkpoint_every": 0,
+    },
+    "eval": {"ks": [2, 5], "generate": False},
 }
-
-ABLATIONS: dict[str, dict[str, Any]] = {  # row -> objective overrides (all G-Rerank)
-    "default": {},
-    "no-noise": {"noise": False},
-    "tau-0.1": {"tau": 0.1},
-    "tau-1.0": {"tau": 1.0},
-    "kappa-0.3": {"kappa": 0.3},
-    "kappa-3": {"kappa": 3.0},
-    "k-2": {"k": 2},
-    "k-3": {"k": 3},
-    "samples-2": {"samples": 2},
-    "straight-through": {"straight_through": True},
-    "subset": {"relaxation": "subset"},
-}
-
-
-# row -> objective overrides: the calibrated mask (default) against the old fixed-kappa L2X mask
-MASK_ABLATIONS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "fixed-kappa-1": {"relaxation": "l2x", "calibration": "none", "kappa": 1.0},
-    "fixed-kappa-0.3": {"relaxation": "l2x", "calibration": "none", "kappa": 0.3},
-}
+CURVE_SIZES = (32, 100)  # the learning curve's smaller training sets (300 is the main group)
+CURVE_ROWS = ("gumbel", "pdist", "loop")  # G-Rerank and the two strongest rivals of the 32-question table
 
 
 def merged(**sections: dict[str, Any]) -> dict[str, Any]:
@@ -75,26 +73,25 @@ def merged(**sections: dict[str, Any]) -> dict[str, Any]:
 
 
 def groups() -> dict[str, dict[str, dict[str, Any]]]:
-    musique = {"source": "../shared/data/musique/musique_ans_dev_200.jsonl", "num_train": 24, "num_eval": 32, "min_docs": 20}
-    wiki = {"source": "../shared/data/2wikimultihopqa/2wiki_dev_500.pandas.json"}
-    return {
-        "hotpotqa": {o: merged(objective={"name": o}) for o in RIVALS},
-        "hotpotqa-ablations": {r: merged(objective=o) for r, o in ABLATIONS.items()},
-        "hotpotqa-mask-ablations": {r: merged(objective=o, train={"warmup_steps": 2}) for r, o in MASK_ABLATIONS.items()},
-        "2wiki": {o: merged(data=wiki, objective={"name": o}) for o in RIVALS},
-        "musique": {
-            o: merged(data=musique, reader={"max_doc_tokens": 128}, objective={"name": o}, train={"steps": 12}) for o in RIVALS
-        },
-        # a cross-encoder with a fresh (random) scoring head instead of the bi-encoder start
-        "hotpotqa-cross": {
-            o: merged(reranker={"kind": "cross"}, objective={"name": o, "temperature_score": 1.0}) for o in RIVALS
-        },
-        "hotpotqa-sequential": {
-            o: merged(reader={"layout": "sequential", "doc_cache_mb": 0, "gradient_checkpointing": True}, objective={"name": o})
-            for o in ("gumbel", "adist", "emdr", "pdist")
-        },
-        "hotpotqa-gemma": {o: merged(reader={"model": "gemma-3-270m"}, objective={"name": o}) for o in RIVALS},
+    musique = {
+        "source": "../shared/data/musique/musique_ans_train_100.json",
+        "eval_source": "../shared/data/musique/musique_ans_dev_200.jsonl",
+        "num_train": 100,
+        "num_val": 10,
+        "num_eval": 200,
+        "eval_start": 0,
+        "min_docs": 20,
     }
+    wiki = {"source": "../shared/data/2wikimultihopqa/2wiki_dev_500.pandas.json", "num_eval": 170}
+    out: dict[str, dict[str, dict[str, Any]]] = {"hotpotqa": {o: merged(objective={"name": o}) for o in RIVALS}}
+    for n in CURVE_SIZES:  # same held-out questions and steps, fewer training questions (same 30 for validation size)
+        out[f"hotpotqa-train{n}"] = {o: merged(data={"num_train": n + 30}, objective={"name": o}) for o in CURVE_ROWS}
+    out["2wiki"] = {o: merged(data=wiki, objective={"name": o}) for o in RIVALS}
+    out["musique"] = {
+        o: merged(data=musique, reader={"max_doc_tokens": 128}, objective={"name": o}, train={"steps": 90, "eval_every": 15})
+        for o in RIVALS
+    }
+    return out
 
 
 def main() -> None:

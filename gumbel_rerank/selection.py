@@ -31,7 +31,6 @@ from .rerankers import Reranker
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
 @dataclass
 class Selector:
     """Evaluates at a step, keeps the best reranker by validation loss, says when to stop."""
@@ -57,6 +56,7 @@ class Selector:
             self.reader = copy.copy(self.reader)
             self.reader.doc_cache = DocCache(cache.budget / 2**20)  # type: ignore[attr-defined]
 
+    @torch.no_grad()
     def evaluate(self, step: int, reranker: Reranker) -> dict[str, Any]:
         """Record one point: ``val_loss`` (label-free) and, for the report only, gold recall."""
         scores = score_all(reranker, self.validation, batch_size=self.batch_size)

@@ -19,3 +19,5 @@ run gumbel_rerank/evaluate.py "if has_bridge(ex.docs) else set()" "if True else 
 run gumbel_rerank/readers/sequential.py "bias = torch.where(same_doc.unsqueeze(1), torch.zeros((), dtype=log_w.dtype), kb.unsqueeze(2))" "bias = torch.zeros_like(kb.unsqueeze(2).expand(-1, -1, kb.shape[-1], -1))" tests/test_readers.py
 run gumbel_rerank/objectives/teachers.py "views = eye if keep_alone else 1 - eye" "views = 1 - eye if keep_alone else eye" tests/test_rivals.py
 run gumbel_rerank/objectives/base.py "p_logp.exp() * (p_logp - q_logp)" "p_logp.exp() * (q_logp - p_logp)" "tests/test_objectives.py tests/test_rivals.py"
+run gumbel_rerank/readers/parallel.py "        return to_device(ctx, self.device)  # ids and masks" "        return ctx  # ids and masks" tests/test_devices.py
+run gumbel_rerank/readers/fid.py "input_ids=enc[\"input_ids\"].to(self.device)" "input_ids=enc[\"input_ids\"]" tests/test_devices.py

@@ -28,9 +28,25 @@ def meta_masks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(masking_utils, "_ignore_bidirectional_mask_sdpa", lambda *a, **k: False)
 
 
+def on_device_only(model: torch.nn.Module) -> list[str]:
+    """Hooks every module: a tensor argument on another device is recorded (meta kernels accept CPU
+    index tensors, such as input ids, without raising, so the hooks catch what meta alone misses)."""
+    wrong: list[str] = []
+
+    def check(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:  # type: ignore[type-arg]
+        for value in [*args, *kwargs.values()]:
+            if isinstance(value, torch.Tensor) and value.device != META:
+                wrong.append(f"{type(module).__name__} got a tensor on {value.device}")
+
+    for module in model.modules():
+        module.register_forward_pre_hook(check, with_kwargs=True)
+    return wrong
+
+
 @pytest.mark.parametrize("layout", ["parallel", "sequential", "fid"])
 def test_readers_build_every_tensor_on_the_models_device(layout: str) -> None:
     model = (tiny_t5() if layout == "fid" else tiny_llama()).to(META)
+    wrong = on_device_only(model)
     reader = make_reader(layout, model, byte_tokenizer("t5" if layout == "fid" else "decoder"))
     examples = make_examples()
     ctx = reader.prepare(examples)
@@ -39,6 +55,7 @@ def test_readers_build_every_tensor_on_the_models_device(layout: str) -> None:
     assert scores.token_logprobs.device == META and scores.token_mask.device == META
     assert reader.doc_attention(ctx, "scores").device == META
     assert reader.doc_attention(ctx, "value_norm").device == META
+    assert not wrong, wrong[:3]
 
 
 def test_a_cpu_tensor_reaching_a_meta_reader_is_caught() -> None:
