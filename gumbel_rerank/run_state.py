@@ -36,6 +36,7 @@ class TrainResult:
     seconds_per_step: float
     skipped_steps: int
     held_out_scores: list[list[float]]  # the trained reranker's scores of the held-out questions
+    selection: dict[str, Any] | None = None  # train.select's pick and how well it picked (report.json)
 
 
 class NonFiniteLossError(ValueError):

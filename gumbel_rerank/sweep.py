@@ -152,10 +152,18 @@ def _result(
     return out
 
 
-def _steps(run_dir: Path) -> list[dict[str, float]]:
+def _log(run_dir: Path) -> list[dict[str, Any]]:
     log = run_dir / "metrics.jsonl"
-    lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
-    return [{k: v for k, v in row.items() if k in STEP_KEYS} for row in lines if "loss" in row]  # not the eval points
+    return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+
+
+def _steps(run_dir: Path) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if k in STEP_KEYS} for row in _log(run_dir) if "loss" in row]  # not the eval points
+
+
+def _curve(run_dir: Path) -> list[dict[str, float]]:
+    """The evaluation points: validation answer NLL (label-free) and held-out gold recall against step."""
+    return [row for row in _log(run_dir) if "val_loss" in row]
 
 
 def _reuse(path: Path, config: dict[str, Any], what: str, key: str = "config") -> dict[str, Any]:
@@ -246,6 +254,8 @@ def run_group(
                 seconds_per_step=result.seconds_per_step,
                 skipped_steps=result.skipped_steps,
                 steps=_steps(run_dir),
+                curve=_curve(run_dir),
+                selection=result.selection,
                 config=row.cfg.to_dict(),
             )
             write_json(path, res)

@@ -218,7 +218,7 @@ def _finish(run: Run, seconds_per_step: float, progress: bool) -> TrainResult:
         },
         indent=2,
     )
-    return TrainResult(run.run_dir, before, after, seconds_per_step, run.skipped, after_scores)
+    return TrainResult(run.run_dir, before, after, seconds_per_step, run.skipped, after_scores, selection)
 
 
 BAR_METRICS = ("loss", "mask_sum", "mask_distinct", "mask_overlap")  # shown on the progress bar when logged

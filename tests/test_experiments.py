@@ -38,7 +38,13 @@ def write_group(root: Path, bert_dir: str, rows: dict[str, list[str]]) -> Path:
 
 def test_runs_every_row_and_seed_resumes_and_reports(tmp_path: Path, bert_dir: str) -> None:
     folder = write_group(
-        tmp_path, bert_dir, {"pdist": ["objective.name=pdist"], "gumbel": [], "still": ["train.steps=0", "objective.name=pdist"]}
+        tmp_path,
+        bert_dir,
+        {
+            "pdist": ["objective.name=pdist", "data.num_val=2"],
+            "gumbel": ["data.num_val=2", "train.eval_every=1", "train.select=val_loss"],
+            "still": ["train.steps=0", "objective.name=pdist", "data.num_val=2"],
+        },
     )
     rows = load_group(folder)
     assert [r.name for r in rows] == ["gumbel", "pdist", "still"]  # objective order, then name
@@ -64,6 +70,8 @@ def test_runs_every_row_and_seed_resumes_and_reports(tmp_path: Path, bert_dir: s
     assert still["held_out"]["EM"] == zero["held_out"]["EM"]
     assert gumbel["held_out_scores"] != zero["held_out_scores"]  # trained
     assert [s["step"] for s in gumbel["steps"]] == [1, 2] and all("hard_loss" in s for s in gumbel["steps"])
+    assert [p["step"] for p in gumbel["curve"]] == [0, 1, 2] and all("held_out_R@2" in p for p in gumbel["curve"])
+    assert gumbel["selection"]["selected_step"] in (0, 1, 2) and still["curve"] == [] and still["selection"] is None
     # stored metrics equal a recomputation from the stored scores
     from gumbel_rerank.data import load_splits
 
