@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from curves import write_curves
 from paper import report
 
 from gumbel_rerank.config import ConfigError
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 after_group=lambda out: note(f"{out.name}: done, tables in {report(args.results).parent / out.name}"),
             )
         print(report(args.results, readmes=readmes).read_text())
+        for path in write_curves(args.results):
+            print(f"curve: {path}")
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -159,3 +159,30 @@ def test_the_readme_tables_are_the_committed_results() -> None:
         assert blocks and set(blocks) <= planned and (set(blocks) == planned or not every_group), page
         for group, shown in blocks.items():
             assert shown == readme_table(group, load_results(results / group)) + "\n", f"{page}: table {group!r} is stale"
+
+
+def test_learning_and_held_out_curves_come_from_the_result_files(tmp_path: Path) -> None:
+    """Sizes are read from each run's config; a run scored on other held-out questions is left out."""
+    from experiments.curves import learning_rows, write_curves
+
+    def put(group: str, row: str, seed: int | None, num_train: int, r5: float, eval_start: int = 330) -> None:
+        runs = tmp_path / group / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        data = {"num_train": num_train, "num_val": 30, "eval_start": eval_start, "num_eval": 159}
+        curve = [{"step": s, "held_out_R@5": r5 * s / 50, "val_loss": 3 - s / 100} for s in (0, 25, 50)]
+        res = {"row": row, "seed": seed, "held_out": {"R@5": r5, "bridge_R@5": r5 / 2}, "config": {"data": data}, "curve": curve}
+        (runs / (f"{row}.json" if seed is None else f"{row}.seed{seed}.json")).write_text(json.dumps(res))
+
+    put("hotpotqa", "zero-shot", None, 330, 0.5)
+    for seed, r5 in ((0, 0.8), (1, 0.9)):
+        put("hotpotqa", "gumbel", seed, 330, r5)
+    put("hotpotqa-train32", "gumbel", 0, 62, 0.6)
+    put("hotpotqa-train100", "gumbel", 0, 130, 0.7, eval_start=0)  # another held-out set: not a point
+    rows = learning_rows(tmp_path)
+    assert sorted(rows["gumbel"]) == [32, 300]
+    mean, sd, seeds = rows["gumbel"][300]["R@5"]
+    assert mean == pytest.approx(85.0) and sd == pytest.approx(7.0711, abs=1e-3) and seeds == 2
+    written = {p.name for p in write_curves(tmp_path)}
+    assert written == {"heldout_curve.png", "learning_curve.md", "learning_curve.png"}
+    table = (tmp_path / "learning_curve.md").read_text()
+    assert "| G-Rerank | 60.0 ± 0.0 (1) | 85.0 ± 7.1 (2) |" in table and "| zero-shot | 50.0 | 50.0 |" in table

@@ -1,0 +1,163 @@
+"""The reproduction's two curves, from the committed result files (no training here).
+
+- **Held-out curve** (``results/hotpotqa/heldout_curve.png``, ``heldout_curve.md``): held-out R@5 and
+  the validation answer NLL against step, mean over seeds, for G-Rerank and the rivals of the
+  group: has training levelled off?
+- **Learning curve** (``results/learning_curve.png``, ``learning_curve.md``): held-out R@5 and
+  bridge R@5 of the selected checkpoint against the number of training questions, from the groups
+  ``hotpotqa-train32``, ``hotpotqa-train100`` and ``hotpotqa`` (300), all scored on the same 159
+  held-out questions (``data.eval_start``).
+
+    python experiments/curves.py        # also run by `python experiments/run.py --report`
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from gumbel_rerank.objectives import title
+from gumbel_rerank.report import Runs, load_results
+
+HERE = Path(__file__).parent
+CURVE_GROUPS = {32: "hotpotqa-train32", 100: "hotpotqa-train100", 300: "hotpotqa"}
+METRICS = ("R@5", "bridge_R@5")
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def heldout_points(runs: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """Mean of ``key`` over seeds at each evaluated step that every seed has."""
+    per_seed = [{p["step"]: p[key] for p in r.get("curve") or [] if key in p} for r in runs]
+    steps = sorted(set.intersection(*(set(s) for s in per_seed))) if per_seed else []
+    return steps, [_mean([s[step] for s in per_seed]) for step in steps]
+
+
+HELD_OUT = {"eval_start": 330, "num_eval": 159}  # every point of the curve is scored on these questions
+
+
+def trained_on(config: dict[str, Any]) -> int | None:
+    """Training questions of a run (num_train minus the validation ones), None if its held-out set is another."""
+    data = config["data"]
+    if any(data.get(k) != v for k, v in HELD_OUT.items()):
+        return None
+    return int(data["num_train"]) - int(data.get("num_val") or 0)
+
+
+def learning_rows(results: Path) -> dict[str, dict[int, dict[str, tuple[float, float, int]]]]:
+    """objective -> training questions -> metric -> (mean, sd, seeds), for the groups that have results
+    (the size is read from each run's config, not assumed from the group's name)."""
+    out: dict[str, dict[int, dict[str, tuple[float, float, int]]]] = {}
+    for group in CURVE_GROUPS.values():
+        if not (results / group / "runs").is_dir():
+            continue
+        for name, runs in load_results(results / group).items():
+            trained = [r for r in runs if r.get("seed") is not None and r.get("config")]
+            sizes = {trained_on(r["config"]) for r in trained}
+            if name == "zero-shot" or len(sizes) != 1 or None in sizes:
+                continue
+            n = sizes.pop()
+            assert n is not None
+            for m in METRICS:
+                vals = [100 * r["held_out"][m] for r in trained if r["held_out"].get(m) is not None]
+                if vals:
+                    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                    out.setdefault(name, {}).setdefault(n, {})[m] = (_mean(vals), sd, len(vals))
+    return out
+
+
+def learning_table(rows: dict[str, dict[int, dict[str, tuple[float, float, int]]]], zero: dict[str, float]) -> str:
+    sizes = sorted({n for by_n in rows.values() for n in by_n})
+    head = "| objective | " + " | ".join(f"{m} @ {n} q" for m in METRICS for n in sizes) + " |"
+    lines = [head, "|---" * (1 + len(METRICS) * len(sizes)) + "|"]
+    lines.append("| zero-shot | " + " | ".join(f"{100 * zero[m]:.1f}" for m in METRICS for _ in sizes) + " |")
+    for name, by_n in rows.items():
+        cells = []
+        for m in METRICS:
+            for n in sizes:
+                v = by_n.get(n, {}).get(m)
+                cells.append("" if v is None else f"{v[0]:.1f} ± {v[1]:.1f} ({v[2]})")
+        lines.append(f"| {title(name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_heldout(by_row: Runs, out: Path) -> Path | None:
+    trained = {n: [r for r in runs if r.get("curve")] for n, runs in by_row.items() if n != "zero-shot"}
+    trained = {n: runs for n, runs in trained.items() if runs}
+    if not trained:
+        return None
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, runs in trained.items():
+        style = dict(lw=2.5, color="black") if name == "gumbel" else dict(lw=1.2)
+        a.plot(*heldout_points(runs, "held_out_R@5"), "o-", label=f"{title(name)} ({len(runs)} seeds)", **style)
+        b.plot(*heldout_points(runs, "val_loss"), "o-", label=title(name), **style)
+    a.set(xlabel="step", ylabel="held-out R@5 (gold labels, report only)", title="mean over seeds")
+    b.set(xlabel="step", ylabel="validation answer NLL, hard top-5 (label-free)")
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_learning(rows: dict[str, dict[int, dict[str, tuple[float, float, int]]]], zero: dict[str, float], out: Path) -> Path:
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(10, 4))
+    for ax, m in zip(axes, METRICS, strict=True):
+        for name, by_n in rows.items():
+            ns = sorted(n for n in by_n if m in by_n[n])
+            means, sds = [by_n[n][m][0] for n in ns], [by_n[n][m][1] for n in ns]
+            ax.errorbar(ns, means, yerr=sds, marker="o", capsize=3, label=title(name))
+        ax.axhline(100 * zero[m], color="grey", ls=":", label="zero-shot")
+        ax.set(xscale="log", xlabel="training questions", ylabel=f"held-out {m} (%)", xticks=list(CURVE_GROUPS))
+        ax.set_xticklabels([str(n) for n in CURVE_GROUPS])
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def write_curves(results: str | Path = HERE / "results") -> list[Path]:
+    """Both curves from whatever results exist; returns the files written."""
+    results = Path(results)
+    written: list[Path] = []
+    main = results / "hotpotqa"
+    if (main / "runs").is_dir():
+        by_row = load_results(main)
+        png = plot_heldout(by_row, main / "heldout_curve.png")
+        if png:
+            written.append(png)
+    rows = learning_rows(results)
+    zero_file = results / "hotpotqa" / "runs" / "zero-shot.json"
+    if rows and zero_file.exists():
+        import json
+
+        zero = json.loads(zero_file.read_text())["held_out"]
+        text = (
+            "# Learning curve: held-out recall against training questions (HotpotQA)\n\n"
+            "Generated by `python experiments/curves.py` from results/hotpotqa-train32, -train100 and hotpotqa.\n"
+            "Percent; mean ± sd over seeds (seeds in brackets); the same 159 held-out questions and 150 steps for "
+            "every size; the checkpoint picked by validation answer NLL.\n\n" + learning_table(rows, zero) + "\n"
+        )
+        (results / "learning_curve.md").write_text(text)
+        written += [results / "learning_curve.md", plot_learning(rows, zero, results / "learning_curve.png")]
+    return written
+
+
+if __name__ == "__main__":
+    for path in write_curves():
+        print(path)
