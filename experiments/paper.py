@@ -11,7 +11,18 @@ from typing import Any
 
 from gumbel_rerank.config import ConfigError
 from gumbel_rerank.objectives import OBJECTIVES, title
-from gumbel_rerank.report import Runs, cell, gap_summary, load_results, paired_p, reference_row, seeds_cell, summarise
+from gumbel_rerank.report import (
+    Runs,
+    bootstrap_ci,
+    cell,
+    ci_cell,
+    gap_summary,
+    load_results,
+    paired_p,
+    reference_row,
+    seeds_cell,
+    summarise,
+)
 from gumbel_rerank.report import write_report as write_group_report
 
 PAPER = {  # Huang et al. (ACL 2025), Tables 1-3 (docs/method.md); Recall@5 in percent
@@ -40,6 +51,7 @@ def readme_table(group: str, by_row: Runs) -> str:
     paper = PAPER.get(group, {})
     cols = [
         ("R@5", "R@5"),
+        ("95% CI", "R@5"),
         ("paper", "R@5"),
         ("bridge R@5", "bridge_R@5"),
         ("paper", "bridge_R@5"),
@@ -47,8 +59,9 @@ def readme_table(group: str, by_row: Runs) -> str:
         ("mining R@5", "mining_R@5"),
         ("paper", "mining_R@5"),
         ("R@2", "R@2"),
+        ("MRR", "RR"),
         ("bridge MRR", "bridge_RR"),
-        ("F1", "F1"),
+        ("answer NLL", "answer_nll"),
     ]  # (header, metric)
     cols = [(h, m) for h, m in cols if h != "paper" or m in paper]
     head = [
@@ -63,7 +76,10 @@ def readme_table(group: str, by_row: Runs) -> str:
         cells = [seeds_cell(name, runs)]
         for h, m in cols:
             ref_value = paper.get(m, {}).get(name) if h == "paper" else None
-            cells.append(("" if ref_value is None else f"{ref_value:.1f}") if h == "paper" else cell(summarise(runs, m)))
+            if h == "paper":
+                cells.append("" if ref_value is None else f"{ref_value:.1f}")
+            else:
+                cells.append(ci_cell(bootstrap_ci(runs, m)) if h == "95% CI" else cell(summarise(runs, m), m))
         p = paired_p(by_row[ref], runs, "R@5") if ref in by_row and name != ref else None
         cells.append("" if p is None else f"{p:.2f}" if p >= 0.01 else f"{p:.3f}")
         if ablation:

@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .jsonsafe import write_json
 from .metrics import columns
 from .objectives import OBJECTIVES
@@ -59,20 +61,37 @@ def cell(s: tuple[float, float, int] | None, metric: str = "") -> str:
     return f"{m * scale:.{digits}f}" if n == 1 else f"{m * scale:.{digits}f} ± {sd * scale:.{digits}f}"
 
 
+def _per_question(runs: list[dict[str, Any]], metric: str) -> list[float] | None:
+    """Each question's value averaged over the row's seeds (NaN where no seed has one)."""
+    if not runs or not all(metric in r.get("per_question", {}) for r in runs):
+        return None
+    out = []
+    for vals in zip(*(r["per_question"][metric] for r in runs), strict=True):
+        real = [v for v in vals if v is not None]
+        out.append(sum(real) / len(real) if real else float("nan"))
+    return out
+
+
+def bootstrap_ci(runs: list[dict[str, Any]], metric: str, *, resamples: int = 2000) -> tuple[float, float] | None:
+    """95% percentile bootstrap interval of the mean over questions (per-question values averaged over seeds)."""
+    vals = _per_question(runs, metric)
+    kept = np.array([v for v in vals or [] if v == v])
+    if not kept.size:
+        return None
+    rng = np.random.default_rng(0)
+    means = kept[rng.integers(0, kept.size, (resamples, kept.size))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def ci_cell(ci: tuple[float, float] | None) -> str:
+    return "" if ci is None else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
 def paired_p(base: list[dict[str, Any]], other: list[dict[str, Any]], metric: str) -> float | None:
     """Paired permutation test on per-question values averaged over each row's seeds."""
-
-    def avg(runs: list[dict[str, Any]]) -> list[float]:
-        cols = [r["per_question"][metric] for r in runs]
-        out = []
-        for vals in zip(*cols, strict=True):
-            real = [v for v in vals if v is not None]
-            out.append(sum(real) / len(real) if real else float("nan"))
-        return out
-
-    if not all(metric in r.get("per_question", {}) for r in (*base, *other)):
+    a, b = _per_question(base, metric), _per_question(other, metric)
+    if a is None or b is None:
         return None
-    a, b = avg(base), avg(other)
     keep = [i for i in range(len(a)) if a[i] == a[i] and b[i] == b[i]]
     if not keep:
         return None
@@ -121,7 +140,7 @@ def group_table(by_row: Runs) -> str:
     base = by_row.get(ref)
     cols = metric_columns(by_row)
     tests = (f"R@{k}", f"bridge_R@{k}")
-    head = ["row", "seeds", *cols, *(f"p {m} vs {ref}" for m in tests), "train s"]
+    head = ["row", "seeds", *cols, f"95% CI R@{k}", *(f"p {m} vs {ref}" for m in tests), "train s"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name, runs in by_row.items():
         ps = [paired_p(base, runs, m) if base and name != ref else None for m in tests]
@@ -129,6 +148,7 @@ def group_table(by_row: Runs) -> str:
         cells = [
             seeds_cell(name, runs),
             *(cell(summarise(runs, m), m) for m in cols),
+            ci_cell(bootstrap_ci(runs, f"R@{k}")),
             *("" if p is None else f"{p:.3f}" for p in ps),
             "" if secs is None else f"{secs[0]:.0f}",
         ]

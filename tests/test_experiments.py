@@ -186,3 +186,17 @@ def test_learning_and_held_out_curves_come_from_the_result_files(tmp_path: Path)
     assert written == {"heldout_curve.png", "learning_curve.md", "learning_curve.png"}
     table = (tmp_path / "learning_curve.md").read_text()
     assert "| G-Rerank | 60.0 ± 0.0 (1) | 85.0 ± 7.1 (2) |" in table and "| zero-shot | 50.0 | 50.0 |" in table
+
+
+def test_bootstrap_interval_brackets_the_mean_with_the_normal_width() -> None:
+    import numpy as np
+
+    from gumbel_rerank.report import bootstrap_ci
+
+    vals = np.random.default_rng(1).binomial(1, 0.7, 400).astype(float).tolist()
+    runs = [{"per_question": {"R@5": vals}}, {"per_question": {"R@5": [1.0 - v for v in vals]}}]
+    lo, hi = bootstrap_ci(runs[:1], "R@5")  # type: ignore[misc]
+    mean, se = float(np.mean(vals)), float(np.std(vals) / np.sqrt(len(vals)))
+    assert lo < mean < hi and (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.15)
+    assert bootstrap_ci(runs, "R@5") == (0.5, 0.5)  # averaged over the two seeds first: every question 0.5
+    assert bootstrap_ci(runs, "missing") is None
