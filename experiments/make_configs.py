@@ -61,6 +61,7 @@ BASE: dict[str, Any] = {
     },
     "eval": {"ks": [2, 5], "generate": False},
 }
+ADAPTER = "runs/experiments/adapters/hotpotqa/adapter"  # made by experiments/run.py (ensure_adapters)
 CURVE_SIZES = (32, 100)  # the learning curve's smaller training sets (300 is the main group)
 CURVE_ROWS = ("gumbel", "pdist", "loop")  # G-Rerank and the two strongest rivals of the 32-question table
 
@@ -86,6 +87,10 @@ def groups() -> dict[str, dict[str, dict[str, Any]]]:
     out: dict[str, dict[str, dict[str, Any]]] = {"hotpotqa": {o: merged(objective={"name": o}) for o in RIVALS}}
     for n in CURVE_SIZES:  # same held-out questions and steps, fewer training questions (same 30 for validation size)
         out[f"hotpotqa-train{n}"] = {o: merged(data={"num_train": n + 30}, objective={"name": o}) for o in CURVE_ROWS}
+    # the reader adapted to HotpotQA first (LoRA on the answer NLL with all candidates of the same 300 training
+    # questions, no doc labels; experiments/run.py makes it when it is missing), then every objective as above
+    adapted = {"adapter": ADAPTER}
+    out["hotpotqa-adapted"] = {o: merged(reader=adapted, objective={"name": o}) for o in RIVALS}
     out["2wiki"] = {o: merged(data=wiki, objective={"name": o}) for o in RIVALS}
     out["musique"] = {
         o: merged(data=musique, reader={"max_doc_tokens": 128}, objective={"name": o}, train={"steps": 90, "eval_every": 15})

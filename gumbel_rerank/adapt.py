@@ -131,7 +131,8 @@ def adapt_reader(
         raise ConfigError(f"resume: {run_dir} holds no intact checkpoint; drop --resume to start from the beginning")
     if model is None:
         model, tokenizer = _lora_model(cfg, settings)
-    reader = build_reader(dataclasses.replace(cfg.reader, doc_cache_mb=0), model=model, tokenizer=tokenizer)
+    # docs in the reader's own precision: the adapter changes every step, so a doc copy would be rebuilt each time
+    reader = build_reader(dataclasses.replace(cfg.reader, doc_cache_mb=0, doc_dtype=""), model=model, tokenizer=tokenizer)
     trainable = [p for n, p in model.named_parameters() if "lora_" in n]
     for p in trainable:  # build_reader froze everything; the adapter (only) learns
         p.requires_grad_(True)
