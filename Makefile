@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine (Python 3.11, no GPU):
-#   make demo   set up .venv, install, train a reranker with G-Rerank on the embedded data, print before/after
+#   make demo   set up .venv, install, adapt the reader (once), train a reranker with G-Rerank on the embedded data, print before/after
 #   make test   set up .venv, install, then lint + type check + the whole test suite
 PY ?= python3.11
 VENV := .venv
@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/gumbel-rerank train configs/default.yaml
+READER_ADAPTER := runs/default-reader/adapter
+
+demo: $(STAMP)  # the reader adapted to the task first (LoRA, answers only, no doc labels; made once), then G-Rerank
+	test -f $(READER_ADAPTER)/adapter_config.json || \
+		$(BIN)/gumbel-rerank adapt-reader configs/default.yaml --steps 80 --eval-questions 30 --out $(dir $(READER_ADAPTER))
+	$(BIN)/gumbel-rerank train configs/default.yaml reader.adapter=$(READER_ADAPTER)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gumbel_rerank tests scripts bench experiments
