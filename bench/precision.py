@@ -10,7 +10,8 @@ gradient has the same sign; and the seconds per question of each dtype (forward 
     # SmolLM2 and Gemma on 50 questions, both variants: about 30 minutes on 2 cores
 
 ``bfloat16`` is the whole reader in bf16 (``reader.dtype``); ``docs:bfloat16`` an fp32 reader whose
-docs (the no-gradient part) are encoded and cached in bf16 (``reader.doc_dtype``).
+docs (the no-gradient part) are encoded and cached in bf16 (``reader.doc_dtype``); ``cache:float16``
+docs encoded in fp32 and their keys and values kept in fp16 (``reader.doc_cache_dtype``).
 
 Writes bench/results/precision.json and prints a markdown table. fp16 on a CPU is emulated and
 slow; it is meant for GPUs (bench/gpu_check.py).
@@ -56,7 +57,7 @@ def main() -> None:
         results = {}
         for dtype in ["float32", *args.dtypes.split(",")]:
             where, _, name = dtype.rpartition(":")
-            precision = {"doc_dtype": name} if where == "docs" else {"dtype": name}
+            precision = {{"docs": "doc_dtype", "cache": "doc_cache_dtype"}.get(where, "dtype"): name}
             reader = build_reader(ReaderConfig(model=model, layout="parallel", max_doc_tokens=160, **precision))
             results[dtype] = signal(reader, examples)
             del reader

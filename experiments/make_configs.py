@@ -10,9 +10,10 @@ learning-curve groups, which train on fewer, are scored on the very same questio
 trains 150 steps of 2 questions (one pass over 300) with the stabilised defaults (LR 1e-5, warmup,
 linear decay, top 2 encoder layers), evaluates every 25 steps (the held-out curve) and keeps the
 checkpoint with the lowest validation answer NLL (no labels). Every objective of a group gets the
-same steps, batches, schedule, reader and candidates. Docs are encoded and cached in bf16
-(``reader.doc_dtype``; bench/precision.py measures what that costs) so that one cache holds a whole
-training split across epochs, rows and seeds; teachers are cached on disk once per group.
+same steps, batches, schedule, reader and candidates. Docs are encoded in fp32 and their keys and
+values kept in fp16 (``reader.doc_cache_dtype``; bench/precision.py and tests/test_readers.py measure
+what that costs the answer NLL) so that one cache holds a whole training split across epochs, rows
+and seeds; teachers are cached on disk once per group.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ BASE: dict[str, Any] = {
         "model": "smollm2-135m-instruct",
         "layout": "parallel",
         "max_doc_tokens": 160,
-        "doc_dtype": "bfloat16",
+        "doc_cache_dtype": "float16",
         "doc_cache_mb": 12000,
     },
     # rivals: the bi-encoder score is cosine / 0.05, so temperature_score 0.2 is Atlas's cosine / 0.01

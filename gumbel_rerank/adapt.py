@@ -103,7 +103,7 @@ def _lora_model(cfg: Config, settings: AdaptSettings) -> tuple[Any, Any]:
         raise FileNotFoundError("adapt-reader needs peft: pip install 'gumbel-rerank[adapt]'") from err
     from . import devices
 
-    model, tokenizer = load_causal_lm(cfg.reader.model, dtype=devices.dtype(cfg.reader.dtype))
+    model, tokenizer = load_causal_lm(cfg.reader.model, dtype=devices.dtype(cfg.reader.dtype, devices.pick(cfg.train.device)))
     targets: Any = settings.target_modules if settings.target_modules == "all-linear" else settings.target_modules.split(",")
     task = "SEQ_2_SEQ_LM" if getattr(model.config, "is_encoder_decoder", False) else "CAUSAL_LM"
     lora = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=0.0, target_modules=targets, task_type=task)
@@ -132,7 +132,9 @@ def adapt_reader(
     if model is None:
         model, tokenizer = _lora_model(cfg, settings)
     # docs in the reader's own precision: the adapter changes every step, so a doc copy would be rebuilt each time
-    reader = build_reader(dataclasses.replace(cfg.reader, doc_cache_mb=0, doc_dtype=""), model=model, tokenizer=tokenizer)
+    reader = build_reader(
+        dataclasses.replace(cfg.reader, doc_cache_mb=0, doc_dtype="", doc_cache_dtype=""), model=model, tokenizer=tokenizer
+    )
     trainable = [p for n, p in model.named_parameters() if "lora_" in n]
     for p in trainable:  # build_reader froze everything; the adapter (only) learns
         p.requires_grad_(True)

@@ -57,8 +57,9 @@ class ReaderConfig:
     doc_cache_mb: float = 0  # parallel: keep encoded docs across steps/epochs/objectives within this budget
     gradient_checkpointing: bool = False  # sequential layout: recompute layers in the backward pass (less memory)
     device_map: str = ""  # "auto": shard a large reader over the visible GPUs (docs/training.md: "Beyond one machine")
-    dtype: str = "float32"  # float32 | bfloat16 | float16: the frozen reader's weights and activations
+    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on a CPU) | float32 | bfloat16 | float16: the frozen reader's precision
     doc_dtype: str = ""  # parallel: encode and cache the docs (no gradient) in this dtype; "" = reader.dtype
+    doc_cache_dtype: str = ""  # parallel: keep the encoded docs' keys/values in this dtype (float16: half the memory)
     adapter: str = ""  # a LoRA adapter folder from `gumbel-rerank adapt-reader`, merged in, then frozen
 
 
@@ -274,11 +275,15 @@ def validate(cfg: Config) -> Config:
         (bool(cfg.train.out_dir.strip()), "train.out_dir must name a folder (empty would write into the current one)"),
         (set(cfg.train.report_to) <= set(TRACKERS), f"train.report_to may name {', '.join(TRACKERS)}"),
         (cfg.train.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
-        (cfg.reader.dtype in DTYPES, f"reader.dtype must be one of {', '.join(DTYPES)}"),
-        (cfg.reader.doc_dtype in ("", *DTYPES), f"reader.doc_dtype must be empty or one of {', '.join(DTYPES)}"),
+        (cfg.reader.dtype in ("auto", *DTYPES), f"reader.dtype must be auto or one of {', '.join(DTYPES)}"),
         (
-            cfg.reader.doc_dtype in ("", cfg.reader.dtype) or cfg.reader.layout == "parallel",
-            "reader.doc_dtype is for the parallel layout",
+            cfg.reader.doc_dtype in ("", *DTYPES) and cfg.reader.doc_cache_dtype in ("", *DTYPES),
+            f"reader.doc_dtype and reader.doc_cache_dtype must be empty or one of {', '.join(DTYPES)}",
+        ),
+        (
+            (cfg.reader.doc_dtype in ("", cfg.reader.dtype) and not cfg.reader.doc_cache_dtype)
+            or cfg.reader.layout == "parallel",
+            "reader.doc_dtype and reader.doc_cache_dtype are for the parallel layout",
         ),
         (cfg.objective.tau_final is None or cfg.objective.tau_final > 0, "objective.tau_final must be > 0"),
         (cfg.objective.samples >= 1, "objective.samples must be >= 1"),

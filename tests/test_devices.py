@@ -94,6 +94,7 @@ def test_device_and_dtype_settings() -> None:
     assert devices.pick("cpu") == torch.device("cpu")
     assert devices.pick("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert devices.dtype("bfloat16") is torch.bfloat16
+    assert devices.dtype("auto", "cpu") is torch.float32 and devices.dtype("auto", torch.device("cuda")) is torch.bfloat16
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             devices.pick("cuda")

@@ -268,3 +268,20 @@ def test_bf16_docs_under_an_fp32_reader_stay_within_1e_2_nats_and_halve_the_cach
         from gumbel_rerank.config import load
 
         load(None, ["reader.layout=sequential", "reader.doc_dtype=bfloat16"])
+
+
+def test_a_half_precision_doc_cache_moves_the_answer_nll_by_under_1e_2_nats_and_a_hit_equals_a_miss() -> None:
+    """``reader.doc_cache_dtype: float16``: docs encoded in fp32, their keys and values kept in fp16
+    (half the memory, so a whole training split fits); used the same way cached or not."""
+    examples = make_examples()
+    fp32 = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"), doc_cache_mb=64)
+    half = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"), doc_cache_mb=64, doc_cache_dtype=torch.float16)
+    w = torch.rand(2, 3, 4, generator=torch.Generator().manual_seed(0))
+    ref = fp32.answer_logprob(fp32.prepare(examples), w)
+    miss = half.answer_logprob(half.prepare(examples), w)
+    hit = half.answer_logprob(half.prepare(examples), w)
+    assert half.doc_cache.hits == 7 and torch.equal(miss.token_logprobs, hit.token_logprobs)
+    nll = [-(s.token_logprobs * s.token_mask.unsqueeze(1)).sum(-1) / s.token_mask.sum(-1, keepdim=True) for s in (ref, miss)]
+    assert 0 < (nll[0] - nll[1]).abs().max().item() < 1e-2
+    assert half.doc_cache.used * 2 == fp32.doc_cache.used
+    assert all(k.dtype == torch.float16 for layers in half.doc_cache.items.values() for k, _ in layers)

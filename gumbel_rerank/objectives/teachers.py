@@ -40,6 +40,7 @@ def reader_fingerprint(reader: Reader) -> str:
         "model": getattr(getattr(model, "config", None), "name_or_path", type(model).__name__),
         "dtype": str(getattr(model, "dtype", "")),
         "doc_dtype": str(getattr(getattr(reader, "doc_model", model), "dtype", "")),
+        "doc_cache_dtype": str(getattr(reader, "doc_cache_dtype", None)),
         "parameters": sum(p.numel() for p in params),
         "weights": [hashlib.sha1(p.detach().float().cpu().numpy().tobytes()).hexdigest() for p in probe],
         "settings": {

@@ -46,7 +46,7 @@ def build_reader(cfg: ReaderConfig, model: Any = None, tokenizer: Any = None, *,
     """The frozen reader for ``cfg`` (in ``reader.dtype``, on ``device``; ``reader.device_map`` shards it
     instead); pass ``model``/``tokenizer`` to skip loading."""
     if model is None:
-        model, tokenizer = load_causal_lm(cfg.model, dtype=devices.dtype(cfg.dtype), device_map=cfg.device_map or None)
+        model, tokenizer = load_causal_lm(cfg.model, dtype=devices.dtype(cfg.dtype, device), device_map=cfg.device_map or None)
         if cfg.adapter:
             model = load_adapter(model, cfg.adapter)
         if device is not None and not cfg.device_map:
@@ -55,6 +55,7 @@ def build_reader(cfg: ReaderConfig, model: Any = None, tokenizer: Any = None, *,
     if cfg.layout == "parallel":
         options["doc_cache_mb"] = cfg.doc_cache_mb
         options["doc_dtype"] = devices.dtype(cfg.doc_dtype) if cfg.doc_dtype else None
+        options["doc_cache_dtype"] = devices.dtype(cfg.doc_cache_dtype) if cfg.doc_cache_dtype else None
     if cfg.gradient_checkpointing:
         options["gradient_checkpointing"] = True
     return make_reader(cfg.layout, model, tokenizer, **options)

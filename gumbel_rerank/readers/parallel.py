@@ -23,10 +23,19 @@ class ParallelReader(DecoderReader):
     layout = "parallel"
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, doc_cache_mb: float = 0, doc_dtype: torch.dtype | None = None, **options: Any
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        doc_cache_mb: float = 0,
+        doc_dtype: torch.dtype | None = None,
+        doc_cache_dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(model, tokenizer, **options)
         self.doc_cache = DocCache(doc_cache_mb) if doc_cache_mb > 0 else None
+        # the encoded docs' keys and values are kept (and used, cached or not, so a hit equals a miss) in this dtype
+        self.doc_cache_dtype = doc_cache_dtype
         self._prefix_cache: dict[torch.dtype, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         self.doc_model = self._doc_model(doc_dtype)
 
@@ -142,8 +151,9 @@ class ParallelReader(DecoderReader):
                 use_cache=True,
             ).past_key_values
             layers = [(k[:, :, P:], v[:, :, P:]) for k, v, *_ in res]
+            keep = self.doc_cache_dtype or layers[0][0].dtype
             for i, d in enumerate(todo):
-                out[d] = [(k[i, :, : len(d)].clone(), v[i, :, : len(d)].clone()) for k, v in layers]
+                out[d] = [(k[i, :, : len(d)].to(keep, copy=True), v[i, :, : len(d)].to(keep, copy=True)) for k, v in layers]
                 if self.doc_cache is not None:
                     self.doc_cache.put(d, out[d])
         return out
