@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gumbel_rerank.objectives import title
-from gumbel_rerank.report import Runs, load_results
+from gumbel_rerank.report import Runs, load_results, summarise
 
 HERE = Path(__file__).parent
 CURVE_GROUPS = {32: "hotpotqa-train32", 100: "hotpotqa-train100", 300: "hotpotqa"}
@@ -62,10 +62,9 @@ def learning_rows(results: Path) -> dict[str, dict[int, dict[str, tuple[float, f
             n = sizes.pop()
             assert n is not None
             for m in METRICS:
-                vals = [100 * r["held_out"][m] for r in trained if r["held_out"].get(m) is not None]
-                if vals:
-                    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-                    out.setdefault(name, {}).setdefault(n, {})[m] = (_mean(vals), sd, len(vals))
+                s = summarise(trained, m)  # mean, sample sd, seeds (as the group tables)
+                if s is not None:
+                    out.setdefault(name, {}).setdefault(n, {})[m] = (100 * s[0], 100 * s[1], s[2])
     return out
 
 

@@ -75,11 +75,13 @@ def readme_table(group: str, by_row: Runs) -> str:
     for name, runs in by_row.items():
         cells = [seeds_cell(name, runs)]
         for h, m in cols:
-            ref_value = paper.get(m, {}).get(name) if h == "paper" else None
             if h == "paper":
+                ref_value = paper.get(m, {}).get(name)
                 cells.append("" if ref_value is None else f"{ref_value:.1f}")
+            elif h == "95% CI":
+                cells.append(ci_cell(bootstrap_ci(runs, m)))
             else:
-                cells.append(ci_cell(bootstrap_ci(runs, m)) if h == "95% CI" else cell(summarise(runs, m), m))
+                cells.append(cell(summarise(runs, m), m))
         p = paired_p(by_row[ref], runs, "R@5") if ref in by_row and name != ref else None
         cells.append("" if p is None else f"{p:.2f}" if p >= 0.01 else f"{p:.3f}")
         if ablation:

@@ -152,18 +152,13 @@ def _result(
     return out
 
 
-def _log(run_dir: Path) -> list[dict[str, Any]]:
+def _steps_and_curve(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The training steps (their logged figures) and the evaluation points (validation answer NLL,
+    label-free, and held-out gold recall against step), from one read of ``metrics.jsonl``."""
     log = run_dir / "metrics.jsonl"
-    return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
-
-
-def _steps(run_dir: Path) -> list[dict[str, float]]:
-    return [{k: v for k, v in row.items() if k in STEP_KEYS} for row in _log(run_dir) if "loss" in row]  # not the eval points
-
-
-def _curve(run_dir: Path) -> list[dict[str, float]]:
-    """The evaluation points: validation answer NLL (label-free) and held-out gold recall against step."""
-    return [row for row in _log(run_dir) if "val_loss" in row]
+    lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    steps = [{k: v for k, v in row.items() if k in STEP_KEYS} for row in lines if "loss" in row]
+    return steps, [row for row in lines if "val_loss" in row]
 
 
 def _reuse(path: Path, config: dict[str, Any], what: str, key: str = "config") -> dict[str, Any]:
@@ -239,6 +234,7 @@ def run_group(
             t0 = time.perf_counter()
             result = train(cfg, progress=progress, reranker=trained, reader=reader, teachers=teachers, before=before)
             seconds = time.perf_counter() - t0
+            steps, curve = _steps_and_curve(run_dir)
             res = _result(
                 held_out,
                 result.held_out_scores,
@@ -253,8 +249,8 @@ def run_group(
                 seconds=seconds,
                 seconds_per_step=result.seconds_per_step,
                 skipped_steps=result.skipped_steps,
-                steps=_steps(run_dir),
-                curve=_curve(run_dir),
+                steps=steps,
+                curve=curve,
                 selection=result.selection,
                 config=row.cfg.to_dict(),
             )
