@@ -36,7 +36,7 @@ def heldout_points(runs: list[dict[str, Any]], key: str) -> tuple[list[int], lis
     return steps, [_mean([s[step] for s in per_seed]) for step in steps]
 
 
-HELD_OUT = {"eval_start": 330, "num_eval": 159}  # every point of the curve is scored on these questions
+HELD_OUT = {"shuffle": True, "eval_start": 330, "num_eval": 159}  # every point of the curve is scored on these questions
 
 
 def trained_on(config: dict[str, Any]) -> int | None:

@@ -37,7 +37,8 @@ class DataConfig:
     hard_negatives: int = 2  # synthetic: docs about the question's entity with another relation (0-2)
     min_docs: int = 0  # file data: skip (and count) questions with fewer candidate docs than this
     num_val: int = 0  # the last num_val training questions are held back (never trained on) for label-free selection
-    seed: int = 0
+    shuffle: bool = False  # file data: split a fixed permutation of `source` (seeded by data.seed), not the file order
+    seed: int = 0  # synthetic data, and the permutation of data.shuffle (training seeds are train.seed)
 
 
 @dataclass(frozen=True)

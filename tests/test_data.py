@@ -62,6 +62,32 @@ def test_eval_start_fixes_the_held_out_questions_whatever_num_train(tmp_path: Pa
         load_splits(load(None, [f"data.source={path}", "data.num_train=3", "data.num_eval=5", "data.eval_start=8"]).data)
 
 
+def test_shuffle_splits_a_fixed_permutation_of_the_file(tmp_path: Path) -> None:
+    """data.shuffle: the same seed gives the same split on every load (and in every learning-curve size);
+    training and held-out questions never overlap; another seed gives another order."""
+    from gumbel_rerank.config import load
+    from gumbel_rerank.data import load_splits
+
+    path = tmp_path / "x.jsonl"
+    write_jsonl(generate(20), path)
+
+    def split(n: int, seed: int) -> tuple[list[str], list[str]]:
+        overrides = [f"data.num_train={n}", "data.num_eval=6", "data.eval_start=12", "data.shuffle=true", f"data.seed={seed}"]
+        cfg = load(None, [f"data.source={path}", *overrides])
+        train, held = load_splits(cfg.data)
+        return [ex.id for ex in train], [ex.id for ex in held]
+
+    train, held = split(12, 0)
+    assert split(12, 0) == (train, held)
+    assert not set(train) & set(held)
+    assert sorted(train + held) != train + held  # not the file order
+    small_train, small_held = split(4, 0)
+    assert small_train == train[:4] and small_held == held  # a learning curve: a prefix of the same permutation
+    assert split(12, 1) != (train, held)
+    unshuffled = load_splits(load(None, [f"data.source={path}", "data.num_train=12", "data.num_eval=6"]).data)[0]
+    assert [ex.id for ex in unshuffled] == [ex.id for ex in generate(20)[:12]]  # shuffle off (the default): file order
+
+
 def test_hotpot_official_record_sentence_facts_become_doc_gold() -> None:
     record = {
         "_id": "h1",

@@ -169,7 +169,7 @@ def test_learning_and_held_out_curves_come_from_the_result_files(tmp_path: Path)
     def put(group: str, row: str, seed: int | None, num_train: int, r5: float, eval_start: int = 330) -> None:
         runs = tmp_path / group / "runs"
         runs.mkdir(parents=True, exist_ok=True)
-        data = {"num_train": num_train, "num_val": 30, "eval_start": eval_start, "num_eval": 159}
+        data = {"shuffle": True, "num_train": num_train, "num_val": 30, "eval_start": eval_start, "num_eval": 159}
         curve = [{"step": s, "held_out_R@5": r5 * s / 50, "val_loss": 3 - s / 100} for s in (0, 25, 50)]
         res = {"row": row, "seed": seed, "held_out": {"R@5": r5, "bridge_R@5": r5 / 2}, "config": {"data": data}, "curve": curve}
         (runs / (f"{row}.json" if seed is None else f"{row}.seed{seed}.json")).write_text(json.dumps(res))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 
 from ..config import ConfigError, DataConfig
 from .formats import read_examples
@@ -18,6 +19,8 @@ def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
         examples = generate(cfg.num_train + cfg.num_eval, num_docs=cfg.num_docs, seed=cfg.seed, hard_negatives=cfg.hard_negatives)
         return examples[: cfg.num_train], examples[cfg.num_train :]
     examples = _enough_docs(list(read_examples(cfg.source)), cfg.min_docs, cfg.source)
+    if cfg.shuffle:  # files are often ordered (HotpotQA's IRCoT dev file: no yes/no question in its first 200)
+        random.Random(cfg.seed).shuffle(examples)
     if cfg.eval_source:
         held_out = _enough_docs(list(read_examples(cfg.eval_source)), cfg.min_docs, cfg.eval_source)
         return examples[: cfg.num_train], held_out[: cfg.num_eval]
