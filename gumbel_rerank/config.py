@@ -115,6 +115,7 @@ class TrainConfig:
 class EvalConfig:
     ks: tuple[int, ...] = (2, 4)
     generate: bool = True  # reader EM/F1 on the hard top-k docs
+    answer_nll: bool = True  # the reader's answer NLL per token given the hard top-k docs
     max_new_tokens: int = 16
     batch_size: int = 8
 

@@ -121,7 +121,7 @@ def evaluate(
     scores: list[list[float]] | None = None,
 ) -> dict[str, Any]:
     """Ranking metrics at every k in ``eval.ks``; with a reader, its answer NLL per token given the hard
-    top-k (``answer_nll``) and, with ``eval.generate``, EM/F1 from the top-k docs.
+    top-k (``answer_nll``, unless ``eval.answer_nll`` is off) and, with ``eval.generate``, EM/F1 from the top-k docs.
 
     ``scores`` are the reranker's scores of ``examples`` when the caller already has them.
     """
@@ -130,7 +130,7 @@ def evaluate(
     if scores is None:
         scores = score_all(reranker, examples, batch_size=cfg.eval.batch_size, progress=progress)
     result: dict[str, Any] = retrieval_metrics(examples, scores, cfg.eval.ks)
-    if reader is not None:
+    if reader is not None and cfg.eval.answer_nll:
         result["answer_nll"] = mean(topk_answer_nll(reader, examples, scores, k=cfg.objective.k, batch_size=cfg.eval.batch_size))
     if cfg.eval.generate and reader is not None:
         ev = cfg.eval

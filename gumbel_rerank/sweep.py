@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from . import devices, objectives
-from .config import Config, ConfigError
+from .config import Config, ConfigError, from_dict
 from .config import load as load_config
 from .data import Example, load_splits
 from .evaluate import per_question, reader_metrics, retrieval_metrics, score_all, topk_answer_nll
@@ -161,10 +161,21 @@ def _steps_and_curve(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str
     return steps, [row for row in lines if "val_loss" in row]
 
 
+def _with_defaults(stored: dict[str, Any]) -> dict[str, Any] | None:
+    """A stored config's sections as the config they mean now: a key added since it was written takes
+    its default (keys are added with the behaviour they had before as default); None if a key it
+    names no longer exists."""
+    try:
+        full = from_dict(stored).to_dict()
+    except ConfigError:
+        return None
+    return json.loads(dumps({section: full[section] for section in stored}))  # as written (lists, no NaN)
+
+
 def _reuse(path: Path, config: dict[str, Any], what: str, key: str = "config") -> dict[str, Any]:
     """A finished result, kept only if it was made with the config the plan has now."""
     res: dict[str, Any] = json.loads(path.read_text())
-    if res.get(key) is not None and res[key] != json.loads(dumps(config)):  # as written (lists, no NaN)
+    if res.get(key) is not None and _with_defaults(res[key]) != json.loads(dumps(config)):
         raise ConfigError(
             f"{path} was made with another config than {what} has now; move it away to rerun it, or restore the config"
         )
@@ -228,7 +239,8 @@ def run_group(
             cfg = dataclasses.replace(
                 row.cfg,
                 train=dataclasses.replace(row.cfg.train, seed=seed, out_dir=str(run_dir)),
-                eval=dataclasses.replace(row.cfg.eval, generate=False),  # answers come from the shared memo
+                # answers and the held-out answer NLL come from the shared memo
+                eval=dataclasses.replace(row.cfg.eval, generate=False, answer_nll=False),
             )
             trained = copy.deepcopy(start)
             t0 = time.perf_counter()

@@ -15,7 +15,7 @@ from gumbel_rerank.config import ConfigError, dump
 from gumbel_rerank.evaluate import retrieval_metrics
 from gumbel_rerank.readers import make_reader
 from gumbel_rerank.report import load_results
-from gumbel_rerank.sweep import load_group, load_plan, run_group
+from gumbel_rerank.sweep import _reuse, load_group, load_plan, run_group
 
 
 def write_group(root: Path, bert_dir: str, rows: dict[str, list[str]]) -> Path:
@@ -68,6 +68,9 @@ def test_runs_every_row_and_seed_resumes_and_reports(tmp_path: Path, bert_dir: s
     # zero steps reproduce the start exactly, and its answers come from the memo (nothing generated)
     assert still["held_out_scores"] == zero["held_out_scores"] and still["held_out"]["generated"] == 0
     assert still["held_out"]["EM"] == zero["held_out"]["EM"]
+    # the held-out answer NLL is computed once per row, by the shared memo, not also by train's own evaluation
+    assert "answer_nll" not in json.loads((work / "gumbel.seed0" / "report.json").read_text())["after"]
+    assert all(json.loads((out / "runs" / f"{r}.seed0.json").read_text())["held_out"]["answer_nll"] > 0 for r in ("gumbel", "still"))
     assert gumbel["held_out_scores"] != zero["held_out_scores"]  # trained
     assert [s["step"] for s in gumbel["steps"]] == [1, 2] and all("hard_loss" in s for s in gumbel["steps"])
     assert [p["step"] for p in gumbel["curve"]] == [0, 1, 2] and all("held_out_R@2" in p for p in gumbel["curve"])
@@ -153,13 +156,44 @@ def test_the_readme_tables_are_the_committed_results() -> None:
     `experiments/run.py --report` makes of the committed result files: a stale or hand-edited table fails here."""
     root = Path(__file__).resolve().parents[1]
     results = root / "experiments" / "results"
-    planned = set(load_plan(root / "experiments" / "plan.yaml"))
-    have = {g for g in planned if (results / g / "runs").is_dir()}  # a resumable plan: some groups may not have run yet
+    have = {g.name for g in results.iterdir() if (g / "runs").is_dir()}  # a resumable plan: some groups may not have run yet
     for page, every_group in ((root / "experiments" / "README.md", True), (root / "README.md", False)):
         blocks = {m.group(2): m.group(3) for m in TABLE_BLOCK.finditer(page.read_text())}
         assert set(blocks) <= have and (set(blocks) == have or not every_group), page
         for group, shown in blocks.items():
             assert shown == readme_table(group, load_results(results / group)) + "\n", f"{page}: table {group!r} is stale"
+
+
+def test_every_committed_result_of_a_planned_group_matches_its_config_now() -> None:
+    """A resumed plan keeps these results instead of stopping with 'made with another config': each
+    planned group's committed runs were made with its current config file (keys added since take
+    their defaults)."""
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    for group in load_plan(root / "plan.yaml"):
+        runs = root / "results" / group / "runs"
+        for row in load_group(root / "configs" / group):
+            for path in sorted(runs.glob(f"{row.name}.seed*.json")):
+                _reuse(path, row.cfg.to_dict(), path.name)
+
+
+def test_a_result_without_a_key_added_later_is_reused_and_a_changed_value_is_refused(tmp_path: Path) -> None:
+    from gumbel_rerank.config import Config
+
+    cfg = Config().to_dict()
+    old = json.loads(json.dumps(cfg))
+    del old["data"]["shuffle"]  # written before data.shuffle existed: it ran unshuffled, today's default
+    path = tmp_path / "row.seed0.json"
+    path.write_text(json.dumps({"config": old}))
+    assert _reuse(path, cfg, "row") == {"config": old}
+    old["objective"]["k"] = 3
+    path.write_text(json.dumps({"config": old}))
+    with pytest.raises(ConfigError, match="another config"):
+        _reuse(path, cfg, "row")
+    old["objective"]["k"] = cfg["objective"]["k"]
+    old["objective"]["gone"] = 1  # a key that no longer exists: refused too
+    path.write_text(json.dumps({"config": old}))
+    with pytest.raises(ConfigError, match="another config"):
+        _reuse(path, cfg, "row")
 
 
 def test_learning_and_held_out_curves_come_from_the_result_files(tmp_path: Path) -> None:
