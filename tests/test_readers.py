@@ -7,6 +7,8 @@ reach the weights but never the reader.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from conftest import byte_tokenizer, make_examples, tiny_llama, tiny_qwen2, tiny_t5
@@ -15,6 +17,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from gumbel_rerank.data.schema import Example
 from gumbel_rerank.readers import DecoderReader, make_reader
+from gumbel_rerank.readers.base import cache_of, kv_cache
 from gumbel_rerank.readers.fid import FiDReader
 
 ATOL = 2e-5
@@ -52,7 +55,7 @@ def plain_parallel(reader: DecoderReader, ex: Example, keep: list[int]) -> torch
     values: list[list[torch.Tensor]] = []
     for i, n in enumerate(keep):
         seq = torch.tensor([prefix + docs[n]])
-        cache = reader.model(input_ids=seq, past_key_values=DynamicCache(), use_cache=True).past_key_values
+        cache = cache_of(reader.model(input_ids=seq, **kv_cache(DynamicCache()), use_cache=True))
         for layer, (k, v, *_) in enumerate(cache):
             if i == 0:
                 keys.append([k[:, :, : len(prefix)]])
@@ -63,7 +66,7 @@ def plain_parallel(reader: DecoderReader, ex: Example, keep: list[int]) -> torch
     query, t = reader._query_ids(ex, True)
     start = len(prefix) + max(len(d) for d in docs)
     out = reader.model(
-        input_ids=torch.tensor([query]), position_ids=torch.arange(start, start + len(query))[None], past_key_values=cache
+        input_ids=torch.tensor([query]), position_ids=torch.arange(start, start + len(query))[None], **kv_cache(cache)
     )
     return answer_lp(out.logits[0, -t - 1 : -1], torch.tensor(query[-t:]))
 
@@ -171,6 +174,21 @@ def test_generation_from_kept_docs_equals_generation_without_the_others(name: st
     everything = reader.generate([ex], torch.ones(1, 4, dtype=torch.bool), max_new_tokens=6)
     assert masked == removed
     assert len(masked) == 1 and isinstance(everything[0], str)
+
+
+@pytest.mark.parametrize(("name", "reader", "ref"), READERS, ids=IDS)
+def test_every_reader_path_passes_the_cache_under_this_transformers_keyword(name: str, reader, ref) -> None:  # type: ignore[no-untyped-def]
+    """transformers renamed ``past_key_values`` to ``cache`` (the old name warns and goes in 5.40): no
+    reader call may use the old one where the new one exists."""
+    examples = make_examples()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ctx = reader.prepare(examples)
+        reader.answer_logprob(ctx, torch.ones(len(examples), 1, 4))
+        reader.doc_attention(ctx, "value_norm")
+        if "sequential" not in name:
+            reader.generate(examples[:1], torch.ones(1, 4, dtype=torch.bool), max_new_tokens=3)
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
 
 
 def test_layout_errors_name_the_fix() -> None:

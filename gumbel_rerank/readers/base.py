@@ -9,6 +9,8 @@ distillation, how much attention each doc receives). Weights come as
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,6 +111,26 @@ def cut_at_eos(tokens: torch.Tensor, eos: int | None) -> list[list[int]]:
 def upcast(logits: torch.Tensor) -> torch.Tensor:
     """At least float32 for log-softmax (bf16/fp16 logits lose the answer's probability mass)."""
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+@functools.cache
+def _cache_keyword() -> str:
+    """The key-value cache's keyword in transformers' forward calls: ``cache`` since transformers
+    renamed it (``past_key_values`` warns, and goes in 5.40), ``past_key_values`` in the 5.x before."""
+    from transformers import LlamaModel  # any model: the rename was library-wide
+
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+def kv_cache(cache: Any) -> dict[str, Any]:
+    """``model(..., **kv_cache(cache))``: pass a key-value cache under this transformers' keyword."""
+    return {_cache_keyword(): cache}
+
+
+def cache_of(out: Any) -> Any:
+    """The key-value cache a transformers forward returned (``out.cache``; ``out.past_key_values`` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 ADIST_AGGREGATIONS = ("scores", "value_norm")

@@ -19,7 +19,18 @@ from transformers import DynamicCache
 
 from ..data.schema import Example, doc_text
 from ..masking import key_bias, log_weights
-from .base import AnswerScores, attention_per_doc, check_weights, cut_at_eos, eager_attention, freeze, model_device, upcast
+from .base import (
+    AnswerScores,
+    attention_per_doc,
+    cache_of,
+    check_weights,
+    cut_at_eos,
+    eager_attention,
+    freeze,
+    kv_cache,
+    model_device,
+    upcast,
+)
 
 
 @dataclass(frozen=True)
@@ -154,7 +165,7 @@ class DecoderReader:
                 input_ids=_repeat(ctx.ids, M),
                 attention_mask=mask,
                 position_ids=_repeat(ctx.pos, M),
-                past_key_values=None if checkpointed else cache,
+                **kv_cache(None if checkpointed else cache),
                 use_cache=not checkpointed,
                 logits_to_keep=T + 1,
             )
@@ -191,7 +202,7 @@ class DecoderReader:
             input_ids=ctx.ids,
             attention_mask=mask,
             position_ids=ctx.pos,
-            past_key_values=cache,
+            **kv_cache(cache),
             use_cache=True,
             logits_to_keep=1,
             **extra,
@@ -224,7 +235,7 @@ class DecoderReader:
                 input_ids=nxt.unsqueeze(1),
                 attention_mask=mask,
                 position_ids=pos.unsqueeze(1),
-                past_key_values=out.past_key_values,
+                **kv_cache(cache_of(out)),
                 use_cache=True,
                 logits_to_keep=1,
             )

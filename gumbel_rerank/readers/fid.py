@@ -16,7 +16,17 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from ..data.schema import Example, num_docs
 from ..masking import key_bias, log_weights
-from .base import AnswerScores, attention_per_doc, check_weights, cut_at_eos, eager_attention, freeze, model_device, upcast
+from .base import (
+    AnswerScores,
+    attention_per_doc,
+    cache_of,
+    check_weights,
+    cut_at_eos,
+    eager_attention,
+    freeze,
+    model_device,
+    upcast,
+)
 
 
 @dataclass
@@ -125,7 +135,7 @@ class FiDReader:
             )
         answer = ctx.labels != -100
         queries = answer & (torch.arange(answer.shape[1], device=answer.device) == 0) if aggregation == "scores" else answer
-        cross = out.past_key_values.cross_attention_cache
+        cross = cache_of(out).cross_attention_cache
         values = [v for _, v, *_ in cross]
         return attention_per_doc(out.cross_attentions, values, ctx.key_doc, ctx.key_valid, queries, ctx.num_docs, aggregation)
 

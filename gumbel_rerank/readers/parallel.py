@@ -14,7 +14,7 @@ from transformers import DynamicCache
 
 from ..data.schema import Example, num_docs
 from ..masking import causal_block, key_bias, padding_bias
-from .base import to_device
+from .base import cache_of, kv_cache, to_device
 from .decoder import DecoderContext, DecoderReader, _repeat
 from .doc_cache import DocCache
 
@@ -111,10 +111,10 @@ class ParallelReader(DecoderReader):
             head = model.base_model(
                 input_ids=torch.tensor([prefix], device=self.device),
                 position_ids=torch.arange(len(prefix), device=self.device)[None],
-                past_key_values=DynamicCache(),
+                **kv_cache(DynamicCache()),
                 use_cache=True,
-            ).past_key_values
-            cached = self._prefix_cache[model.dtype] = (prefix, [(k, v) for k, v, *_ in head])
+            )
+            cached = self._prefix_cache[model.dtype] = (prefix, [(k, v) for k, v, *_ in cache_of(head)])
         return cached[1]
 
     def _encode_docs(self, docs: list[list[int]], prefix: list[int]) -> dict[tuple[int, ...], Any]:
@@ -147,10 +147,10 @@ class ParallelReader(DecoderReader):
                 input_ids=ids.to(self.device),
                 attention_mask=attn.to(self.device),
                 position_ids=torch.arange(P, P + L, device=self.device).expand(R, -1),
-                past_key_values=cache,
+                **kv_cache(cache),
                 use_cache=True,
-            ).past_key_values
-            layers = [(k[:, :, P:], v[:, :, P:]) for k, v, *_ in res]
+            )
+            layers = [(k[:, :, P:], v[:, :, P:]) for k, v, *_ in cache_of(res)]
             keep = self.doc_cache_dtype or layers[0][0].dtype
             for i, d in enumerate(todo):
                 out[d] = [(k[i, :, : len(d)].to(keep, copy=True), v[i, :, : len(d)].to(keep, copy=True)) for k, v in layers]

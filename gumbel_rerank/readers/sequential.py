@@ -11,7 +11,7 @@ from transformers import DynamicCache
 
 from ..data.schema import Example, num_docs
 from ..masking import causal_block, key_bias
-from .base import to_device
+from .base import cache_of, to_device
 from .decoder import DecoderContext, DecoderReader, enable_checkpointing
 
 
@@ -54,7 +54,7 @@ class SequentialReader(DecoderReader):
         return mask.reshape(B * M, 1, Q, Q), DynamicCache()
 
     def _keys(self, ctx: DecoderContext, out: Any) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        return list(out.attentions), [v for _, v, *_ in out.past_key_values], ctx.tok_doc, ctx.valid
+        return list(out.attentions), [v for _, v, *_ in cache_of(out)], ctx.tok_doc, ctx.valid
 
     def _all_keys(self, ctx: DecoderContext) -> tuple[torch.Tensor, torch.Tensor]:
         return ctx.tok_doc, ctx.valid
