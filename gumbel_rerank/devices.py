@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .config import ConfigError
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -12,7 +14,7 @@ def pick(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
+        raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
     return torch.device(name)
 
 

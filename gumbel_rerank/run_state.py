@@ -57,8 +57,6 @@ def _accelerator(cfg: Config) -> Any:
             "(or pip install 'gumbel-rerank[track]' for tensorboard)"
         )
     # bi-encoders leave the pooler unused (find_unused_parameters); auto = CUDA when present, else the CPU
-    if cfg.train.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
     acc = Accelerator(
         cpu=devices.pick(cfg.train.device).type == "cpu",  # accelerate's multi-CPU (gloo) mode needs cpu=True
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],

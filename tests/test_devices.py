@@ -10,7 +10,7 @@ import torch
 from conftest import byte_tokenizer, make_examples, tiny_llama, tiny_t5
 
 from gumbel_rerank import devices
-from gumbel_rerank.config import ObjectiveConfig
+from gumbel_rerank.config import ConfigError, ObjectiveConfig
 from gumbel_rerank.objectives import Batch
 from gumbel_rerank.objectives.gumbel import GumbelObjective
 from gumbel_rerank.readers import make_reader
@@ -96,7 +96,12 @@ def test_device_and_dtype_settings() -> None:
     assert devices.dtype("bfloat16") is torch.bfloat16
     assert devices.dtype("auto", "cpu") is torch.float32 and devices.dtype("auto", torch.device("cuda")) is torch.bfloat16
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA device"):
+        with pytest.raises(ConfigError, match="no CUDA device"):
             devices.pick("cuda")
+        from gumbel_rerank.config import load
+        from gumbel_rerank.run_state import _accelerator
+
+        with pytest.raises(ConfigError, match="no CUDA device"):  # train refuses it before any work
+            _accelerator(load(None, ["train.device=cuda"]))
     with pytest.raises(ValueError, match="reader.dtype"):
         devices.dtype("float8")
