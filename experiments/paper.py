@@ -70,7 +70,7 @@ def readme_table(group: str, by_row: Runs) -> str:
         *(h for h, _ in cols),
         "p R@5 vs " + ("default" if ablation else "G-Rerank"),
     ]
-    head += ["hard - soft loss, first / last quarter", "mean mask_sum"] if ablation else ["train s"]
+    head += ["hard - soft loss, first / last quarter", "mean mask_sum"] if ablation else ["p bridge R@5", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name, runs in by_row.items():
         cells = [seeds_cell(name, runs)]
@@ -82,8 +82,9 @@ def readme_table(group: str, by_row: Runs) -> str:
                 cells.append(ci_cell(bootstrap_ci(runs, m)))
             else:
                 cells.append(cell(summarise(runs, m), m))
-        p = paired_p(by_row[ref], runs, "R@5") if ref in by_row and name != ref else None
-        cells.append("" if p is None else f"{p:.2f}" if p >= 0.01 else f"{p:.3f}")
+        for metric in ("R@5",) if ablation else ("R@5", "bridge_R@5"):
+            p = paired_p(by_row[ref], runs, metric) if ref in by_row and name != ref else None
+            cells.append("" if p is None else f"{p:.2f}" if p >= 0.01 else f"{p:.3f}")
         if ablation:
             gap = gap_summary(runs)
             cells.append("" if gap is None else f"{gap[0]:+.2f} / {gap[1]:+.2f}")
