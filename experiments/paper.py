@@ -64,13 +64,15 @@ def readme_table(group: str, by_row: Runs) -> str:
         ("answer NLL", "answer_nll"),
     ]  # (header, metric)
     cols = [(h, m) for h, m in cols if h != "paper" or m in paper]
+    tested = ("R@5",) if ablation else ("R@5", "bridge_R@5")  # paired p against the reference row
     head = [
         "variant" if ablation else "objective",
         "seeds",
         *(h for h, _ in cols),
         "p R@5 vs " + ("default" if ablation else "G-Rerank"),
+        *(f"p {m.replace('_', ' ')}" for m in tested[1:]),
     ]
-    head += ["hard - soft loss, first / last quarter", "mean mask_sum"] if ablation else ["p bridge R@5", "train s"]
+    head += ["hard - soft loss, first / last quarter", "mean mask_sum"] if ablation else ["train s"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name, runs in by_row.items():
         cells = [seeds_cell(name, runs)]
@@ -82,7 +84,7 @@ def readme_table(group: str, by_row: Runs) -> str:
                 cells.append(ci_cell(bootstrap_ci(runs, m)))
             else:
                 cells.append(cell(summarise(runs, m), m))
-        for metric in ("R@5",) if ablation else ("R@5", "bridge_R@5"):
+        for metric in tested:
             p = paired_p(by_row[ref], runs, metric) if ref in by_row and name != ref else None
             cells.append("" if p is None else f"{p:.2f}" if p >= 0.01 else f"{p:.3f}")
         if ablation:
