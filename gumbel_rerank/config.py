@@ -118,6 +118,9 @@ class EvalConfig:
     answer_nll: bool = True  # the reader's answer NLL per token given the hard top-k docs
     max_new_tokens: int = 16
     batch_size: int = 8
+    # with train.train_layers, a bi-encoder's frozen bottom layers run once per text across a run's
+    # evaluations (their outputs kept within this budget; 0 = off): exact, only faster
+    prefix_cache_mb: float = 2048
 
 
 @dataclass(frozen=True)
@@ -247,6 +250,7 @@ def validate(cfg: Config) -> Config:
             "objective.adist_temperature must be > 0 (or null for the published default)",
         ),
         (cfg.train.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
+        (cfg.eval.prefix_cache_mb >= 0, "eval.prefix_cache_mb must be >= 0 (0 turns the frozen-layer cache off)"),
         (
             cfg.objective.kl_to_start >= 0 and cfg.train.train_layers >= 0,
             "objective.kl_to_start and train.train_layers must be >= 0",

@@ -48,6 +48,18 @@ class Reranker(nn.Module):
         self.kind = kind
         self.max_length = max_length
         self.temperature = temperature
+        self.prefix_cache: Any = None  # see keep_frozen_prefix
+
+    def keep_frozen_prefix(self, budget_mb: float) -> bool:
+        """Keep each text's hidden states after the frozen bottom layers for scoring without gradients
+        (:mod:`gumbel_rerank.prefix_cache`); False (nothing kept) for a cross-encoder, an unsupported
+        encoder or a zero budget."""
+        from . import prefix_cache
+
+        self.prefix_cache = None
+        if budget_mb > 0 and self.kind == "bi" and prefix_cache.supports(self.encoder, self.tokenizer):
+            self.prefix_cache = prefix_cache.PrefixCache(self.encoder, budget_mb)
+        return self.prefix_cache is not None
 
     @classmethod
     def from_pretrained(
@@ -91,7 +103,10 @@ class Reranker(nn.Module):
         """Mean-pooled, L2-normalised embeddings (X, H) of ``texts``."""
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         enc = enc.to(self.device)
-        hidden = self.encoder(**enc).last_hidden_state  # (X, L, H)
+        if self.prefix_cache is not None and not self.training and not torch.is_grad_enabled():
+            hidden = self.prefix_cache.last_hidden_state(enc)  # the same, the frozen bottom read back
+        else:
+            hidden = self.encoder(**enc).last_hidden_state  # (X, L, H)
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         return nn.functional.normalize(pooled, dim=-1)

@@ -49,12 +49,10 @@ class Selector:
     since_best: int = 0
 
     def __post_init__(self) -> None:
-        cache = getattr(self.reader, "doc_cache", None)
-        if cache is not None:  # a private doc cache: training docs streaming through cannot evict the validation docs
-            from .readers.doc_cache import DocCache
-
+        private = getattr(self.reader, "validation_cache", None)
+        if private is not None:  # the validation docs' own cache, which training docs streaming through cannot evict
             self.reader = copy.copy(self.reader)
-            self.reader.doc_cache = DocCache(cache.budget / 2**20)  # type: ignore[attr-defined]
+            self.reader.doc_cache = private  # type: ignore[attr-defined]
 
     @torch.no_grad()
     def evaluate(self, step: int, reranker: Reranker) -> dict[str, Any]:

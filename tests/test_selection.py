@@ -128,3 +128,24 @@ def test_stability_selected_checkpoint_is_no_worse_than_the_start(tmp_path: Path
     assert len(points) == 11 and points[0]["step"] == 0
     assert result.after["R@2"] >= result.before["R@2"]
     assert result.after["R@2"] >= min(p["held_out_R@2"] for p in points)  # never the worst checkpoint
+
+
+def test_validation_docs_stay_encoded_across_runs_sharing_a_reader_and_apart_from_training_docs(
+    tmp_path: Path, bert_dir: str
+) -> None:
+    from gumbel_rerank.selection import Selector
+
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"), doc_cache_mb=64)
+    reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=64)
+    validation = make_examples()
+    n_docs = sum(len(ex.docs) for ex in validation)
+    first = Selector(tmp_path / "a", reader, validation, [], k=2, save=False)
+    first.evaluate(0, reranker)
+    assert reader.validation_cache is not None and len(reader.validation_cache.items) == n_docs
+    assert reader.doc_cache is not None and not reader.doc_cache.items  # the training docs' cache is untouched
+    second = Selector(tmp_path / "b", reader, validation, [], k=2, save=False)  # e.g. a sweep's next row
+    misses = reader.validation_cache.misses
+    point = second.evaluate(0, reranker)
+    assert reader.validation_cache.misses == misses and point["val_loss"] == first.points[0]["val_loss"]
+    reader.forget()  # the reader's weights changed: nothing encoded before is kept
+    assert not reader.validation_cache.items

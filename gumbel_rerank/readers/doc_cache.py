@@ -4,8 +4,16 @@ reranker's weights, so they can outlive a step."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes held by a tensor or a (nested) list / tuple of tensors."""
+    if isinstance(value, torch.Tensor):
+        return value.nbytes
+    return sum(_nbytes(v) for v in value)
 
 
 class DocCache:
@@ -18,9 +26,9 @@ class DocCache:
         self.used = 0
         self.hits = 0
         self.misses = 0
-        self.items: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self.items: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 
-    def get(self, key: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    def get(self, key: tuple[int, ...]) -> Any:
         value = self.items.get(key)
         if value is None:
             self.misses += 1
@@ -29,12 +37,12 @@ class DocCache:
         self.hits += 1
         return value
 
-    def put(self, key: tuple[int, ...], value: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        size = sum(k.nbytes + v.nbytes for k, v in value)
+    def put(self, key: tuple[int, ...], value: Any) -> None:
+        size = _nbytes(value)
         if size > self.budget or key in self.items:
             return
         while self.used + size > self.budget:
             _, old = self.items.popitem(last=False)
-            self.used -= sum(k.nbytes + v.nbytes for k, v in old)
+            self.used -= _nbytes(old)
         self.items[key] = value
         self.used += size

@@ -34,6 +34,9 @@ class ParallelReader(DecoderReader):
     ) -> None:
         super().__init__(model, tokenizer, **options)
         self.doc_cache = DocCache(doc_cache_mb) if doc_cache_mb > 0 else None
+        # the validation docs' own cache (selection.Selector), kept across the runs that share this reader:
+        # training docs streaming through the main one cannot evict them
+        self.validation_cache = DocCache(doc_cache_mb) if doc_cache_mb > 0 else None
         # the encoded docs' keys and values are kept (and used, cached or not, so a hit equals a miss) in this dtype
         self.doc_cache_dtype = doc_cache_dtype
         self._prefix_cache: dict[torch.dtype, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
@@ -56,6 +59,8 @@ class ParallelReader(DecoderReader):
             self.doc_model = self._doc_model(self.doc_model.dtype)
         if self.doc_cache is not None:
             self.doc_cache = DocCache(self.doc_cache.budget / 2**20)
+        if self.validation_cache is not None:
+            self.validation_cache = DocCache(self.validation_cache.budget / 2**20)
 
     @torch.no_grad()
     def prepare(self, examples: list[Example], *, with_answer: bool = True) -> DecoderContext:
