@@ -5,7 +5,9 @@ only the trainable top layers: with MiniLM-L6 and ``train_layers: 2``, 2 of the 
 
 Used only for scoring without gradients in eval mode (the periodic and final evaluations); a
 training forward pass runs the whole encoder, its dropout included. The cache forgets everything
-when a frozen weight changes (its storage or its in-place version counter) or becomes trainable.
+when a frozen weight changes (compared with a copy of the frozen weights whenever a tensor's
+storage or in-place version counter moved) or becomes trainable. A sweep hands the kept states
+from row to row (:meth:`PrefixCache.rebind`): every row starts from the same frozen bottom.
 Encoders of the BERT family (BERT, MiniLM, RoBERTa, XLM-R, ELECTRA) with right padding are
 supported; any other encoder is run whole, as before.
 """
@@ -44,6 +46,14 @@ class PrefixCache:
         self.encoder = encoder
         self.store = DocCache(budget_mb)
         self._fingerprint: tuple[Any, ...] | None = None
+        self._reference: list[torch.Tensor] = []  # the frozen weights the kept states were computed with
+
+    def rebind(self, encoder: Any) -> PrefixCache:
+        """The same kept states for another encoder (a sweep's next row: a fresh copy of the same start);
+        they are used only if its frozen weights equal those they were computed with."""
+        other = PrefixCache(encoder, 0)
+        other.store, other._reference = self.store, self._reference
+        return other
 
     def depth(self) -> int:
         """How many bottom layers are frozen (0 when the embeddings train: nothing to keep)."""
@@ -64,10 +74,17 @@ class PrefixCache:
 
     def _check(self, depth: int) -> None:
         """Forget everything if the frozen part is not what the kept states were computed with."""
-        fingerprint = (depth, *((p.data_ptr(), p._version) for p in self._frozen_params(depth)))
-        if fingerprint != self._fingerprint:
+        params = self._frozen_params(depth)
+        fingerprint = (depth, *((p.data_ptr(), p._version) for p in params))
+        if fingerprint == self._fingerprint:  # the same tensors, not written to since
+            return
+        same = len(params) == len(self._reference) and all(
+            a.shape == b.shape and torch.equal(a, b) for a, b in zip(params, self._reference, strict=False)
+        )
+        if not same:
             self.store = DocCache(self.store.budget / 2**20)
-            self._fingerprint = fingerprint
+            self._reference = [p.detach().clone() for p in params]
+        self._fingerprint = fingerprint
 
     def _mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> Any:
         from transformers.masking_utils import create_bidirectional_mask

@@ -146,7 +146,8 @@ def setup(
     )  # taken before a resume loads later weights: the true start
     if cfg.train.train_layers:
         restrict_trainable(reranker, cfg.train.train_layers)
-        reranker.keep_frozen_prefix(cfg.eval.prefix_cache_mb)  # evaluations run only the trainable top
+        if reranker.prefix_cache is None:  # a sweep may hand one over, filled by its earlier rows
+            reranker.keep_frozen_prefix(cfg.eval.prefix_cache_mb)  # evaluations run only the trainable top
     trainable = [p for p in reranker.parameters() if p.requires_grad]
     tr = cfg.train
     selector = (

@@ -229,6 +229,7 @@ def run_group(
         before = res["held_out"]
         if on_result:
             on_result("zero-shot")
+    kept_bottom: Any = None  # a PrefixCache, once a row made one
     for seed in seeds:  # every row gets seed 0 before any row gets seed 1
         for row in rows:
             path = runs / f"{row.name}.seed{seed}.json"
@@ -243,9 +244,12 @@ def run_group(
                 eval=dataclasses.replace(row.cfg.eval, generate=False, answer_nll=False),
             )
             trained = copy.deepcopy(start)
+            if kept_bottom is not None:  # the frozen layers' outputs the earlier rows computed (checked equal)
+                trained.prefix_cache = kept_bottom.rebind(trained.encoder)
             t0 = time.perf_counter()
             result = train(cfg, progress=progress, reranker=trained, reader=reader, teachers=teachers, before=before)
             seconds = time.perf_counter() - t0
+            kept_bottom = trained.prefix_cache or kept_bottom
             steps, curve = _steps_and_curve(run_dir)
             res = _result(
                 held_out,

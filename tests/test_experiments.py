@@ -236,3 +236,21 @@ def test_bootstrap_interval_brackets_the_mean_with_the_normal_width() -> None:
     assert lo < mean < hi and (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.15)
     assert bootstrap_ci(runs, "R@5") == (0.5, 0.5)  # averaged over the two seeds first: every question 0.5
     assert bootstrap_ci(runs, "missing") is None
+
+
+def test_a_sweeps_rows_share_the_frozen_bottom_and_score_as_without_it(tmp_path: Path, bert_dir: str) -> None:
+    runs = {}
+    for budget in (0, 64):
+        root = tmp_path / f"mb{budget}"
+        extra = ["reranker.kind=bi", "train.train_layers=1", f"eval.prefix_cache_mb={budget}", "data.num_val=2"]
+        extra += ["train.eval_every=1"]
+        rows = load_group(write_group(root, bert_dir, {"gumbel": extra, "pdist": [*extra, "objective.name=pdist"]}))
+        reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+        out = run_group(rows, [0], root / "results", root / "work", reader=reader, progress=False)
+        runs[budget] = {p.name.split(".")[0]: json.loads(p.read_text()) for p in (out / "runs").glob("*.seed0.json")}
+    for row in ("gumbel", "pdist"):
+        for a, b in zip(runs[0][row]["held_out_scores"], runs[64][row]["held_out_scores"], strict=True):
+            assert a == pytest.approx(b, abs=1e-4)
+        assert runs[0][row]["mining"] == pytest.approx(runs[64][row]["mining"], abs=1e-6)  # the training questions
+        for a, b in zip(runs[0][row]["curve"], runs[64][row]["curve"], strict=True):
+            assert a == pytest.approx(b, abs=1e-6)

@@ -7,14 +7,13 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import VOCAB, byte_tokenizer, make_examples
 from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
 from gumbel_rerank.config import ConfigError, from_dict, validate
 from gumbel_rerank.evaluate import score_all
 from gumbel_rerank.rerankers import Reranker
 from gumbel_rerank.stabilize import restrict_trainable
-
-from conftest import VOCAB, byte_tokenizer, make_examples
 
 
 def _bi(kind: str = "bert", layers: int = 4) -> Reranker:
@@ -92,3 +91,29 @@ def test_only_bi_encoders_of_a_supported_family_and_a_positive_budget_keep_anyth
     assert not _bi().keep_frozen_prefix(0)
     with pytest.raises(ConfigError, match="prefix_cache_mb"):
         validate(from_dict({"eval": {"prefix_cache_mb": -1}}))
+
+
+def test_kept_states_pass_to_a_copy_with_the_same_frozen_bottom_and_not_to_another() -> None:
+    import copy
+
+    examples = make_examples()
+    start = _bi()
+    restrict_trainable(start, 2)
+    first = copy.deepcopy(start)
+    first.keep_frozen_prefix(64)
+    want = score_all(first, examples)
+    same = copy.deepcopy(start)  # a sweep's next row: a fresh copy of the same start
+    same.prefix_cache = first.prefix_cache.rebind(same.encoder)
+    calls = _layer_calls(same)
+    assert score_all(same, examples) == want and calls[0] == 0 and calls[2] > 0
+    other = _bi()
+    restrict_trainable(other, 2)
+    with torch.no_grad():
+        other.encoder.encoder.layer[0].output.dense.weight.mul_(0.5)  # another frozen bottom
+    plain = copy.deepcopy(other)
+    other.prefix_cache = first.prefix_cache.rebind(other.encoder)
+    calls = _layer_calls(other)
+    got = score_all(other, examples)
+    assert calls[0] > 0
+    for a, b in zip(got, score_all(plain, examples), strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
