@@ -101,7 +101,8 @@ def plot_heldout(by_row: Runs, out: Path) -> Path | None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for name, runs in trained.items():
         style = dict(lw=2.5, color="black") if name == "gumbel" else dict(lw=1.2)
-        a.plot(*heldout_points(runs, "held_out_R@5"), "o-", label=f"{title(name)} ({len(runs)} seeds)", **style)
+        seeds = f"{len(runs)} seed" + ("" if len(runs) == 1 else "s")
+        a.plot(*heldout_points(runs, "held_out_R@5"), "o-", label=f"{title(name)} ({seeds})", **style)
         b.plot(*heldout_points(runs, "val_loss"), "o-", label=title(name), **style)
     a.set(xlabel="step", ylabel="held-out R@5 (gold labels, report only)", title="mean over seeds")
     b.set(xlabel="step", ylabel="validation answer NLL, hard top-5 (label-free)")

@@ -14,6 +14,7 @@ supported; any other encoder is run whole, as before.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -47,6 +48,11 @@ class PrefixCache:
         self.store = DocCache(budget_mb)
         self._fingerprint: tuple[Any, ...] | None = None
         self._reference: list[torch.Tensor] = []  # the frozen weights the kept states were computed with
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PrefixCache:
+        """A copied reranker (e.g. the start a trust region keeps) gets an empty cache of its own, not
+        a copy of up to ``budget`` MB of kept states."""
+        return PrefixCache(copy.deepcopy(self.encoder, memo), self.store.budget / 2**20)
 
     def rebind(self, encoder: Any) -> PrefixCache:
         """The same kept states for another encoder (a sweep's next row: a fresh copy of the same start);

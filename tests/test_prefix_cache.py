@@ -102,6 +102,9 @@ def test_kept_states_pass_to_a_copy_with_the_same_frozen_bottom_and_not_to_anoth
     first = copy.deepcopy(start)
     first.keep_frozen_prefix(64)
     want = score_all(first, examples)
+    clone = copy.deepcopy(first)  # its own empty cache, bound to its own encoder
+    assert clone.prefix_cache.encoder is clone.encoder and not clone.prefix_cache.store.items
+    assert score_all(clone, examples) == want
     same = copy.deepcopy(start)  # a sweep's next row: a fresh copy of the same start
     same.prefix_cache = first.prefix_cache.rebind(same.encoder)
     calls = _layer_calls(same)
