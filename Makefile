@@ -39,7 +39,7 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-mutation: $(STAMP)  # each line of the script breaks the math on purpose; every one must be caught (about 2 min)
+mutation: $(STAMP)  # each line of the script breaks the math on purpose; every one must be caught (about 4 min)
 	bash scripts/mutation_check.sh
 
 clean:

@@ -21,3 +21,5 @@ run gumbel_rerank/objectives/teachers.py "views = eye if keep_alone else 1 - eye
 run gumbel_rerank/objectives/base.py "p_logp.exp() * (p_logp - q_logp)" "p_logp.exp() * (q_logp - p_logp)" "tests/test_objectives.py tests/test_rivals.py"
 run gumbel_rerank/readers/parallel.py "        return to_device(ctx, self.device)  # ids and masks" "        return ctx  # ids and masks" tests/test_devices.py
 run gumbel_rerank/readers/fid.py "input_ids=enc[\"input_ids\"].to(self.device)" "input_ids=enc[\"input_ids\"]" tests/test_devices.py
+run gumbel_rerank/prefix_cache.py "        if not same:" "        if False:" tests/test_prefix_cache.py
+run gumbel_rerank/prefix_cache.py "        return self._run(layers[depth:], hidden, attention)" "        return self._run(layers[depth + 1 :], hidden, attention)" tests/test_prefix_cache.py
