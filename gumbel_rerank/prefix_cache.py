@@ -88,7 +88,7 @@ class PrefixCache:
             a.shape == b.shape and torch.equal(a, b) for a, b in zip(params, self._reference, strict=False)
         )
         if not same:
-            self.store = DocCache(self.store.budget / 2**20)
+            self.store = self.store.emptied()
             self._reference = [p.detach().clone() for p in params]
         self._fingerprint = fingerprint
 

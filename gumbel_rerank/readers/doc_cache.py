@@ -28,6 +28,10 @@ class DocCache:
         self.misses = 0
         self.items: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 
+    def emptied(self) -> DocCache:
+        """A new, empty cache with the same budget (what was kept is stale)."""
+        return DocCache(self.budget / 2**20)
+
     def get(self, key: tuple[int, ...]) -> Any:
         value = self.items.get(key)
         if value is None:

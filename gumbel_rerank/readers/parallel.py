@@ -58,9 +58,9 @@ class ParallelReader(DecoderReader):
         if self.doc_model is not self.model:
             self.doc_model = self._doc_model(self.doc_model.dtype)
         if self.doc_cache is not None:
-            self.doc_cache = DocCache(self.doc_cache.budget / 2**20)
+            self.doc_cache = self.doc_cache.emptied()
         if self.validation_cache is not None:
-            self.validation_cache = DocCache(self.validation_cache.budget / 2**20)
+            self.validation_cache = self.validation_cache.emptied()
 
     @torch.no_grad()
     def prepare(self, examples: list[Example], *, with_answer: bool = True) -> DecoderContext:
