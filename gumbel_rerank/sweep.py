@@ -244,7 +244,7 @@ def run_group(
                 eval=dataclasses.replace(row.cfg.eval, generate=False, answer_nll=False),
             )
             trained = copy.deepcopy(start)
-            if kept_bottom is not None:  # the frozen layers' outputs the earlier rows computed (checked equal)
+            if kept_bottom is not None and cfg.eval.prefix_cache_mb > 0:  # what earlier rows kept (checked equal)
                 trained.prefix_cache = kept_bottom.rebind(trained.encoder)
             t0 = time.perf_counter()
             result = train(cfg, progress=progress, reranker=trained, reader=reader, teachers=teachers, before=before)
