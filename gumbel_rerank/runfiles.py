@@ -53,6 +53,18 @@ def paired_permutation_test(a: Sequence[float], b: Sequence[float], *, rounds: i
     return (hits + 1) / (rounds + 1)
 
 
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values of a family of tests (each name -> its adjusted p): the
+    smallest is multiplied by the family's size, the next by one less, kept monotone, capped at 1."""
+    order = sorted(p_values, key=p_values.__getitem__)
+    out: dict[str, float] = {}
+    running = 0.0
+    for i, name in enumerate(order):
+        running = max(running, min(1.0, (len(order) - i) * p_values[name]))
+        out[name] = running
+    return out
+
+
 def write_comparison(
     out_dir: str | Path,
     examples: Sequence[Example],

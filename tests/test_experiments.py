@@ -87,6 +87,9 @@ def test_runs_every_row_and_seed_resumes_and_reports(tmp_path: Path, bert_dir: s
     assert "| gumbel | 2 |" in table and "±" in table and "| zero-shot | - |" in table
     assert "hard minus soft" in table
     assert "## hotpotqa" in summary and "84.4" in summary and "G-Rerank R@5" in summary
+    trained = [json.loads(f.read_text()) for f in (out / "runs").glob("*.seed*.json")]
+    total = sum(r["seconds"] for r in trained)
+    assert f"| hotpotqa | {len(trained)} | {total / 3600:.1f} | {total / len(trained) / 60:.0f} |" in summary
     for png in ("recall.png", "loss_gap.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -131,6 +134,13 @@ def test_claims_compare_means_and_the_bridge_gain() -> None:
     assert "R@5 below emdr: -10.0 points" in text
     assert "best rival (emdr): +5.0 points" in text  # gumbel bridge mean 0.6 vs emdr 0.55
     assert "over EMDR2: +5.0 points" in text and "(paper, HotpotQA: +10.4 over EMDR2)" in text
+    # three questions cannot separate anything: each p is stated with its Holm adjustment, and no claim
+    assert text.count("no difference shown") == 3 and "Holm over 2 rivals" in text
+    assert "a difference at the 0.05 level" not in text
+    # 40 questions that G-Rerank gets and the rival misses: a difference, after the adjustment too
+    wide = {"gumbel": [run(1.0, 1.0, [1.0] * 40)], "emdr": [run(0.0, 0.0, [0.0] * 40)], "lsr": [run(0.0, 0.0, [0.0] * 40)]}
+    text = "\n".join(claims(wide))  # type: ignore[arg-type]
+    assert text.count("a difference at the 0.05 level") == 3 and "no difference shown" not in text
     # the paper's +10.4 is a HotpotQA figure: other datasets are not held against it
     assert "10.4" not in "\n".join(claims(by_row, bridge_gain=False))  # type: ignore[arg-type]
 

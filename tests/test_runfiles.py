@@ -13,7 +13,7 @@ from scipy import stats
 
 from gumbel_rerank.data import generate
 from gumbel_rerank.evaluate import retrieval_metrics
-from gumbel_rerank.runfiles import paired_permutation_test, write_comparison
+from gumbel_rerank.runfiles import holm, paired_permutation_test, write_comparison
 
 
 def test_run_files_give_the_same_metrics_in_trec_eval(tmp_path: Path) -> None:
@@ -53,3 +53,11 @@ def test_paired_permutation_matches_scipy(n: int) -> None:
 def test_paired_test_edge_cases() -> None:
     assert paired_permutation_test([1.0, 2.0], [1.0, 2.0]) == 1.0
     assert paired_permutation_test([float("nan"), 1.0], [0.0, 1.0]) == 1.0
+
+
+def test_holm_adjustment_by_hand() -> None:
+    """Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> kept monotone: 0.06."""
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.005})
+    assert adjusted == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06, "d": 0.02})
+    assert holm({"x": 0.4, "y": 0.7}) == {"x": 0.8, "y": 0.8}  # capped at 1 only when above it
+    assert holm({"x": 0.6, "y": 0.9}) == {"x": 1.0, "y": 1.0} and holm({}) == {}
