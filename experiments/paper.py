@@ -5,7 +5,7 @@ the generated tables of experiments/README.md. The sweeps themselves run in the 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ PAPER = {  # Huang et al. (ACL 2025), Tables 1-3 (docs/method.md); Recall@5 in p
 }
 PAPER_BRIDGE_GAIN = 72.2 - 61.8  # HotpotQA bridge-doc Recall@5, G-Rerank over EMDR2
 TABLE_BLOCK = re.compile(r"(<!-- table: (\S+) [^>]*-->\n)(.*?)(<!-- /table -->)", re.DOTALL)
+CLAIMS_BLOCK = re.compile(r"(<!-- claims: (\S+) [^>]*-->\n)(.*?)(<!-- /claims -->)", re.DOTALL)
 
 
 def display(name: str) -> str:
@@ -102,23 +103,32 @@ def readme_table(group: str, by_row: Runs) -> str:
 
 def sync_readme(readme: str | Path, results: str | Path) -> list[str]:
     """Rewrite every ``<!-- table: GROUP ... -->`` ... ``<!-- /table -->`` block of ``readme`` with
-    :func:`readme_table` of that group's committed results; returns the groups written. A block
+    :func:`readme_table` of that group's committed results, and every ``<!-- claims: GROUP ... -->``
+    ... ``<!-- /claims -->`` block with its :func:`claims`; returns the groups written. A block
     naming a group without results is an error (the page would show numbers nothing produced)."""
     readme, results = Path(readme), Path(results)
     text = readme.read_text()
     done: list[str] = []
 
-    def fill(m: re.Match[str]) -> str:
-        group = m.group(2)
-        if not (results / group / "runs").is_dir():
-            raise ConfigError(f"{readme}: a table block names group {group!r}, which has no results in {results}")
-        done.append(group)
-        return m.group(1) + readme_table(group, load_results(results / group)) + "\n" + m.group(4)
+    def filler(kind: str, body: Callable[[str, Runs], str]) -> Callable[[re.Match[str]], str]:
+        def fill(m: re.Match[str]) -> str:
+            group = m.group(2)
+            if not (results / group / "runs").is_dir():
+                raise ConfigError(f"{readme}: a {kind} block names group {group!r}, which has no results in {results}")
+            done.append(group)
+            return m.group(1) + body(group, load_results(results / group)) + "\n" + m.group(4)
 
-    new = TABLE_BLOCK.sub(fill, text)
+        return fill
+
+    new = CLAIMS_BLOCK.sub(filler("claims", claims_text), TABLE_BLOCK.sub(filler("table", readme_table), text))
     if new != text:
         readme.write_text(new)
     return done
+
+
+def claims_text(group: str, by_row: Runs) -> str:
+    """A claims block's lines: :func:`claims` against the group's dataset's paper figures."""
+    return "\n".join(claims(by_row, bridge_gain="bridge_R@5" in (paper_numbers(group) or {})))
 
 
 def paper_numbers(group: str) -> dict[str, dict[str, float]] | None:
@@ -158,7 +168,7 @@ def summary(groups: dict[str, Runs]) -> str:
                 ref = paper[m].get(name)
                 cells += [cell(summarise(runs, m)), "" if ref is None else f"{ref:.1f}"]
             lines.append(f"| {name} | {seeds_cell(name, runs)} | " + " | ".join(cells) + " |")
-        lines += ["", *claims(by_row, bridge_gain="bridge_R@5" in paper), ""]
+        lines += ["", claims_text(group, by_row), ""]
     return "\n".join(lines + time_table(groups))
 
 
@@ -199,14 +209,14 @@ def claims(by_row: Runs, *, bridge_gain: bool = True) -> list[str]:
         r = summarise(by_row[n], "R@5")
         if g and r:
             verdict = "above" if g[0] > r[0] else ("equal to" if g[0] == r[0] else "below")
-            line = f"- G-Rerank R@5 {verdict} {n}: {100 * (g[0] - r[0]):+.1f} points"
+            line = f"- G-Rerank R@5 {verdict} {title(n)}: {100 * (g[0] - r[0]):+.1f} points"
             if n in raw:
                 shown = "a difference at the 0.05 level" if adjusted[n] < 0.05 else "no difference shown"
                 line += f" (p = {raw[n]:.3f}, Holm over {len(raw)} rivals {adjusted[n]:.3f}: {shown})"
             out.append(line)
     best = max(((n, summarise(by_row[n], "bridge_R@5")) for n in rivals), key=lambda x: x[1][0] if x[1] else -1.0, default=None)
     if gb and best and best[1]:
-        out.append(f"- bridge-doc R@5 gain over the best rival ({best[0]}): {100 * (gb[0] - best[1][0]):+.1f} points")
+        out.append(f"- bridge-doc R@5 gain over the best rival ({title(best[0])}): {100 * (gb[0] - best[1][0]):+.1f} points")
     emdr = summarise(by_row["emdr"], "bridge_R@5") if "emdr" in by_row else None
     if gb and emdr:
         p = paired_p(by_row["gumbel"], by_row["emdr"], "bridge_R@5")

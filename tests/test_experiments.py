@@ -10,7 +10,17 @@ import torch
 from conftest import byte_tokenizer, tiny_llama
 from test_train import small_config
 
-from experiments.paper import PAPER, TABLE_BLOCK, claims, paper_numbers, readme_table, report, sync_readme
+from experiments.paper import (
+    CLAIMS_BLOCK,
+    PAPER,
+    TABLE_BLOCK,
+    claims,
+    claims_text,
+    paper_numbers,
+    readme_table,
+    report,
+    sync_readme,
+)
 from gumbel_rerank.config import ConfigError, dump
 from gumbel_rerank.evaluate import retrieval_metrics
 from gumbel_rerank.readers import make_reader
@@ -102,6 +112,14 @@ def test_runs_every_row_and_seed_resumes_and_reports(tmp_path: Path, bert_dir: s
     g_r5 = 100 * (gumbel["held_out"]["R@5"] + json.loads((out / "runs" / "gumbel.seed1.json").read_text())["held_out"]["R@5"]) / 2
     assert f"| **G-Rerank** | 2 | {g_r5:.1f} ± " in text and "| 84.4 |" in text  # ours, and the paper's number
     assert sync_readme(readme, results) == ["hotpotqa"] and readme.read_text() == text  # idempotent
+    # a claims block gets the group's claims, from the same results
+    readme.write_text("<!-- claims: hotpotqa (generated) -->\n- stale\n<!-- /claims -->\n")
+    assert sync_readme(readme, results) == ["hotpotqa"]
+    lines = readme.read_text().splitlines()[1:-1]
+    assert lines == claims(load_results(results / "hotpotqa")) and lines[0].startswith("- G-Rerank R@5")
+    readme.write_text("<!-- claims: musique (generated) -->\n<!-- /claims -->\n")
+    with pytest.raises(ConfigError, match="a claims block names group 'musique'"):
+        sync_readme(readme, results)
     readme.write_text("<!-- table: musique (generated) -->\n<!-- /table -->\n")
     with pytest.raises(ConfigError, match="group 'musique', which has no results"):
         sync_readme(readme, results)
@@ -130,9 +148,9 @@ def test_claims_compare_means_and_the_bridge_gain() -> None:
         "emdr": [run(0.9, 0.55, [1.0, 1.0, 1.0])],
     }
     text = "\n".join(claims(by_row))  # type: ignore[arg-type]
-    assert "R@5 above pdist: +10.0 points" in text
-    assert "R@5 below emdr: -10.0 points" in text
-    assert "best rival (emdr): +5.0 points" in text  # gumbel bridge mean 0.6 vs emdr 0.55
+    assert "R@5 above PDist: +10.0 points" in text
+    assert "R@5 below EMDR2: -10.0 points" in text
+    assert "best rival (EMDR2): +5.0 points" in text  # gumbel bridge mean 0.6 vs emdr 0.55
     assert "over EMDR2: +5.0 points" in text and "(paper, HotpotQA: +10.4 over EMDR2)" in text
     # three questions cannot separate anything: each p is stated with its Holm adjustment, and no claim
     assert text.count("no difference shown") == 3 and "Holm over 2 rivals" in text
@@ -173,6 +191,9 @@ def test_the_readme_tables_are_the_committed_results() -> None:
         assert set(blocks) <= have and (set(blocks) == have or not every_group), page
         for group, shown in blocks.items():
             assert shown == readme_table(group, load_results(results / group)) + "\n", f"{page}: table {group!r} is stale"
+        for m in CLAIMS_BLOCK.finditer(page.read_text()):
+            assert m.group(2) in have, page
+            assert m.group(3) == claims_text(m.group(2), load_results(results / m.group(2))) + "\n", f"{page}: stale claims"
 
 
 def test_every_committed_result_of_a_planned_group_matches_its_config_now() -> None:
