@@ -198,8 +198,10 @@ def run_group(
     reader: Reader | None = None,
     progress: bool = True,
     on_result: Callable[[str], None] | None = None,
+    teacher_dir: str | Path | None = None,
 ) -> Path:
-    """Train every (row, seed) not yet in ``out/runs`` (run folders under ``work``); return ``out``."""
+    """Train every (row, seed) not yet in ``out/runs`` (run folders under ``work``); return ``out``.
+    Teachers are kept in ``train.teacher_cache``, else ``teacher_dir``, else ``work/teacher_cache``."""
     rows = check_rows(rows)
     cfg0 = rows[0].cfg
     out, work = Path(out), Path(work)
@@ -209,7 +211,7 @@ def run_group(
         check_data(row.cfg, train_set, held_out)
     reader = reader or build_reader(cfg0.reader, device=devices.pick(cfg0.train.device))
     memo = AnswerMemo(reader, cfg0)
-    teachers = TeacherCache(cfg0.train.teacher_cache or work / "teacher_cache")
+    teachers = TeacherCache(cfg0.train.teacher_cache or teacher_dir or work / "teacher_cache")
     start = starting_reranker(cfg0)
     zero = runs / "zero-shot.json"
     setup = {k: v for k, v in cfg0.to_dict().items() if k in ("data", "reader", "reranker", "eval")}
@@ -318,6 +320,9 @@ def run_plan(
             reader=readers[reader_cfg],
             progress=progress,
             on_result=note,
+            # one cache for the plan: keyed by question content and reader weights, so the learning-curve
+            # and other-LR groups read the main group's teachers and an adapted reader computes its own
+            teacher_dir=Path(work) / "teacher_cache",
         )
         done.append(out)
         if after_group:

@@ -100,3 +100,28 @@ def test_gold_only_keeps_the_gold_docs(tmp_path: Path) -> None:
 def test_a_missing_adapter_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="holds no adapter"):
         load_adapter(tiny_llama(0), str(tmp_path))
+
+
+def test_a_merged_adapter_gives_the_reader_another_teacher_fingerprint(tmp_path: Path) -> None:
+    """The merged LoRA changes only q_proj/v_proj in the middle: same embeddings, head and parameter
+    count as the plain reader, which must not lend it its cached teachers."""
+    from conftest import make_examples
+
+    from gumbel_rerank.objectives.base import Batch
+    from gumbel_rerank.objectives.teachers import TeacherCache, one_doc_teacher, reader_fingerprint
+
+    model = lora()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # a trained adapter (lora_B starts at zero)
+    model.save_pretrained(tmp_path / "adapter")
+    plain = make_reader("parallel", tiny_llama(0), byte_tokenizer("decoder"))
+    adapted = make_reader("parallel", load_adapter(tiny_llama(0), str(tmp_path / "adapter")), byte_tokenizer("decoder"))
+    assert sum(p.numel() for p in plain.model.parameters()) == sum(p.numel() for p in adapted.model.parameters())
+    assert reader_fingerprint(plain) == reader_fingerprint(make_reader("parallel", tiny_llama(0), byte_tokenizer("decoder")))
+    assert reader_fingerprint(plain) != reader_fingerprint(adapted)
+    cache, batch = TeacherCache(tmp_path / "teachers"), Batch(make_examples())
+    first = one_doc_teacher(cache, plain, batch).token_logprobs
+    second = one_doc_teacher(cache, adapted, batch).token_logprobs
+    assert cache.hits == 0 and not torch.equal(first, second)  # computed for each, not read from the other's

@@ -25,7 +25,7 @@ from gumbel_rerank.config import ConfigError, dump
 from gumbel_rerank.evaluate import retrieval_metrics
 from gumbel_rerank.readers import make_reader
 from gumbel_rerank.report import load_results
-from gumbel_rerank.sweep import _reuse, load_group, load_plan, run_group
+from gumbel_rerank.sweep import _reuse, load_group, load_plan, run_group, run_plan
 
 
 def write_group(root: Path, bert_dir: str, rows: dict[str, list[str]]) -> Path:
@@ -285,3 +285,27 @@ def test_a_sweeps_rows_share_the_frozen_bottom_and_score_as_without_it(tmp_path:
         assert runs[0][row]["mining"] == pytest.approx(runs[64][row]["mining"], abs=1e-6)  # the training questions
         for a, b in zip(runs[0][row]["curve"], runs[64][row]["curve"], strict=True):
             assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_a_plan_keeps_one_teacher_cache_that_its_groups_share(tmp_path: Path, bert_dir: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A group on the same questions and reader (here: another LR) reads the first group's teachers."""
+    import gumbel_rerank.sweep as sweep
+
+    def tiny_reader(cfg, device=None):  # type: ignore[no-untyped-def]
+        return make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+
+    monkeypatch.setattr(sweep, "build_reader", tiny_reader)
+    for group, lr in (("first", "1e-3"), ("other-lr", "1e-4")):
+        folder = tmp_path / "configs" / group
+        folder.mkdir(parents=True)
+        extra = ("objective.name=pdist", "train.checkpoint_every=0", "train.steps=2", f"train.lr={lr}")
+        cfg = small_config(tmp_path, bert_dir, *extra)
+        (folder / "pdist.yaml").write_text(dump(cfg))
+    (tmp_path / "plan.yaml").write_text("first: [0]\nother-lr: [0]\n")
+    work = tmp_path / "work"
+    run_plan(tmp_path, groups=["first"], work=work, progress=False)
+    files = {p: p.stat().st_mtime_ns for p in (work / "teacher_cache").rglob("*.safetensors")}
+    assert len(files) == 8  # 2 steps x 2 accumulated batches x 2 questions: one teacher each
+    run_plan(tmp_path, groups=["other-lr"], work=work, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (work / "teacher_cache").rglob("*.safetensors")} == files  # read, not rewritten
+    assert not list(work.glob("*/teacher_cache")) and (tmp_path / "results" / "other-lr" / "runs" / "pdist.seed0.json").is_file()

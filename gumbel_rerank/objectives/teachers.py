@@ -29,11 +29,27 @@ from .base import Batch, ObjectiveBase
 VIEWS_PER_CALL = 8  # weight views per reader call: bounds memory when n views of n docs are scored
 
 
+FINGERPRINT_SAMPLES = 1024  # values hashed per weight tensor, evenly strided over it
+
+
+def _weights_sample(param: torch.Tensor) -> bytes:
+    """An even stride of ``param``'s values: a dense change anywhere in it (a merged LoRA update, a
+    fine-tuned layer) changes the sample, without hashing a multi-GB model whole."""
+    flat = param.detach().reshape(-1)
+    step = max(1, flat.numel() // FINGERPRINT_SAMPLES)
+    return flat[::step].float().cpu().numpy().tobytes()
+
+
 def reader_fingerprint(reader: Reader) -> str:
-    """A short hash of what determines the reader's outputs (not its Python identity)."""
+    """A short hash of what determines the reader's outputs (not its Python identity). Every weight
+    tensor is sampled, not only the first and last: a reader with an adapter merged into its middle
+    layers has the same embeddings, head and parameter count as the plain one, and must not read
+    the plain one's teachers."""
     model = reader.model
     params = list(model.parameters())
-    probe = [params[0], params[-1]] if params else []
+    weights = hashlib.sha1()
+    for param in params:
+        weights.update(_weights_sample(param))
     parts = {
         "class": type(reader).__name__,
         "layout": reader.layout,
@@ -42,7 +58,7 @@ def reader_fingerprint(reader: Reader) -> str:
         "doc_dtype": str(getattr(getattr(reader, "doc_model", model), "dtype", "")),
         "doc_cache_dtype": str(getattr(reader, "doc_cache_dtype", None)),
         "parameters": sum(p.numel() for p in params),
-        "weights": [hashlib.sha1(p.detach().float().cpu().numpy().tobytes()).hexdigest() for p in probe],
+        "weights": weights.hexdigest(),
         "settings": {
             k: repr(v) for k, v in sorted(vars(reader).items()) if k in ("max_doc_tokens", "max_answer_tokens", "template")
         },
