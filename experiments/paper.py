@@ -175,21 +175,30 @@ def summary(groups: dict[str, Runs]) -> str:
 def time_table(groups: dict[str, Runs]) -> list[str]:
     """Each group's trained rows and their measured seconds (a row's own time: training, its periodic
     evaluations and final scoring; the group's setup, reader loading and zero-shot row not included)."""
-    lines = [
+    rows = []
+    for group in sorted(groups):
+        secs = [r["seconds"] for name, runs in groups[group].items() if name != "zero-shot" for r in runs if r.get("seconds")]
+        if secs:
+            rows.append(
+                f"| {group} | {len(secs)} | {sum(secs) / 3600:.1f} | {sum(secs) / len(secs) / 60:.0f} | {max(secs) / 60:.0f} |"
+            )
+    if not rows:
+        return []
+    return [
         "## Time",
         "",
         "Seconds each trained row took (`seconds` in its result file, measured on the 2-core CPU machine the plan ran on).",
         "",
         "| group | trained rows | total h | mean min per row | longest min |",
         "|---|---|---|---|---|",
+        *rows,
+        "",
     ]
-    for group in sorted(groups):
-        secs = [r["seconds"] for name, runs in groups[group].items() if name != "zero-shot" for r in runs if r.get("seconds")]
-        if secs:
-            lines.append(
-                f"| {group} | {len(secs)} | {sum(secs) / 3600:.1f} | {sum(secs) / len(secs) / 60:.0f} | {max(secs) / 60:.0f} |"
-            )
-    return [*lines, ""] if len(lines) > 6 else []
+
+
+def shown(p: float) -> str:
+    """What a p-value lets a claim say: a difference only below 0.05."""
+    return "a difference at the 0.05 level" if p < 0.05 else "no difference shown"
 
 
 def claims(by_row: Runs, *, bridge_gain: bool = True) -> list[str]:
@@ -211,8 +220,7 @@ def claims(by_row: Runs, *, bridge_gain: bool = True) -> list[str]:
             verdict = "above" if g[0] > r[0] else ("equal to" if g[0] == r[0] else "below")
             line = f"- G-Rerank R@5 {verdict} {title(n)}: {100 * (g[0] - r[0]):+.1f} points"
             if n in raw:
-                shown = "a difference at the 0.05 level" if adjusted[n] < 0.05 else "no difference shown"
-                line += f" (p = {raw[n]:.3f}, Holm over {len(raw)} rivals {adjusted[n]:.3f}: {shown})"
+                line += f" (p = {raw[n]:.3f}, Holm over {len(raw)} rivals {adjusted[n]:.3f}: {shown(adjusted[n])})"
             out.append(line)
     best = max(((n, summarise(by_row[n], "bridge_R@5")) for n in rivals), key=lambda x: x[1][0] if x[1] else -1.0, default=None)
     if gb and best and best[1]:
@@ -222,7 +230,7 @@ def claims(by_row: Runs, *, bridge_gain: bool = True) -> list[str]:
         p = paired_p(by_row["gumbel"], by_row["emdr"], "bridge_R@5")
         out.append(
             f"- bridge-doc R@5 gain over EMDR2: {100 * (gb[0] - emdr[0]):+.1f} points"
-            + ("" if p is None else f" (p = {p:.3f}: {'a difference at the 0.05 level' if p < 0.05 else 'no difference shown'})")
+            + ("" if p is None else f" (p = {p:.3f}: {shown(p)})")
             + f" {ref}"
         )
     return out

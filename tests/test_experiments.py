@@ -187,11 +187,12 @@ def test_the_readme_tables_are_the_committed_results() -> None:
     results = root / "experiments" / "results"
     have = {g.name for g in results.iterdir() if (g / "runs").is_dir()}  # a resumable plan: some groups may not have run yet
     for page, every_group in ((root / "experiments" / "README.md", True), (root / "README.md", False)):
-        blocks = {m.group(2): m.group(3) for m in TABLE_BLOCK.finditer(page.read_text())}
+        text = page.read_text()
+        blocks = {m.group(2): m.group(3) for m in TABLE_BLOCK.finditer(text)}
         assert set(blocks) <= have and (set(blocks) == have or not every_group), page
         for group, shown in blocks.items():
             assert shown == readme_table(group, load_results(results / group)) + "\n", f"{page}: table {group!r} is stale"
-        for m in CLAIMS_BLOCK.finditer(page.read_text()):
+        for m in CLAIMS_BLOCK.finditer(text):
             assert m.group(2) in have, page
             assert m.group(3) == claims_text(m.group(2), load_results(results / m.group(2))) + "\n", f"{page}: stale claims"
 
