@@ -310,3 +310,37 @@ def test_a_plan_keeps_one_teacher_cache_that_its_groups_share(tmp_path: Path, be
     run_plan(tmp_path, groups=["other-lr"], work=work, progress=False)
     assert {p: p.stat().st_mtime_ns for p in (work / "teacher_cache").rglob("*.safetensors")} == files  # read, not rewritten
     assert not list(work.glob("*/teacher_cache")) and (tmp_path / "results" / "other-lr" / "runs" / "pdist.seed0.json").is_file()
+
+
+def test_learning_rate_is_chosen_by_validation_nll_not_by_held_out_recall(tmp_path: Path) -> None:
+    """The LR with the lower selected validation NLL is chosen even where the other LR scores higher held out."""
+    from experiments.curves import lr_choice, write_curves
+
+    def put(group: str, row: str, val_loss: float, r5: float) -> None:
+        runs = tmp_path / group / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        per_q = [1.0] * int(100 * r5) + [0.0] * (100 - int(100 * r5))
+        res = {
+            "row": row,
+            "seed": 0,
+            "selection": {"selected_val_loss": val_loss},
+            "held_out": {"R@5": r5, "bridge_R@5": r5},
+            "per_question": {"R@5": per_q},
+        }
+        (runs / f"{row}.seed0.json").write_text(json.dumps(res))
+
+    put("hotpotqa", "gumbel", 2.40, 0.90)
+    put("hotpotqa-lr1e-4", "gumbel", 2.30, 0.80)  # lower NLL, lower recall: still chosen
+    put("hotpotqa", "pdist", 2.20, 0.85)
+    put("hotpotqa-lr1e-4", "pdist", 2.25, 0.99)
+    put("hotpotqa", "loop", 2.3, 0.5)  # only one LR: no row
+    rows = {r["row"]: r for r in lr_choice(tmp_path)}
+    assert set(rows) == {"gumbel", "pdist"}
+    assert rows["gumbel"]["lr"] == "1e-4" and rows["pdist"]["lr"] == "1e-5"
+    assert "lr_choice.md" in {p.name for p in write_curves(tmp_path)}
+    table = (tmp_path / "lr_choice.md").read_text()
+    assert "| G-Rerank | 2.400 | 2.300 | 1e-4 | 90.0 | 80.0 | 80.0 | 80.0 |  |" in table
+    pdist = next(line for line in table.splitlines() if line.startswith("| PDist |"))
+    assert pdist.startswith("| PDist | 2.200 | 2.250 | 1e-5 | 85.0 | 99.0 | 85.0 | 85.0 | ")
+    # 80 vs 85 of 100 questions: 5 discordant pairs, all one way; the exact two-sided p is 2 / 2**5
+    assert float(pdist.split("|")[-2]) == pytest.approx(2 / 2**5, abs=0.015)
