@@ -92,7 +92,7 @@ LR_GROUPS = {"1e-5": "hotpotqa", "1e-4": "hotpotqa-lr1e-4"}
 
 def lr_choice(results: Path) -> list[dict[str, Any]]:
     """Per objective present at seed 0 in both LR groups: each LR's selected validation NLL, the LR with
-    the lower one, and the chosen run (its ``held_out`` metrics are read only after the choice)."""
+    the lower one, and both runs (the chosen one's ``held_out`` metrics are read only after the choice)."""
     seed0: dict[str, dict[str, dict[str, Any]]] = {}
     for lr, group in LR_GROUPS.items():
         if (results / group / "runs").is_dir():
@@ -105,7 +105,7 @@ def lr_choice(results: Path) -> list[dict[str, Any]]:
         if len(by_lr) == len(LR_GROUPS):
             nll = {lr: float(r["selection"]["selected_val_loss"]) for lr, r in by_lr.items()}
             chosen = min(nll, key=lambda lr: nll[lr])
-            rows.append({"row": name, "val_nll": nll, "lr": chosen, "run": by_lr[chosen], "runs": by_lr})
+            rows.append({"row": name, "val_nll": nll, "lr": chosen, "runs": by_lr})
     return rows
 
 
@@ -114,12 +114,13 @@ def lr_table(rows: list[dict[str, Any]]) -> str:
     head = ["objective", *(f"val NLL @ {lr}" for lr in lrs), "chosen LR"]
     head += [f"R@5 @ {lr}" for lr in lrs] + ["R@5 chosen", "bridge R@5 chosen", "p R@5 vs G-Rerank (chosen)"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    ref = next((r for r in rows if r["row"] == "gumbel"), None)
+    chosen = {r["row"]: r["runs"][r["lr"]] for r in rows}
+    ref = chosen.get("gumbel")
     for r in rows:
-        p = None if ref is None or r is ref else paired_p([ref["run"]], [r["run"]], "R@5")
+        p = None if ref is None or r["row"] == "gumbel" else paired_p([ref], [chosen[r["row"]]], "R@5")
         cells = [title(r["row"]), *(f"{r['val_nll'][lr]:.3f}" for lr in lrs), r["lr"]]
         cells += [f"{100 * r['runs'][lr]['held_out']['R@5']:.1f}" for lr in lrs]
-        cells += [f"{100 * r['run']['held_out'][m]:.1f}" for m in METRICS]
+        cells += [f"{100 * chosen[r['row']]['held_out'][m]:.1f}" for m in METRICS]
         cells.append("" if p is None else f"{p:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
