@@ -40,31 +40,36 @@ def heldout_points(runs: list[dict[str, Any]], key: str) -> tuple[list[int], lis
     return steps, [_mean([s[step] for s in per_seed]) for step in steps]
 
 
-HELD_OUT = {"shuffle": True, "eval_start": 330, "num_eval": 159}  # every point of the curve is scored on these questions
+HELD_OUT_KEYS = ("source", "shuffle", "seed", "min_docs", "eval_start", "num_eval")  # what picks the held-out questions
 
 
-def trained_on(config: dict[str, Any]) -> int | None:
-    """Training questions of a run (num_train minus the validation ones), None if its held-out set is another."""
-    data = config["data"]
-    if any(data.get(k) != v for k, v in HELD_OUT.items()):
-        return None
-    return int(data["num_train"]) - int(data.get("num_val") or 0)
+def held_out_of(config: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(config["data"].get(k) for k in HELD_OUT_KEYS)
+
+
+def trained_on(config: dict[str, Any]) -> int:
+    """Training questions of a run: num_train minus the validation ones."""
+    return int(config["data"]["num_train"]) - int(config["data"].get("num_val") or 0)
 
 
 def learning_rows(results: Path) -> dict[str, dict[int, dict[str, tuple[float, float, int]]]]:
     """objective -> training questions -> metric -> (mean, sd, seeds), for the groups that have results
-    (the size is read from each run's config, not assumed from the group's name)."""
+    (the size is read from each run's config, not assumed from the group's name). Every point is scored
+    on the held-out questions of the largest group's first run; a run scored on others is left out."""
     out: dict[str, dict[int, dict[str, tuple[float, float, int]]]] = {}
-    for group in CURVE_GROUPS.values():
+    reference = None
+    for _, group in sorted(CURVE_GROUPS.items(), reverse=True):
         if not (results / group / "runs").is_dir():
             continue
         for name, runs in load_results(results / group).items():
             trained = [r for r in runs if r.get("seed") is not None and r.get("config")]
+            if not trained:
+                continue
+            reference = reference or held_out_of(trained[0]["config"])
             sizes = {trained_on(r["config"]) for r in trained}
-            if name == "zero-shot" or len(sizes) != 1 or None in sizes:
+            if name == "zero-shot" or len(sizes) != 1 or any(held_out_of(r["config"]) != reference for r in trained):
                 continue
             n = sizes.pop()
-            assert n is not None
             for m in METRICS:
                 s = summarise(trained, m)  # mean, sample sd, seeds (as the group tables)
                 if s is not None:
