@@ -148,5 +148,6 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype = torch.float32, device
             f"model folder, and the hub did not give it ({str(err).splitlines()[0][:160]})"
         ) from None
     cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-    model = cls.from_pretrained(path, dtype=dtype, **({"device_map": device_map} if device_map else {}))
+    placement: dict[str, Any] = {"device_map": device_map} if device_map else {}
+    model = cls.from_pretrained(path, dtype=dtype, **placement)
     return model, tokenizer
