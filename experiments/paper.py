@@ -218,8 +218,8 @@ def claims(by_row: Runs, *, bridge_gain: bool = True) -> list[str]:
     for n in rivals:
         r = summarise(by_row[n], "R@5")
         if g and r:
-            verdict = "above" if g[0] > r[0] else ("equal to" if g[0] == r[0] else "below")
-            line = f"- G-Rerank R@5 {verdict} {title(n)}: {100 * (g[0] - r[0]):+.1f} points"
+            side = "above" if g[0] > r[0] else ("equal to" if g[0] == r[0] else "below")
+            line = f"- G-Rerank R@5 {side} {title(n)}: {100 * (g[0] - r[0]):+.1f} points"
             if n in raw:
                 line += f" (p = {raw[n]:.3f}, Holm over {len(raw)} rivals {adjusted[n]:.3f}: {shown(adjusted[n])})"
             out.append(line)
@@ -238,7 +238,40 @@ def claims(by_row: Runs, *, bridge_gain: bool = True) -> list[str]:
             + ("" if p is None else f" (p = {p:.3f}: {shown(p)})")
             + f" {ref}"
         )
+    if g and adjusted:
+        out.append(verdict(by_row, adjusted))
     return out
+
+
+def verdict(by_row: Runs, adjusted: dict[str, float]) -> str:
+    """The paper's headline claim (G-Rerank's R@5 above every label-free rival) decided only by the
+    Holm-adjusted p-values: it holds where every rival is below at 0.05, is contradicted where one is
+    above at 0.05, and is otherwise neither shown nor refuted."""
+    mean = {n: s[0] for n in ("gumbel", *adjusted) if (s := summarise(by_row[n], "R@5"))}
+    seeds = sorted({len(by_row[n]) for n in ("gumbel", *adjusted)})
+    count = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+    head = f"- **Verdict** on R@5 ({count} seed{'' if count == '1' else 's'} a row): "
+    above = [n for n, p in adjusted.items() if p < 0.05 and mean["gumbel"] > mean[n]]
+    below = [n for n, p in adjusted.items() if p < 0.05 and mean["gumbel"] < mean[n]]
+    rest = [n for n in adjusted if n not in above + below]
+    if not rest and not below:
+        return head + "G-Rerank above every label-free rival at the 0.05 level after Holm: the paper's claim holds here."
+    said = [
+        f"G-Rerank above {', '.join(map(title, above))}" if above else "",
+        f"below {', '.join(map(title, below))}" if below else "",
+    ]
+    text = head + (f"{' and '.join(x for x in said if x)} at the 0.05 level after Holm; " if above or below else "")
+    if rest:
+        closest = min(rest, key=adjusted.__getitem__)
+        text += (
+            f"{'no other' if above or below else 'no'} rival separated from G-Rerank (smallest Holm-adjusted p "
+            f"{adjusted[closest]:.2f}, {title(closest)}); "
+        )
+    return (
+        text
+        + "the paper's claim that G-Rerank beats every rival is "
+        + ("contradicted here." if below else "not shown here, and neither is the opposite.")
+    )
 
 
 def report(results: str | Path, *, readmes: Sequence[str | Path] = ()) -> Path:
