@@ -167,6 +167,9 @@ def test_claims_compare_means_and_the_bridge_gain() -> None:
     line = claims(mixed)[-1]  # type: ignore[arg-type]
     assert "G-Rerank above EMDR2 and below LSR (REPLUG) at the 0.05 level after Holm; the paper's claim" in line
     assert line.endswith("is contradicted here.")
+    # equal means that float summation puts 1e-16 apart read "equal to", 0.0 points (not "below", -0.0)
+    tie = {"gumbel": [run(0.1 + 0.2, 0.5, [1.0])], "lsr": [run(0.3, 0.5, [1.0])]}
+    assert "- G-Rerank R@5 equal to LSR (REPLUG): +0.0 points" in "\n".join(claims(tie))  # type: ignore[arg-type]
     # the paper's +10.4 is a HotpotQA figure: other datasets are not held against it
     assert "10.4" not in "\n".join(claims(by_row, bridge_gain=False))  # type: ignore[arg-type]
 
