@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gumbel_rerank.objectives import title
-from gumbel_rerank.report import Runs, load_results, paired_p, summarise
+from gumbel_rerank.report import Runs, load_results, markdown_table, paired_p, summarise
 
 HERE = Path(__file__).parent
 CURVE_GROUPS = {32: "hotpotqa-train32", 100: "hotpotqa-train100", 300: "hotpotqa"}
@@ -79,17 +79,16 @@ def learning_rows(results: Path) -> dict[str, dict[int, dict[str, tuple[float, f
 
 def learning_table(rows: dict[str, dict[int, dict[str, tuple[float, float, int]]]], zero: dict[str, float]) -> str:
     sizes = sorted({n for by_n in rows.values() for n in by_n})
-    head = "| objective | " + " | ".join(f"{m} @ {n} q" for m in METRICS for n in sizes) + " |"
-    lines = [head, "|---" * (1 + len(METRICS) * len(sizes)) + "|"]
-    lines.append("| zero-shot | " + " | ".join(f"{100 * zero[m]:.1f}" for m in METRICS for _ in sizes) + " |")
+    head = ["objective", *(f"{m} @ {n} q" for m in METRICS for n in sizes)]
+    table = [["zero-shot", *(f"{100 * zero[m]:.1f}" for m in METRICS for _ in sizes)]]
     for name, by_n in rows.items():
-        cells = []
+        cells = [title(name)]
         for m in METRICS:
             for n in sizes:
                 v = by_n.get(n, {}).get(m)
                 cells.append("" if v is None else f"{v[0]:.1f} ± {v[1]:.1f} ({v[2]})")
-        lines.append(f"| {title(name)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.append(cells)
+    return markdown_table(head, table)
 
 
 LR_GROUPS = {"1e-5": "hotpotqa", "1e-4": "hotpotqa-lr1e-4"}
@@ -118,7 +117,7 @@ def lr_table(rows: list[dict[str, Any]]) -> str:
     lrs = list(LR_GROUPS)
     head = ["objective", *(f"val NLL @ {lr}" for lr in lrs), "chosen LR"]
     head += [f"R@5 @ {lr}" for lr in lrs] + ["R@5 chosen", "bridge R@5 chosen", "p R@5 vs G-Rerank (chosen)"]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    table = []
     chosen = {r["row"]: r["runs"][r["lr"]] for r in rows}
     ref = chosen.get("gumbel")
     for r in rows:
@@ -127,8 +126,8 @@ def lr_table(rows: list[dict[str, Any]]) -> str:
         cells += [f"{100 * r['runs'][lr]['held_out']['R@5']:.1f}" for lr in lrs]
         cells += [f"{100 * chosen[r['row']]['held_out'][m]:.1f}" for m in METRICS]
         cells.append("" if p is None else f"{p:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.append(cells)
+    return markdown_table(head, table)
 
 
 def _plt() -> Any:

@@ -18,6 +18,7 @@ from gumbel_rerank.report import (
     ci_cell,
     gap_summary,
     load_results,
+    markdown_table,
     paired_p,
     reference_row,
     seeds_cell,
@@ -75,7 +76,7 @@ def readme_table(group: str, by_row: Runs) -> str:
         *(f"p {m.replace('_', ' ')}" for m in tested[1:]),
     ]
     head += ["hard - soft loss, first / last quarter", "mean mask_sum"] if ablation else ["train s"]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    rows = []
     for name, runs in by_row.items():
         cells = [seeds_cell(name, runs)]
         for h, m in cols:
@@ -97,8 +98,8 @@ def readme_table(group: str, by_row: Runs) -> str:
         else:
             secs = summarise(runs, "seconds") if name != "zero-shot" else None
             cells.append("" if secs is None else f"{secs[0]:.0f}")
-        lines.append(f"| {display(name)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([display(name), *cells])
+    return markdown_table(head, rows)
 
 
 def sync_readme(readme: str | Path, results: str | Path) -> list[str]:
@@ -156,19 +157,15 @@ def summary(groups: dict[str, Runs]) -> str:
         if paper is None:
             continue
         metrics = list(paper)
-        lines += [
-            f"## {group}",
-            "",
-            "| objective | seeds | " + " | ".join(f"{m} ours | {m} paper" for m in metrics) + " |",
-            "|---" * (2 + 2 * len(metrics)) + "|",
-        ]
+        head = ["objective", "seeds", *(f"{m} {side}" for m in metrics for side in ("ours", "paper"))]
+        rows = []
         for name, runs in by_row.items():
-            cells = []
+            cells = [name, seeds_cell(name, runs)]
             for m in metrics:
                 ref = paper[m].get(name)
                 cells += [cell(summarise(runs, m)), "" if ref is None else f"{ref:.1f}"]
-            lines.append(f"| {name} | {seeds_cell(name, runs)} | " + " | ".join(cells) + " |")
-        lines += ["", claims_text(group, by_row), ""]
+            rows.append(cells)
+        lines += [f"## {group}", "", markdown_table(head, rows), "", claims_text(group, by_row), ""]
     return "\n".join(lines + time_table(groups))
 
 
@@ -180,7 +177,7 @@ def time_table(groups: dict[str, Runs]) -> list[str]:
         secs = [r["seconds"] for name, runs in groups[group].items() if name != "zero-shot" for r in runs if r.get("seconds")]
         if secs:
             rows.append(
-                f"| {group} | {len(secs)} | {sum(secs) / 3600:.1f} | {sum(secs) / len(secs) / 60:.0f} | {max(secs) / 60:.0f} |"
+                [group, len(secs), f"{sum(secs) / 3600:.1f}", f"{sum(secs) / len(secs) / 60:.0f}", f"{max(secs) / 60:.0f}"]
             )
     if not rows:
         return []
@@ -189,9 +186,7 @@ def time_table(groups: dict[str, Runs]) -> list[str]:
         "",
         "Seconds each trained row took (`seconds` in its result file, measured on the 2-core CPU machine the plan ran on).",
         "",
-        "| group | trained rows | total h | mean min per row | longest min |",
-        "|---|---|---|---|---|",
-        *rows,
+        markdown_table(["group", "trained rows", "total h", "mean min per row", "longest min"], rows),
         "",
     ]
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from gumbel_rerank.config import load
 from gumbel_rerank.objectives import TeacherCache
 from gumbel_rerank.readers import build_reader
+from gumbel_rerank.report import markdown_table
 from gumbel_rerank.train import train
 
 HERE = Path(__file__).parent
@@ -130,12 +131,12 @@ def table(runs: dict) -> str:  # type: ignore[type-arg]
             f"R@5) over {s['points']} checkpoints {'n/a' if rho is None else f'{rho:+.2f}'}; R@5 at the pick "
             f"{s.get('held_out_R@5_at_selected')}, best checkpoint {s.get('held_out_R@5_best_checkpoint')}",
             "",
-            "| metric | zero-shot | last step | selected |",
-            "|---|---|---|---|",
         ]
-        for m in METRICS:
-            lines.append(f"| {m} | {r['before'][m]:.3f} | {last.get('held_out_' + m, float('nan')):.3f} | {r['after'][m]:.3f} |")
-        lines.append("")
+        rows = [
+            [m, f"{r['before'][m]:.3f}", f"{last.get('held_out_' + m, float('nan')):.3f}", f"{r['after'][m]:.3f}"]
+            for m in METRICS
+        ]
+        lines += [markdown_table(["metric", "zero-shot", "last step", "selected"], rows), ""]
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .models import ALIASES
+from .report import markdown_table
 from .rerankers import Reranker
 
 CITATION = """@inproceedings{huang2025gumbel,
@@ -139,8 +140,8 @@ def model_card(reranker: Reranker, cfg: dict[str, Any], report: dict[str, Any], 
     cross = reranker.kind == "cross"
     before, after = report.get("before", {}), report.get("after", {})
     names = [m for m in after if isinstance(after.get(m), int | float) and isinstance(before.get(m), int | float)]
-    rows = "\n".join(f"| {m} | {before[m]:.3f} | {after[m]:.3f} |" for m in names)
-    table = ("| metric | zero-shot | trained |\n|---|---|---|\n" + rows) if rows else "No held-out report was found."
+    rows = [[m, f"{before[m]:.3f}", f"{after[m]:.3f}"] for m in names]
+    table = markdown_table(["metric", "zero-shot", "trained"], rows) if rows else "No held-out report was found."
     header = card_data(reranker, cfg, report).to_yaml()
     if cross:
         usage = (

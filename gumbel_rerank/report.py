@@ -11,6 +11,7 @@ import csv
 import functools
 import json
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,13 +136,20 @@ def test_k(by_row: Runs) -> int:
     return max(cfg["eval"]["ks"]) if cfg else 5
 
 
+def markdown_table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A GitHub markdown table: the header, its ``|---|`` rule, one line per row (each cell as ``str``)."""
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def group_table(by_row: Runs) -> str:
     ref, k = reference_row(by_row), test_k(by_row)
     base = by_row.get(ref)
     cols = metric_columns(by_row)
     tests = (f"R@{k}", f"bridge_R@{k}")
     head = ["row", "seeds", *cols, f"95% CI R@{k}", *(f"p {m} vs {ref}" for m in tests), "train s"]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    rows = []
     for name, runs in by_row.items():
         ps = [paired_p(base, runs, m) if base and name != ref else None for m in tests]
         secs = summarise(runs, "seconds") if name != "zero-shot" else None
@@ -152,8 +160,8 @@ def group_table(by_row: Runs) -> str:
             *("" if p is None else f"{p:.3f}" for p in ps),
             "" if secs is None else f"{secs[0]:.0f}",
         ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([name, *cells])
+    return markdown_table(head, rows)
 
 
 def summary_rows(by_row: Runs) -> dict[str, dict[str, Any]]:
@@ -193,12 +201,12 @@ def fmt(value: Any) -> str:
 def before_after_table(before: dict[str, Any], after: dict[str, Any]) -> str:
     """Metric | before | after | change, in :data:`~gumbel_rerank.metrics.COLUMNS` order."""
     names = columns({*before, *after}, sorted({int(m.split("@")[1]) for m in {*before, *after} if "@" in m}))
-    lines = ["| metric | before | after | change |", "|---|---|---|---|"]
+    rows = []
     for m in names:
         b, a = before.get(m), after.get(m)
         delta = a - b if isinstance(a, float) and isinstance(b, float) else None
-        lines.append(f"| {m} | {fmt(b)} | {fmt(a)} | {'+' if delta and delta > 0 else ''}{fmt(delta)} |")
-    return "\n".join(lines)
+        rows.append([m, fmt(b), fmt(a), f"{'+' if delta and delta > 0 else ''}{fmt(delta)}"])
+    return markdown_table(["metric", "before", "after", "change"], rows)
 
 
 def write_report(sweep_dir: str | Path, title: str = "") -> Path | None:
@@ -210,16 +218,18 @@ def write_report(sweep_dir: str | Path, title: str = "") -> Path | None:
         return None
     ref = reference_row(by_row)
     gaps = [(n, gap_summary(r)) for n, r in by_row.items()]
-    gap_lines = [f"| {n} | {g[0]:.3f} | {g[1]:.3f} |" for n, g in gaps if g is not None]
+    gap_rows = [[n, f"{g[0]:.3f}", f"{g[1]:.3f}"] for n, g in gaps if g is not None]
     text = (
         f"# {title or sweep_dir.name}\n\n{describe(by_row)}\n\nPercent; mean ± sample sd over seeds; `mining_` = the "
         f"training questions themselves (their labels unused); p: paired permutation test against {ref} on "
         f"per-question values averaged over seeds.\n\n{group_table(by_row)}\n"
     )
-    if gap_lines:
+    if gap_rows:
+        head = ["row", "first quarter of steps", "last quarter"]
         text += (
             "\n## Soft-mask vs hard-top-k loss (answer NLL per token, hard minus soft)\n\n"
-            "| row | first quarter of steps | last quarter |\n|---|---|---|\n" + "\n".join(gap_lines) + "\n"
+            + markdown_table(head, gap_rows)
+            + "\n"
         )
     (sweep_dir / "table.md").write_text(text)
     _csv(sweep_dir / "table.csv", by_row)
