@@ -106,8 +106,9 @@ def _permutation_p(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 def reference_row(by_row: Runs) -> str:
-    """The row every other row is tested against: G-Rerank, or in an ablation sweep the default."""
-    return "gumbel" if "gumbel" in by_row else "default"
+    """The row every other row is tested against: G-Rerank, or in an ablation sweep (a ``default`` row
+    and no G-Rerank row) the default. A comparison whose G-Rerank row has not run yet is still one."""
+    return "default" if "default" in by_row and "gumbel" not in by_row else "gumbel"
 
 
 def seeds_cell(name: str, runs: list[dict[str, Any]]) -> str:

@@ -174,6 +174,14 @@ def test_claims_compare_means_and_the_bridge_gain() -> None:
     assert "10.4" not in "\n".join(claims(by_row, bridge_gain=False))  # type: ignore[arg-type]
 
 
+def test_a_comparison_before_its_g_rerank_row_is_not_laid_out_as_an_ablation() -> None:
+    zero = {"held_out": {"R@5": 0.8}, "mining": {}, "per_question": {"R@5": [1.0, 0.6]}, "steps": []}
+    head = readme_table("x", {"zero-shot": [zero]}).splitlines()[0]  # type: ignore[list-item]
+    assert head.startswith("| objective |") and "p R@5 vs G-Rerank" in head and "mask_sum" not in head
+    ablation = readme_table("x", {"zero-shot": [zero], "default": [zero]}).splitlines()[0]  # type: ignore[list-item]
+    assert ablation.startswith("| variant |") and "p R@5 vs default" in ablation
+
+
 def test_each_group_meets_its_datasets_paper_numbers() -> None:
     assert paper_numbers("hotpotqa") is PAPER["hotpotqa"] and paper_numbers("hotpotqa-gemma") is PAPER["hotpotqa"]
     assert paper_numbers("musique") is PAPER["musique"] and "bridge_R@5" not in PAPER["musique"]
