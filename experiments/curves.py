@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from gumbel_rerank.objectives import title
+from gumbel_rerank.objectives import OBJECTIVES, title
 from gumbel_rerank.report import Runs, load_results, markdown_table, paired_p, summarise
 
 HERE = Path(__file__).parent
@@ -139,6 +139,14 @@ def _plt() -> Any:
     return plt
 
 
+def style(name: str) -> dict[str, Any]:
+    """One colour per objective in every figure (G-Rerank black and thicker), whichever rows it shows."""
+    if name == "gumbel":
+        return {"lw": 2.5, "color": "black"}
+    names = [n for n in OBJECTIVES if n != "gumbel"]
+    return {"lw": 1.2, "color": f"C{names.index(name) % 10}" if name in names else "grey"}
+
+
 def plot_heldout(by_row: Runs, out: Path) -> Path | None:
     trained = {n: [r for r in runs if r.get("curve")] for n, runs in by_row.items() if n != "zero-shot"}
     trained = {n: runs for n, runs in trained.items() if runs}
@@ -147,10 +155,9 @@ def plot_heldout(by_row: Runs, out: Path) -> Path | None:
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for name, runs in trained.items():
-        style = dict(lw=2.5, color="black") if name == "gumbel" else dict(lw=1.2)
         seeds = f"{len(runs)} seed" + ("" if len(runs) == 1 else "s")
-        a.plot(*heldout_points(runs, "held_out_R@5"), "o-", label=f"{title(name)} ({seeds})", **style)
-        b.plot(*heldout_points(runs, "val_loss"), "o-", label=title(name), **style)
+        a.plot(*heldout_points(runs, "held_out_R@5"), "o-", label=f"{title(name)} ({seeds})", **style(name))
+        b.plot(*heldout_points(runs, "val_loss"), "o-", label=title(name), **style(name))
     a.set(xlabel="step", ylabel="held-out R@5 (gold labels, report only)", title="mean over seeds")
     b.set(xlabel="step", ylabel="validation answer NLL, hard top-5 (label-free)")
     a.legend(fontsize=7)
@@ -169,7 +176,7 @@ def plot_learning(rows: dict[str, dict[int, dict[str, tuple[float, float, int]]]
         for name, by_n in curves.items():
             ns = sorted(n for n in by_n if m in by_n[n])
             means, sds = [by_n[n][m][0] for n in ns], [by_n[n][m][1] for n in ns]
-            ax.errorbar(ns, means, yerr=sds, marker="o", capsize=3, label=title(name))
+            ax.errorbar(ns, means, yerr=sds, marker="o", capsize=3, label=title(name), **style(name))
         ax.axhline(100 * zero[m], color="grey", ls=":", label="zero-shot")
         ax.set(xscale="log", xlabel="training questions", ylabel=f"held-out {m} (%)")
         ax.minorticks_off()  # a log axis labels its minor ticks (3x10^1, 4x10^1, ...) over the sizes' own
