@@ -256,7 +256,7 @@ def test_learning_and_held_out_curves_come_from_the_result_files(tmp_path: Path)
         runs = tmp_path / group / "runs"
         runs.mkdir(parents=True, exist_ok=True)
         data = {"shuffle": True, "num_train": num_train, "num_val": 30, "eval_start": eval_start, "num_eval": 159}
-        curve = [{"step": s, "held_out_R@5": r5 * s / 50, "val_loss": 3 - s / 100} for s in (0, 25, 50)]
+        curve = [{"step": s, "held_out_R@5": r5 * s / 100, "val_loss": 3 - s / 100} for s in (0, 25, 50)]  # ends at r5 / 2
         res = {"row": row, "seed": seed, "held_out": {"R@5": r5, "bridge_R@5": r5 / 2}, "config": {"data": data}, "curve": curve}
         (runs / (f"{row}.json" if seed is None else f"{row}.seed{seed}.json")).write_text(json.dumps(res))
 
@@ -272,7 +272,11 @@ def test_learning_and_held_out_curves_come_from_the_result_files(tmp_path: Path)
     written = {p.name for p in write_curves(tmp_path)}
     assert written == {"heldout_curve.png", "learning_curve.md", "learning_curve.png"}
     table = (tmp_path / "learning_curve.md").read_text()
-    assert "| G-Rerank | 60.0 ± 0.0 (1) | 85.0 ± 7.1 (2) |" in table and "| zero-shot | 50.0 | 50.0 |" in table
+    selected, last = table.split("## The last step")
+    assert "| G-Rerank | 60.0 ± 0.0 (1) | 85.0 ± 7.1 (2) |" in selected and "| zero-shot | 50.0 | 50.0 |" in table
+    # the last step is read from each run's held-out curve, not from its selected checkpoint
+    assert "| G-Rerank | 30.0 ± 0.0 (1) | 42.5 ± 3.5 (2) |" in last
+    assert learning_rows(tmp_path, at="last")["gumbel"][300]["R@5"] == pytest.approx((42.5, 3.5355, 2), abs=1e-3)
 
 
 def test_bootstrap_interval_brackets_the_mean_with_the_normal_width() -> None:
