@@ -54,13 +54,10 @@ def trained_on(config: dict[str, Any]) -> int:
 
 
 def last_step(runs: list[dict[str, Any]], metric: str) -> tuple[float, float, int] | None:
-    """Mean, sample sd and count over seeds of the held-out ``metric`` at each run's last evaluated step."""
-    values = [
-        float(r["curve"][-1][f"held_out_{metric}"]) for r in runs if r.get("curve") and f"held_out_{metric}" in r["curve"][-1]
-    ]
-    if len(values) != len(runs) or not values:
-        return None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+    """:func:`summarise` of the held-out ``metric`` at each run's last evaluated step (None unless every run has it)."""
+    last = [{"held_out": {metric: r["curve"][-1].get(f"held_out_{metric}")}} for r in runs if r.get("curve")]
+    s = summarise(last, metric)
+    return s if s is not None and s[2] == len(runs) else None
 
 
 def learning_rows(results: Path, at: str = "selected") -> LearningRows:
