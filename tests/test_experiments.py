@@ -273,9 +273,9 @@ def test_learning_and_held_out_curves_come_from_the_result_files(tmp_path: Path)
     assert written == {"heldout_curve.png", "learning_curve.md", "learning_curve.png"}
     table = (tmp_path / "learning_curve.md").read_text()
     selected, last = table.split("## The last step")
-    assert "| G-Rerank | 60.0 ± 0.0 (1) | 85.0 ± 7.1 (2) |" in selected and "| zero-shot | 50.0 | 50.0 |" in table
+    assert "| G-Rerank | 60.0 (1) | 85.0 ± 7.1 (2) |" in selected and "| zero-shot | 50.0 | 50.0 |" in table
     # the last step is read from each run's held-out curve, not from its selected checkpoint
-    assert "| G-Rerank | 30.0 ± 0.0 (1) | 42.5 ± 3.5 (2) |" in last
+    assert "| G-Rerank | 30.0 (1) | 42.5 ± 3.5 (2) |" in last
     assert learning_rows(tmp_path, at="last")["gumbel"][300]["R@5"] == pytest.approx((42.5, 3.5355, 2), abs=1e-3)
 
 
