@@ -196,10 +196,11 @@ def shown(p: float) -> str:
     return "a difference at the 0.05 level" if p < 0.05 else "no difference shown"
 
 
-def points(diff: float) -> float:
-    """A difference of two recalls in percentage points, rounded to one decimal as it is shown (so
-    float noise between equal means reads 0.0, not -0.0, and compares equal)."""
-    return round(100 * diff, 1) + 0.0
+def points(a: float, b: float) -> float:
+    """``a - b`` for two recalls, in percentage points: the difference of the two values as the tables
+    show them (each rounded to one decimal), so a claim line matches its table's cells, and float noise
+    between equal means reads 0.0, not -0.0, and compares equal."""
+    return round(round(100 * a, 1) - round(100 * b, 1), 1) + 0.0
 
 
 def claims(by_row: Runs, *, bridge_gain: bool = True) -> list[str]:
@@ -219,24 +220,24 @@ def claims(by_row: Runs, *, bridge_gain: bool = True) -> list[str]:
     for n in rivals:
         r = summarise(by_row[n], "R@5")
         if g and r:
-            d = points(g[0] - r[0])
+            d = points(g[0], r[0])
             side = "above" if d > 0 else ("equal to" if d == 0 else "below")
             line = f"- G-Rerank R@5 {side} {title(n)}: {d:+.1f} points"
             if n in raw:
-                line += f" (p = {raw[n]:.3f}, Holm over {len(raw)} rivals {adjusted[n]:.3f}: {shown(adjusted[n])})"
+                line += f" (p = {raw[n]:.3f}, Holm over {len(raw)} rival{'s' * (len(raw) != 1)} {adjusted[n]:.3f}: {shown(adjusted[n])})"
             out.append(line)
     best = max(((n, summarise(by_row[n], "bridge_R@5")) for n in rivals), key=lambda x: x[1][0] if x[1] else -1.0, default=None)
     if gb and best and best[1]:
         p = paired_p(by_row["gumbel"], by_row[best[0]], "bridge_R@5")
         out.append(
-            f"- bridge-doc R@5 gain over the best rival ({title(best[0])}): {points(gb[0] - best[1][0]):+.1f} points"
+            f"- bridge-doc R@5 gain over the best rival ({title(best[0])}): {points(gb[0], best[1][0]):+.1f} points"
             + ("" if p is None else f" (p = {p:.3f}, uncorrected for picking the best: {shown(p)})")
         )
     emdr = summarise(by_row["emdr"], "bridge_R@5") if "emdr" in by_row else None
     if gb and emdr:
         p = paired_p(by_row["gumbel"], by_row["emdr"], "bridge_R@5")
         out.append(
-            f"- bridge-doc R@5 gain over EMDR2: {points(gb[0] - emdr[0]):+.1f} points"
+            f"- bridge-doc R@5 gain over EMDR2: {points(gb[0], emdr[0]):+.1f} points"
             + ("" if p is None else f" (p = {p:.3f}: {shown(p)})")
             + f" {ref}"
         )
