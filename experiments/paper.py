@@ -224,7 +224,8 @@ def claims(by_row: Runs, *, bridge_gain: bool = True) -> list[str]:
             side = "above" if d > 0 else ("equal to" if d == 0 else "below")
             line = f"- G-Rerank R@5 {side} {title(n)}: {d:+.1f} points"
             if n in raw:
-                line += f" (p = {raw[n]:.3f}, Holm over {len(raw)} rival{'s' * (len(raw) != 1)} {adjusted[n]:.3f}: {shown(adjusted[n])})"
+                family = f"{len(raw)} rival{'s' * (len(raw) != 1)}"
+                line += f" (p = {raw[n]:.3f}, Holm over {family} {adjusted[n]:.3f}: {shown(adjusted[n])})"
             out.append(line)
     best = max(((n, summarise(by_row[n], "bridge_R@5")) for n in rivals), key=lambda x: x[1][0] if x[1] else -1.0, default=None)
     if gb and best and best[1]:
