@@ -260,7 +260,14 @@ def test_learning_and_held_out_curves_come_from_the_result_files(tmp_path: Path)
         runs.mkdir(parents=True, exist_ok=True)
         data = {"shuffle": True, "num_train": num_train, "num_val": 30, "eval_start": eval_start, "num_eval": 159}
         curve = [{"step": s, "held_out_R@5": r5 * s / 100, "val_loss": 3 - s / 100} for s in (0, 25, 50)]  # ends at r5 / 2
-        res = {"row": row, "seed": seed, "held_out": {"R@5": r5, "bridge_R@5": r5 / 2}, "config": {"data": data}, "curve": curve}
+        res = {
+            "row": row,
+            "seed": seed,
+            "held_out": {"R@5": r5, "bridge_R@5": r5 / 2},
+            "config": {"data": data},
+            "curve": curve,
+            "selection": {"selected_step": 25},
+        }
         (runs / (f"{row}.json" if seed is None else f"{row}.seed{seed}.json")).write_text(json.dumps(res))
 
     put("hotpotqa", "zero-shot", None, 330, 0.5)
@@ -273,7 +280,12 @@ def test_learning_and_held_out_curves_come_from_the_result_files(tmp_path: Path)
     mean, sd, seeds = rows["gumbel"][300]["R@5"]
     assert mean == pytest.approx(85.0) and sd == pytest.approx(7.0711, abs=1e-3) and seeds == 2
     written = {p.name for p in write_curves(tmp_path)}
-    assert written == {"heldout_curve.png", "learning_curve.md", "learning_curve.png"}
+    assert written == {"heldout_curve.png", "heldout_curve.md", "learning_curve.md", "learning_curve.png"}
+    curve = (tmp_path / "hotpotqa" / "heldout_curve.md").read_text()
+    # mean over the two seeds at each step (0.8 and 0.9 scaled by step / 100), and each seed's kept step
+    assert "| objective | seeds | step 0 | step 25 | step 50 | selected step |" in curve
+    assert "| G-Rerank | 2 | 0.0 | 21.3 | 42.5 | 25, 25 |" in curve
+    assert "| G-Rerank | 1 | 0.0 | 15.0 | 30.0 | 25 |" in (tmp_path / "hotpotqa-train32" / "heldout_curve.md").read_text()
     table = (tmp_path / "learning_curve.md").read_text()
     selected, last = table.split("## The last step")
     assert "| G-Rerank | 60.0 (1) | 85.0 ± 7.1 (2) |" in selected and "| zero-shot | 50.0 | 50.0 |" in table
