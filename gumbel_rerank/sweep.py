@@ -11,7 +11,8 @@ the paired tests need the same questions and the same start); rows differ in the
 settings. Rows share one loaded reader (with its doc cache), one on-disk teacher cache and one memo
 of the reader's generated answers (keyed by question and doc set, so two rankings with the same
 top-k reuse one generation). A (row, seed) whose result file exists is skipped, so an interrupted
-sweep continues where it stopped.
+sweep continues where it stopped; a row cut short continues from its last checkpoint (one at every
+validation, ``train.eval_every``), with the weights, log and selection an uninterrupted run has.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from typing import Any
 import torch
 import yaml
 
-from . import devices, objectives
+from . import checkpoint, devices, objectives
 from .config import Config, ConfigError, from_dict
 from .config import load as load_config
 from .data import Example, load_splits
@@ -40,6 +42,8 @@ from .readers import build_reader
 from .readers.base import Reader
 from .rerankers import Reranker
 from .train import check_data, train
+
+log = logging.getLogger(__name__)
 
 PER_QUESTION = ("R@{k}", "bridge_R@{k}", "FullSupport@{k}")  # kept per question (every eval.ks) for paired tests
 STEP_KEYS = ("step", "loss", "hard_loss", "tau", "lr", "seconds", "mask_sum", "mask_distinct", "mask_overlap")
@@ -189,6 +193,28 @@ def starting_reranker(cfg: Config) -> Reranker:
         return Reranker.from_config(cfg.reranker)
 
 
+TIME_FILE = "sweep_time.json"  # in a row's run folder: its training seconds before the current start
+
+
+def _resume_point(run_dir: Path) -> tuple[int | None, float]:
+    """The step of the newest intact checkpoint a cut-short row left in ``run_dir`` (None: start afresh)
+    and the row's seconds up to that checkpoint: those of earlier starts, counted to the checkpoint's
+    write (what came after it is redone). Records this start's wall time for a later resume."""
+    ckpt = checkpoint.latest(run_dir) if run_dir.is_dir() else None
+    seconds, step = 0.0, None
+    if ckpt is not None:
+        state = ckpt / "trainer_state.json"  # written last
+        step = int(json.loads(state.read_text())["step"])
+        try:
+            before = json.loads((run_dir / TIME_FILE).read_text())
+            seconds = float(before["seconds"]) + max(state.stat().st_mtime - float(before["started"]), 0.0)
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("%s: no readable %s; the row's seconds count from this start only", run_dir, TIME_FILE)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / TIME_FILE).write_text(json.dumps({"seconds": seconds, "started": time.time()}))
+    return step, seconds
+
+
 def run_group(
     rows: Sequence[Row],
     seeds: Sequence[int],
@@ -241,16 +267,37 @@ def run_group(
             run_dir = work / f"{row.name}.seed{seed}"
             cfg = dataclasses.replace(
                 row.cfg,
-                train=dataclasses.replace(row.cfg.train, seed=seed, out_dir=str(run_dir)),
+                train=dataclasses.replace(
+                    row.cfg.train,
+                    seed=seed,
+                    out_dir=str(run_dir),
+                    # a checkpoint at every validation (they keep the selection's state too), so a row cut
+                    # short by the end of a sitting continues from its last one
+                    checkpoint_every=row.cfg.train.eval_every or row.cfg.train.checkpoint_every,
+                ),
                 # answers and the held-out answer NLL come from the shared memo
                 eval=dataclasses.replace(row.cfg.eval, generate=False, answer_nll=False),
             )
             trained = copy.deepcopy(start)
             if kept_bottom is not None and cfg.eval.prefix_cache_mb > 0:  # what earlier rows kept (checked equal)
                 trained.prefix_cache = kept_bottom.rebind(trained.encoder)
+            resumed_from, seconds_before = _resume_point(run_dir)
             t0 = time.perf_counter()
-            result = train(cfg, progress=progress, reranker=trained, reader=reader, teachers=teachers, before=before)
-            seconds = time.perf_counter() - t0
+            try:
+                result = train(
+                    cfg,
+                    progress=progress,
+                    reranker=trained,
+                    reader=reader,
+                    teachers=teachers,
+                    before=before,
+                    resume=resumed_from is not None,
+                )
+            except ConfigError as err:
+                if resumed_from is None:
+                    raise
+                raise ConfigError(f"{err}. To start row {row.name} seed {seed} again, move {run_dir} away") from None
+            seconds = seconds_before + time.perf_counter() - t0
             kept_bottom = trained.prefix_cache or kept_bottom
             steps, curve = _steps_and_curve(run_dir)
             res = _result(
@@ -265,6 +312,7 @@ def run_group(
                 row=row.name,
                 seed=seed,
                 seconds=seconds,
+                resumed_from_step=resumed_from,
                 seconds_per_step=result.seconds_per_step,
                 skipped_steps=result.skipped_steps,
                 steps=steps,

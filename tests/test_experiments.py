@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -382,3 +383,52 @@ def test_learning_rate_is_chosen_by_validation_nll_not_by_held_out_recall(tmp_pa
     assert pdist.startswith("| PDist | 2.200 | 2.250 | 1e-5 | 85.0 | 99.0 | 85.0 | 85.0 | ")
     # 80 vs 85 of 100 questions: 5 discordant pairs, all one way; the exact two-sided p is 2 / 2**5
     assert float(pdist.split("|")[-2]) == pytest.approx(2 / 2**5, abs=0.015)
+
+
+class SittingEndedError(Exception):
+    """The end of a sitting, in the middle of a row."""
+
+
+def test_a_row_cut_short_continues_from_its_last_checkpoint_as_if_never_cut(
+    tmp_path: Path, bert_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train_module = importlib.import_module("gumbel_rerank.train")  # the package's `train` is the function
+    real, cuts = train_module._checkpoint, list[int]()
+
+    def cut_after_second(run, step):  # type: ignore[no-untyped-def]
+        real(run, step)
+        if step + 1 == 2 and not cuts:  # checkpoint-2 is on disk: the sitting ends here, once
+            cuts.append(step)
+            raise SittingEndedError
+
+    extra = ["data.num_val=2", "train.eval_every=1", "train.select=val_loss", "train.steps=3"]
+    runs = {}
+    for name in ("whole", "cut"):
+        root = tmp_path / name
+        rows = load_group(write_group(root, bert_dir, {"gumbel": extra, "pdist": [*extra, "objective.name=pdist"]}))
+        reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+        if name == "cut":
+            monkeypatch.setattr(train_module, "_checkpoint", cut_after_second)
+            with pytest.raises(SittingEndedError):
+                run_group(rows, [0], root / "results", root / "work", reader=reader, progress=False)
+            assert not (root / "results" / "hotpotqa" / "runs" / "gumbel.seed0.json").exists()
+            # a row config changed since the cut is refused with what to do, not resumed or restarted
+            changed = load_group(write_group(tmp_path / "changed", bert_dir, {"gumbel": [*extra, "train.lr=0.5"]}))
+            with pytest.raises(ConfigError, match="To start row gumbel seed 0 again, move .*gumbel.seed0 away"):
+                run_group(changed, [0], tmp_path / "changed" / "results", root / "work", reader=reader, progress=False)
+        out = run_group(rows, [0], root / "results", root / "work", reader=reader, progress=False)
+        runs[name] = {r: json.loads((out / "runs" / f"{r}.seed0.json").read_text()) for r in ("gumbel", "pdist")}
+    whole, cut = runs["whole"], runs["cut"]
+    assert cut["gumbel"]["resumed_from_step"] == 2 and cut["pdist"]["resumed_from_step"] is None
+    assert whole["gumbel"]["resumed_from_step"] is None
+    trained = json.loads((tmp_path / "cut" / "work" / "gumbel.seed0" / "report.json").read_text())
+    assert trained["resumed_from_step"] == 2  # the trainer itself continued; steps 1-2 were not run again
+    for row in ("gumbel", "pdist"):
+        assert cut[row]["held_out_scores"] == whole[row]["held_out_scores"]
+        assert cut[row]["curve"] == whole[row]["curve"] and len(cut[row]["curve"]) == 4  # steps 0-3, none twice
+        assert cut[row]["selection"] == whole[row]["selection"]
+        drop = lambda steps: [{k: v for k, v in s.items() if k != "seconds"} for s in steps]  # noqa: E731
+        assert drop(cut[row]["steps"]) == drop(whole[row]["steps"])
+    # the row's seconds count the first start up to its checkpoint, then the rest (at least its one step)
+    first = json.loads((tmp_path / "cut" / "work" / "gumbel.seed0" / "sweep_time.json").read_text())["seconds"]
+    assert first > 0 and cut["gumbel"]["seconds"] >= first + cut["gumbel"]["seconds_per_step"]
