@@ -11,8 +11,9 @@ the paired tests need the same questions and the same start); rows differ in the
 settings. Rows share one loaded reader (with its doc cache), one on-disk teacher cache and one memo
 of the reader's generated answers (keyed by question and doc set, so two rankings with the same
 top-k reuse one generation). A (row, seed) whose result file exists is skipped, so an interrupted
-sweep continues where it stopped; a row cut short continues from its last checkpoint (one at every
-validation, ``train.eval_every``), with the weights, log and selection an uninterrupted run has.
+sweep continues where it stopped; a row cut short continues from its last checkpoint (every
+``train.checkpoint_every`` steps, or with 0 there every ``train.eval_every``), with the weights, log
+and selection an uninterrupted run has.
 """
 
 from __future__ import annotations
@@ -271,9 +272,9 @@ def run_group(
                     row.cfg.train,
                     seed=seed,
                     out_dir=str(run_dir),
-                    # a checkpoint at every validation (they keep the selection's state too), so a row cut
-                    # short by the end of a sitting continues from its last one
-                    checkpoint_every=row.cfg.train.eval_every or row.cfg.train.checkpoint_every,
+                    # checkpoints (they keep the selection's state too) so that a row cut short by the end of
+                    # a sitting continues from its last one: the row's own cadence, else at every validation
+                    checkpoint_every=row.cfg.train.checkpoint_every or row.cfg.train.eval_every,
                 ),
                 # answers and the held-out answer NLL come from the shared memo
                 eval=dataclasses.replace(row.cfg.eval, generate=False, answer_nll=False),
