@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from curves import write_curves
-from paper import report
+from paper import planned_rows, report
 
 from gumbel_rerank.config import ConfigError
 from gumbel_rerank.data import DataError
@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             f.write(line + "\n")
 
     try:
+        planned = planned_rows(HERE)  # the Time tables count rows done against the plan's
+
+        def tables(readmes: list[Path] | None = None) -> Path:
+            return report(args.results, readmes=readmes or [], planned=planned)
+
         if not args.report:
             groups = [g.strip() for g in args.groups.split(",") if g.strip()]
             ensure_adapters(groups)
@@ -91,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                 progress=not args.no_progress,
                 max_seeds=args.max_seeds or None,
                 on_result=note,
-                after_group=lambda out: note(f"{out.name}: done, tables in {report(args.results).parent / out.name}"),
+                after_group=lambda out: note(f"{out.name}: done, tables in {tables().parent / out.name}"),
             )
-        print(report(args.results, readmes=readmes).read_text())
+        print(tables(readmes).read_text())
         for path in write_curves(args.results):
             print(f"curve: {path}")
     except (ConfigError, DataError) as err:

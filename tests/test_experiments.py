@@ -15,12 +15,16 @@ from experiments.paper import (
     CLAIMS_BLOCK,
     PAPER,
     TABLE_BLOCK,
+    TIME_BLOCK,
     claims,
     claims_text,
+    load_groups,
     paper_numbers,
+    planned_rows,
     readme_table,
     report,
     sync_readme,
+    time_table,
 )
 from gumbel_rerank.config import ConfigError, dump
 from gumbel_rerank.evaluate import retrieval_metrics
@@ -126,6 +130,41 @@ def test_runs_every_row_and_seed_resumes_and_reports(tmp_path: Path, bert_dir: s
         sync_readme(readme, results)
 
 
+def test_the_time_table_counts_rows_against_the_plan_and_estimates_the_rest(tmp_path: Path) -> None:
+    zero = {"row": "zero-shot", "seconds": 999.0}  # the zero-shot row is setup, not a trained row
+    groups = {
+        "a": {"zero-shot": [zero], "gumbel": [{"seconds": 1800.0}, {"seconds": 5400.0}]},
+        "old": {"gumbel": [{"seconds": 360.0}]},  # results of a group the plan no longer has
+    }
+    lines = time_table(groups, {"a": 3, "b": 2})  # type: ignore[arg-type]
+    text = "\n".join(lines)
+    assert "| a | 2 of 3 | 2.0 | 60 | 90 |" in text  # 7200 s: 2.0 h, mean 60 min, longest 90
+    assert "| b | 0 of 2 |  |  |  |" in text and "| old | 1 |" in text
+    assert "| **all** | 3 of 5 | 2.1 | 42 | 90 |" in text
+    # a's last row at a's mean (1 h), b's two at the mean of every row so far (7560 s / 3 each): 1 + 1.4 h
+    assert "Still to run: 3 rows (a 1, b 2), about 2.4 h of row time" in text
+    assert "Every planned row has run." in "\n".join(time_table(groups, {"a": 2}))  # type: ignore[arg-type]
+    assert "2 of" not in "\n".join(time_table(groups))  # type: ignore[arg-type]  # no plan: counts only
+    assert time_table({}) == []
+
+    # the README's time block is rewritten from the results and the plan, and needs the plan
+    root = tmp_path / "plan"
+    (root / "configs" / "g").mkdir(parents=True)
+    (root / "plan.yaml").write_text("g: [0, 1]\n")
+    (root / "configs" / "g" / "gumbel.yaml").write_text(dump(small_config(tmp_path, "unused-bert-dir")))
+    assert planned_rows(root) == {"g": 2}
+    results = tmp_path / "results"
+    (results / "g" / "runs").mkdir(parents=True)
+    (results / "g" / "runs" / "gumbel.seed0.json").write_text(json.dumps({"row": "gumbel", "seed": 0, "seconds": 720.0}))
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- time: plan (generated) -->\nstale\n<!-- /time -->\ny\n")
+    with pytest.raises(ConfigError, match="a time block needs the plan"):
+        sync_readme(readme, results)
+    sync_readme(readme, results, planned_rows(root))
+    text = readme.read_text()
+    assert "stale" not in text and "| g | 1 of 2 | 0.2 | 12 | 12 |" in text and text.endswith("<!-- /time -->\ny\n")
+
+
 def test_group_rows_must_share_data_and_reader(tmp_path: Path, bert_dir: str) -> None:
     folder = write_group(tmp_path, bert_dir, {"gumbel": [], "other": ["data.num_eval=3"]})
     with pytest.raises(ConfigError, match="other.yaml: its data section differs"):
@@ -224,6 +263,8 @@ def test_the_readme_tables_are_the_committed_results() -> None:
         for m in CLAIMS_BLOCK.finditer(text):
             assert m.group(2) in have, page
             assert m.group(3) == claims_text(m.group(2), load_results(results / m.group(2))) + "\n", f"{page}: stale claims"
+        times = [m.group(2) for m in TIME_BLOCK.finditer(text)]
+        assert times == ["\n".join(time_table(load_groups(results), planned_rows(root / "experiments")))], f"{page}: stale time"
 
 
 def test_every_committed_result_of_a_planned_group_matches_its_config_now() -> None:
