@@ -39,6 +39,7 @@ from .evaluate import per_question, reader_metrics, retrieval_metrics, score_all
 from .jsonsafe import dumps, write_json
 from .metrics import exact_match, f1_score
 from .objectives import OBJECTIVES, TeacherCache
+from .objectives.teachers import reader_fingerprint
 from .readers import build_reader
 from .readers.base import Reader
 from .rerankers import Reranker
@@ -242,8 +243,17 @@ def run_group(
     start = starting_reranker(cfg0)
     zero = runs / "zero-shot.json"
     setup = {k: v for k, v in cfg0.to_dict().items() if k in ("data", "reader", "reranker", "eval")}
+    weights = reader_fingerprint(reader)  # the config names an adapter by path: this sees a remade one
     if zero.exists():
-        before = _reuse(zero, setup, "the group's data, reader, reranker or eval", key="setup")["held_out"]
+        stored = _reuse(zero, setup, "the group's data, reader, reranker or eval", key="setup")
+        if stored.get("reader_fingerprint", weights) != weights:  # results made before it was recorded: not checked
+            raise ConfigError(
+                f"{zero} was made with other reader weights than {cfg0.reader.model}"
+                f"{' + ' + cfg0.reader.adapter if cfg0.reader.adapter else ''} has now (fingerprint "
+                f"{stored['reader_fingerprint']}, now {weights}; a remade reader adapter?): restore those weights, "
+                f"or move {out} away to rerun the whole group"
+            )
+        before = stored["held_out"]
     else:
         res = _result(
             held_out,
@@ -253,7 +263,7 @@ def run_group(
             cfg0,
             memo,
         )
-        res.update(row="zero-shot", seed=None, seconds=0.0, steps=[], config=None, setup=setup)
+        res.update(row="zero-shot", seed=None, seconds=0.0, steps=[], config=None, setup=setup, reader_fingerprint=weights)
         write_json(zero, res)
         before = res["held_out"]
         if on_result:

@@ -248,6 +248,24 @@ def test_a_fresh_cross_encoder_head_is_the_same_start_on_every_rerun(tmp_path: P
     assert scores[0] == scores[1]
 
 
+def test_a_group_refuses_its_results_when_the_reader_weights_changed(tmp_path: Path, bert_dir: str) -> None:
+    """An adapter is named by its path: a remade one with other weights must not add rows to results made
+    with the first (its zero-shot row records the reader's fingerprint)."""
+    rows = load_group(write_group(tmp_path, bert_dir, {"gumbel": []}))
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+    out = run_group(rows, [], tmp_path / "results" / "hotpotqa", tmp_path / "work", reader=reader, progress=False)
+    zero = json.loads((out / "runs" / "zero-shot.json").read_text())
+    assert len(zero["reader_fingerprint"]) > 8
+    run_group(rows, [], out, tmp_path / "work", reader=reader, progress=False)  # the same weights: kept
+    with torch.no_grad():
+        next(iter(reader.model.parameters())).add_(0.01)  # what a remade adapter, merged, does to the weights
+    with pytest.raises(ConfigError, match="made with other reader weights"):
+        run_group(rows, [], out, tmp_path / "work", reader=reader, progress=False)
+    del zero["reader_fingerprint"]  # results made before the fingerprint was recorded are not checked
+    (out / "runs" / "zero-shot.json").write_text(json.dumps(zero))
+    run_group(rows, [], out, tmp_path / "work", reader=reader, progress=False)
+
+
 def test_the_readme_tables_are_the_committed_results() -> None:
     """Every number in the results tables of experiments/README.md and README.md is what
     `experiments/run.py --report` makes of the committed result files: a stale or hand-edited table fails here."""
