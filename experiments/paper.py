@@ -206,7 +206,7 @@ def time_table(groups: dict[str, Runs], planned: dict[str, int] | None = None) -
     names = sorted({g for g, s in secs.items() if s} | set(planned))
     if not names:
         return []
-    done = [s for g in names for s in secs.get(g, [])]
+    done = [s for g in (planned or names) for s in secs.get(g, [])]  # with a plan: its groups' rows only
     mean_all = sum(done) / len(done) if done else 0.0
 
     def line(name: str, took: list[float], of: int | None) -> list[str | int]:

@@ -140,9 +140,9 @@ def test_the_time_table_counts_rows_against_the_plan_and_estimates_the_rest(tmp_
     text = "\n".join(lines)
     assert "| a | 2 of 3 | 2.0 | 60 | 90 |" in text  # 7200 s: 2.0 h, mean 60 min, longest 90
     assert "| b | 0 of 2 |  |  |  |" in text and "| old | 1 |" in text
-    assert "| **all** | 3 of 5 | 2.1 | 42 | 90 |" in text
-    # a's last row at a's mean (1 h), b's two at the mean of every row so far (7560 s / 3 each): 1 + 1.4 h
-    assert "Still to run: 3 rows (a 1, b 2), about 2.4 h of row time" in text
+    assert "| **all** | 2 of 5 | 2.0 | 60 | 90 |" in text  # the planned groups' rows only
+    # a's last row at a's mean (1 h), b's two at the mean of the planned rows so far (1 h each): 3 h
+    assert "Still to run: 3 rows (a 1, b 2), about 3.0 h of row time" in text
     assert "Every planned row has run." in "\n".join(time_table(groups, {"a": 2}))  # type: ignore[arg-type]
     assert "2 of" not in "\n".join(time_table(groups))  # type: ignore[arg-type]  # no plan: counts only
     assert time_table({}) == []
