@@ -226,8 +226,10 @@ def time_table(groups: dict[str, Runs], planned: dict[str, int] | None = None) -
         rows.append(line("**all**", done, sum(planned.values())))
         left = {g: n - len(secs.get(g, [])) for g, n in planned.items() if n > len(secs.get(g, []))}
         hours = sum(n * (sum(secs[g]) / len(secs[g]) if secs.get(g) else mean_all) for g, n in left.items()) / 3600
+        n_left = sum(left.values())
+        s = "s" if n_left != 1 else ""
         lines[0] += (
-            f" Still to run: {sum(left.values())} row{'s' if sum(left.values()) != 1 else ''} ({', '.join(f'{g} {n}' for g, n in sorted(left.items()))}), "
+            f" Still to run: {n_left} row{s} ({', '.join(f'{g} {n}' for g, n in sorted(left.items()))}), "
             f"about {hours:.1f} h of row time at each group's mean so far (the plan's mean where a group has none)."
             if left
             else " Every planned row has run."
