@@ -143,6 +143,7 @@ def test_the_time_table_counts_rows_against_the_plan_and_estimates_the_rest(tmp_
     assert "| **all** | 2 of 5 | 2.0 | 60 | 90 |" in text  # the planned groups' rows only
     # a's last row at a's mean (1 h), b's two at the mean of the planned rows so far (1 h each): 3 h
     assert "Still to run: 3 rows (a 1, b 2), about 3.0 h of row time" in text
+    assert "Still to run: 1 row (a 1)," in "\n".join(time_table(groups, {"a": 3}))  # type: ignore[arg-type]
     assert "Every planned row has run." in "\n".join(time_table(groups, {"a": 2}))  # type: ignore[arg-type]
     assert "2 of" not in "\n".join(time_table(groups))  # type: ignore[arg-type]  # no plan: counts only
     assert time_table({}) == []
