@@ -23,7 +23,7 @@ import torch
 from common import ROOT
 
 from gumbel_rerank.config import load
-from gumbel_rerank.train import train
+from gumbel_rerank.training.loop import train
 
 
 def main() -> int:

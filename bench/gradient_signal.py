@@ -20,10 +20,10 @@ import time
 from common import ROOT, hotpot_questions
 
 from gumbel_rerank.config import load
+from gumbel_rerank.evaluation.signal import gradient_agreement
 from gumbel_rerank.objectives import TeacherCache
 from gumbel_rerank.readers import build_reader
 from gumbel_rerank.rerankers import Reranker
-from gumbel_rerank.signal import gradient_agreement
 
 GUMBEL = [(1, 2), (2, 2), (4, 2), (1, 4), (1, 8)]  # (samples, batch size)
 RIVALS = ["adist", "emdr", "pdist", "loop", "lsr", "supervised"]

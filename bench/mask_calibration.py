@@ -23,7 +23,7 @@ import torch
 from common import ROOT, hotpot_questions
 
 from gumbel_rerank.config import ObjectiveConfig
-from gumbel_rerank.evaluate import score_all
+from gumbel_rerank.evaluation.evaluate import score_all
 from gumbel_rerank.objectives.gumbel import GumbelObjective
 from gumbel_rerank.rerankers import Reranker
 

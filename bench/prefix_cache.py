@@ -30,10 +30,10 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "prefix_cache.json"))
     args = p.parse_args()
 
-    from gumbel_rerank.evaluate import score_all
-    from gumbel_rerank.metrics import rank
+    from gumbel_rerank.data.schema import rank
+    from gumbel_rerank.evaluation.evaluate import score_all
     from gumbel_rerank.rerankers import Reranker
-    from gumbel_rerank.stabilize import restrict_trainable
+    from gumbel_rerank.training.stabilize import restrict_trainable
 
     whole = Reranker.from_pretrained("all-minilm-l6-v2", kind="bi", max_length=256)
     restrict_trainable(whole, 2)

@@ -27,9 +27,9 @@ def main() -> None:
     args = p.parse_args()
 
     from gumbel_rerank.data.schema import doc_text
-    from gumbel_rerank.export import load_reranker
-    from gumbel_rerank.loadtest import load_test
-    from gumbel_rerank.serve import Limits, make_server
+    from gumbel_rerank.serving.export import load_reranker
+    from gumbel_rerank.serving.http import Limits, make_server
+    from gumbel_rerank.serving.loadtest import load_test
 
     reranker = load_reranker(args.model)
     payloads = [

@@ -43,9 +43,9 @@ def main() -> None:
     import urllib.request
 
     from gumbel_rerank.data.schema import doc_text
-    from gumbel_rerank.export import load_reranker
-    from gumbel_rerank.loadtest import post_json
-    from gumbel_rerank.serve import Limits, make_server
+    from gumbel_rerank.serving.export import load_reranker
+    from gumbel_rerank.serving.http import Limits, make_server
+    from gumbel_rerank.serving.loadtest import post_json
 
     reranker = load_reranker(args.model)
     valid = [

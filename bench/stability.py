@@ -24,7 +24,7 @@ from common import ROOT
 
 from gumbel_rerank.config import load
 from gumbel_rerank.readers import build_reader
-from gumbel_rerank.train import train
+from gumbel_rerank.training.loop import train
 
 BASE = ["train.lr=1e-5", "train.warmup_steps=6", "train.schedule=linear"]
 VARIANTS = {

@@ -22,9 +22,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from gumbel_rerank.comparison.report import Runs, load_results, markdown_table, paired_p, summarise
+from gumbel_rerank.comparison.sweep import load_plan
 from gumbel_rerank.objectives import OBJECTIVES, title
-from gumbel_rerank.report import Runs, load_results, markdown_table, paired_p, summarise
-from gumbel_rerank.sweep import load_plan
 
 HERE = Path(__file__).parent
 CURVE_GROUPS = {32: "hotpotqa-train32", 100: "hotpotqa-train100", 300: "hotpotqa"}

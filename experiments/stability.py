@@ -23,11 +23,11 @@ import shutil
 import time
 from pathlib import Path
 
+from gumbel_rerank.comparison.report import markdown_table
 from gumbel_rerank.config import load
 from gumbel_rerank.objectives import TeacherCache
 from gumbel_rerank.readers import build_reader
-from gumbel_rerank.report import markdown_table
-from gumbel_rerank.train import train
+from gumbel_rerank.training.loop import train
 
 HERE = Path(__file__).parent
 COMMAND = ["data.num_train=240", "objective.kappa=0.25", "eval.generate=false"]  # the command

@@ -16,7 +16,7 @@ from .config import Config
 from .config import load as load_config
 from .data import Doc, Example
 from .rerankers import Reranker
-from .train import TrainResult
+from .training.loop import TrainResult
 
 try:
     __version__ = _version("gumbel-rerank")

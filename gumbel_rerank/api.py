@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import train as _train
 from .config import Config, ConfigError
 from .config import load as load_config
 from .data import Example, read_examples
-from .evaluate import retrieval_metrics, score_all
+from .evaluation.evaluate import retrieval_metrics, score_all
 from .rerankers import Reranker
+from .training import loop as _train
 
 Data = str | Path | Sequence[Example]
 
@@ -30,7 +30,7 @@ def train(
     resume: bool = False,
     **sections: dict[str, Any],
 ) -> _train.TrainResult:
-    """Train a reranker; returns the :class:`~gumbel_rerank.train.TrainResult` (``before`` / ``after``
+    """Train a reranker; returns the :class:`~gumbel_rerank.training.loop.TrainResult` (``before`` / ``after``
     held-out metrics, ``run_dir`` with the trained ``reranker/``).
 
     ``config`` is a :class:`Config`, a YAML path or None (the defaults). Each keyword names a config

@@ -1,4 +1,12 @@
-"""Command line: argument parsing only (the commands, which print, are in :mod:`gumbel_rerank.commands`)."""
+"""gumbel-rerank: train the reranker of a RAG system from the frozen reader's own answer loss, with no
+relevance labels (Gumbel Reranking, ACL 2025), beside its rivals on the same batches; then evaluate,
+export and serve it.
+
+example:
+  gumbel-rerank train configs/default.yaml train.steps=100   # G-Rerank on the embedded data, before/after
+"""
+
+# This module parses arguments only; the commands, which print, are in gumbel_rerank.commands.
 
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ def _port(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gumbel-rerank", description=__doc__)
+    p = argparse.ArgumentParser(prog="gumbel-rerank", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true")
     from . import __version__
 

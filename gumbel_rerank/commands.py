@@ -11,7 +11,7 @@ from typing import Any
 from . import devices, objectives
 from .config import Config
 from .config import load as _load
-from .report import before_after_table, fmt
+from .evaluation.tables import before_after_table, fmt
 
 
 def load_config(path: str | Path | None, overrides: list[str]) -> Config:
@@ -22,7 +22,7 @@ def load_config(path: str | Path | None, overrides: list[str]) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from .training.loop import train
 
     cfg = load_config(args.config, args.overrides)
     print(
@@ -58,10 +58,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Zero-shot vs trained reranker of a run, with run files and a paired test per metric."""
     from .data import load_splits
-    from .evaluate import evaluate, score_all
+    from .evaluation.evaluate import evaluate, score_all
+    from .evaluation.runfiles import write_comparison
     from .readers import build_reader
     from .rerankers import Reranker
-    from .runfiles import write_comparison
 
     run_dir = Path(args.run_dir)
     cfg = load_config(run_dir / "config.yaml", args.overrides)
@@ -87,7 +87,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     """How much the reader's answer likelihood depends on the gold docs (answer NLL per token)."""
     from .data import load_splits
-    from .probe import reader_dependence, weight_gradients
+    from .evaluation.probe import reader_dependence, weight_gradients
     from .readers import build_reader
 
     cfg = load_config(args.config, args.overrides)
@@ -109,8 +109,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _print_gradient_signal(cfg: Any, reader: Any, examples: list[Any]) -> None:
+    from .evaluation.signal import gradient_agreement
     from .rerankers import Reranker
-    from .signal import gradient_agreement
 
     reranker = Reranker.from_config(cfg.reranker)
     r = gradient_agreement(cfg.objective, reranker, reader, examples, batch_size=cfg.train.batch_size)
@@ -124,8 +124,8 @@ def _print_gradient_signal(cfg: Any, reader: Any, examples: list[Any]) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Every objective from the same reranker on the same batches, reader and candidates."""
-    from .compare import compare, parse_objectives
-    from .report import group_table, load_results
+    from .comparison.compare import compare, parse_objectives
+    from .comparison.report import group_table, load_results
 
     cfg = load_config(args.config, args.overrides)
     names = parse_objectives(args.objectives)
@@ -144,7 +144,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export
+    from .serving.export import export
 
     out = export(args.run_dir, args.out_dir, overwrite=args.overwrite)
     print(
@@ -157,8 +157,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_rerank(args: argparse.Namespace) -> int:
     """Rerank every question's candidates from a file; TREC run + JSONL with the top k."""
-    from .export import load_reranker
-    from .rerank_file import rerank_file
+    from .serving.export import load_reranker
+    from .serving.rerank_file import rerank_file
 
     if args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
@@ -170,8 +170,8 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .export import load_reranker
-    from .serve import Limits, make_server
+    from .serving.export import load_reranker
+    from .serving.http import Limits, make_server
 
     reranker = load_reranker(args.model, kind=args.kind)
     names = {"batch_pairs": "max_batch_pairs", "timeout": "timeout_s"}  # the flags' names for Limits' fields
@@ -200,7 +200,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     """A LoRA adapter for the config's reader, trained on the training answers with all candidates."""
-    from .adapt import AdaptSettings, adapt_reader
+    from .training.adapt import AdaptSettings, adapt_reader
 
     cfg = load_config(args.config, args.overrides)
     flags = {k: v for k, v in vars(args).items() if k in AdaptSettings.__dataclass_fields__ and k != "out_dir"}

@@ -18,8 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data.schema import Example, doc_text, doc_valid, num_docs
-from .metrics import rank
+from .data.schema import Example, doc_text, doc_valid, num_docs, rank
 from .models import resolve
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ import torch
 
 from gumbel_rerank.data.schema import Example
 from gumbel_rerank.data.synthetic import generate
+from gumbel_rerank.evaluation.probe import reader_dependence, weight_gradients
 from gumbel_rerank.models import load_causal_lm
-from gumbel_rerank.probe import reader_dependence, weight_gradients
 from gumbel_rerank.readers import DecoderReader, make_reader
 
 

@@ -15,7 +15,7 @@ run gumbel_rerank/topk.py "    nu = nu - (m0.sum(-1, keepdim=True) - k) / slope"
 run gumbel_rerank/topk.py "return centred / torch.sqrt(var + 1e-12)" "return centred" tests/test_topk.py
 run gumbel_rerank/topk.py "hard = hard_topk(soft, k=k).clamp_min(ST_FLOOR)" "hard = hard_topk(soft, k=k)" "tests/test_topk.py tests/test_calibration.py"
 run gumbel_rerank/readers/decoder.py "answer += self._ids(self.template.end)" "answer += []" tests/test_calibration.py
-run gumbel_rerank/evaluate.py "if has_bridge(ex.docs) else set()" "if True else set()" tests/test_calibration.py
+run gumbel_rerank/evaluation/evaluate.py "if has_bridge(ex.docs) else set()" "if True else set()" tests/test_calibration.py
 run gumbel_rerank/readers/sequential.py "bias = torch.where(same_doc.unsqueeze(1), torch.zeros((), dtype=log_w.dtype), kb.unsqueeze(2))" "bias = torch.zeros_like(kb.unsqueeze(2).expand(-1, -1, kb.shape[-1], -1))" tests/test_readers.py
 run gumbel_rerank/objectives/teachers.py "views = eye if keep_alone else 1 - eye" "views = 1 - eye if keep_alone else eye" tests/test_rivals.py
 run gumbel_rerank/objectives/base.py "p_logp.exp() * (p_logp - q_logp)" "p_logp.exp() * (q_logp - p_logp)" "tests/test_objectives.py tests/test_rivals.py"

@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import byte_tokenizer, tiny_llama
 
-from gumbel_rerank.adapt import AdaptSettings, adapt_reader, gold_only, reader_report
 from gumbel_rerank.config import load
 from gumbel_rerank.data import load_splits
 from gumbel_rerank.readers import load_adapter, make_reader
+from gumbel_rerank.training.adapt import AdaptSettings, adapt_reader, gold_only, reader_report
 
 peft = pytest.importorskip("peft")
 

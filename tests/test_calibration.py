@@ -14,14 +14,14 @@ from test_objectives import ClosedFormReader
 from gumbel_rerank.config import SCHEDULES, ObjectiveConfig
 from gumbel_rerank.data.convert import Loaded, summary
 from gumbel_rerank.data.schema import Doc, Example
-from gumbel_rerank.evaluate import per_question
+from gumbel_rerank.evaluation.evaluate import per_question
 from gumbel_rerank.objectives import Batch
 from gumbel_rerank.objectives.adist import ADistObjective
 from gumbel_rerank.objectives.gumbel import GumbelObjective
 from gumbel_rerank.readers import make_reader
 from gumbel_rerank.readers.fid import FiDReader
-from gumbel_rerank.schedule import lr_factor
 from gumbel_rerank.topk import hard_topk
+from gumbel_rerank.training.schedule import lr_factor
 
 
 def ten_docs(batch_size: int = 16) -> list[Example]:

@@ -10,7 +10,7 @@ from conftest import byte_tokenizer, tiny_llama
 from test_train import small_config
 
 from gumbel_rerank.cli import main
-from gumbel_rerank.compare import compare, parse_objectives
+from gumbel_rerank.comparison.compare import compare, parse_objectives
 from gumbel_rerank.config import ConfigError
 from gumbel_rerank.readers import make_reader
 

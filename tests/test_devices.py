@@ -99,7 +99,7 @@ def test_device_and_dtype_settings() -> None:
         with pytest.raises(ConfigError, match="no CUDA device"):
             devices.pick("cuda")
         from gumbel_rerank.config import load
-        from gumbel_rerank.run_state import _accelerator
+        from gumbel_rerank.training.run_state import _accelerator
 
         with pytest.raises(ConfigError, match="no CUDA device"):  # train refuses it before any work
             _accelerator(load(None, ["train.device=cuda"]))

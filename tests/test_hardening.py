@@ -22,15 +22,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_serving import fake_run
 
-from gumbel_rerank import checkpoint
-from gumbel_rerank.batcher import BadInputError, BusyError, DeadlineError, MicroBatcher
 from gumbel_rerank.cli import main
 from gumbel_rerank.config import ConfigError, load
-from gumbel_rerank.export import load_reranker
 from gumbel_rerank.jsonsafe import write_json
-from gumbel_rerank.loadtest import post_json
 from gumbel_rerank.rerankers import Reranker
-from gumbel_rerank.serve import Limits, RequestError, make_server, parse_request, relevance
+from gumbel_rerank.serving.batcher import BadInputError, BusyError, DeadlineError, MicroBatcher
+from gumbel_rerank.serving.export import load_reranker
+from gumbel_rerank.serving.http import Limits, RequestError, make_server, parse_request, relevance
+from gumbel_rerank.serving.loadtest import post_json
+from gumbel_rerank.training import checkpoint
 
 
 class FakeReranker:
@@ -204,7 +204,7 @@ def saved_run(tmp_path: Path, bert_dir: str, steps: int = 6) -> Path:
     from test_train import small_config
 
     from gumbel_rerank.readers import make_reader
-    from gumbel_rerank.train import train
+    from gumbel_rerank.training.loop import train
 
     cfg = small_config(
         tmp_path, bert_dir, "eval.generate=false", f"train.steps={steps}", "train.checkpoint_every=2", "train.grad_accum=1"
@@ -227,7 +227,7 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint_and_never_starts_over
     assert "checkpoint-6: reranker/model.safetensors is unreadable" in caplog.text
     (run / "checkpoint-4" / "trainer_state.json").write_text("{not json")
     assert checkpoint.latest(run) is None
-    from gumbel_rerank.train import train
+    from gumbel_rerank.training.loop import train
 
     with pytest.raises(ConfigError, match="holds no intact checkpoint"):
         train(load(run / "config.yaml"), progress=False, resume=True)
@@ -281,7 +281,7 @@ def test_rerank_needs_no_answers_and_never_writes_a_non_finite_score(bert_dir: s
     assert main(["rerank", str(run), "--input", str(questions), "--top-k", "2", "--output", str(tmp_path / "top"), "-q"]) == 0
     assert len((tmp_path / "top.run").read_text().splitlines()) == 2 * len(records)
 
-    from gumbel_rerank.rerank_file import rerank_file
+    from gumbel_rerank.serving.rerank_file import rerank_file
 
     broken = FakeReranker()
     broken.predict = lambda pairs, **kw: [float("inf")] * len(pairs)  # type: ignore[method-assign]
@@ -379,7 +379,7 @@ def test_fuzzed_data_files_raise_only_data_errors(tmp_path: Path, content: bytes
 
 
 def test_the_model_card_claims_only_real_hub_ids() -> None:
-    from gumbel_rerank.export import card_data, hub_id_or_none
+    from gumbel_rerank.serving.export import card_data, hub_id_or_none
 
     assert hub_id_or_none("all-minilm-l6-v2") == "sentence-transformers/all-MiniLM-L6-v2"  # a packaged alias
     assert hub_id_or_none("synthetic") is None and hub_id_or_none("../shared/data/hotpotqa/x.jsonl") is None

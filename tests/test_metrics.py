@@ -9,12 +9,12 @@ import ir_measures
 import pytest
 from ir_measures import RR, R, ScoredDoc, nDCG
 
-from gumbel_rerank.metrics import (
+from gumbel_rerank.data.schema import rank
+from gumbel_rerank.evaluation.metrics import (
     exact_match,
     f1_score,
     full_support_at_k,
     ndcg_at_k,
-    rank,
     recall_at_k,
     reciprocal_rank,
 )

@@ -11,9 +11,9 @@ from conftest import VOCAB, byte_tokenizer, make_examples
 from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
 from gumbel_rerank.config import ConfigError, from_dict, validate
-from gumbel_rerank.evaluate import score_all
+from gumbel_rerank.evaluation.evaluate import score_all
 from gumbel_rerank.rerankers import Reranker
-from gumbel_rerank.stabilize import restrict_trainable
+from gumbel_rerank.training.stabilize import restrict_trainable
 
 
 def _bi(kind: str = "bert", layers: int = 4) -> Reranker:

@@ -8,7 +8,7 @@ import torch
 from test_objectives import ClosedFormReader
 
 from gumbel_rerank.data import generate
-from gumbel_rerank.probe import VIEWS, reader_dependence, weight_gradients
+from gumbel_rerank.evaluation.probe import VIEWS, reader_dependence, weight_gradients
 
 
 def reader_that_needs_the_answer_doc(examples):  # type: ignore[no-untyped-def]

@@ -16,12 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from gumbel_rerank import checkpoint
 from gumbel_rerank.cli import main
 from gumbel_rerank.config import VALID_KEYS, Config, ConfigError, load, parse_override
 from gumbel_rerank.data.formats import parse_record, read_examples
 from gumbel_rerank.data.schema import DataError, Example
 from gumbel_rerank.objectives.base import ObjectiveBase
+from gumbel_rerank.training import checkpoint
 
 WORKER = str(Path(__file__).parent / "train_worker.py")
 ROOT = Path(__file__).parent.parent
@@ -137,7 +137,7 @@ def test_non_finite_losses_are_skipped_counted_and_stop_the_run(
 
     from gumbel_rerank.objectives import OBJECTIVES
     from gumbel_rerank.readers import make_reader
-    from gumbel_rerank.train import NonFiniteLossError, train
+    from gumbel_rerank.training.loop import NonFiniteLossError, train
 
     monkeypatch.setitem(OBJECTIVES, "nan", NaNObjective)
     cfg = small_config(

@@ -12,8 +12,8 @@ import pytest
 from scipy import stats
 
 from gumbel_rerank.data import generate
-from gumbel_rerank.evaluate import retrieval_metrics
-from gumbel_rerank.runfiles import holm, paired_permutation_test, write_comparison
+from gumbel_rerank.evaluation.evaluate import retrieval_metrics
+from gumbel_rerank.evaluation.runfiles import holm, paired_permutation_test, write_comparison
 
 
 def test_run_files_give_the_same_metrics_in_trec_eval(tmp_path: Path) -> None:

@@ -9,11 +9,11 @@ import torch
 from conftest import byte_tokenizer, make_examples, tiny_llama
 from test_train import small_config
 
-from gumbel_rerank.evaluate import score_all, topk_answer_nll
+from gumbel_rerank.evaluation.evaluate import score_all, topk_answer_nll
 from gumbel_rerank.objectives.base import Batch, answer_nll
 from gumbel_rerank.readers import make_reader
 from gumbel_rerank.rerankers import Reranker
-from gumbel_rerank.train import train
+from gumbel_rerank.training.loop import train
 
 
 def test_topk_answer_nll_equals_the_reader_on_the_kept_docs_only(bert_dir: str) -> None:
@@ -133,7 +133,7 @@ def test_stability_selected_checkpoint_is_no_worse_than_the_start(tmp_path: Path
 def test_validation_docs_stay_encoded_across_runs_sharing_a_reader_and_apart_from_training_docs(
     tmp_path: Path, bert_dir: str
 ) -> None:
-    from gumbel_rerank.selection import Selector
+    from gumbel_rerank.training.selection import Selector
 
     reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"), doc_cache_mb=64)
     reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=64)

@@ -13,7 +13,7 @@ from test_train import small_config
 
 from gumbel_rerank import objectives
 from gumbel_rerank.cli import main, parser
-from gumbel_rerank.compare import compare
+from gumbel_rerank.comparison.compare import compare
 from gumbel_rerank.config import ConfigError, ObjectiveConfig
 from gumbel_rerank.objectives import OBJECTIVES, SHARED_KEYS, LossOutput, ObjectiveBase
 from gumbel_rerank.readers import make_reader
@@ -157,3 +157,71 @@ def test_a_new_objective_is_one_class_and_one_registry_entry(
 def test_an_unregistered_objective_is_refused_before_any_model_loads(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "configs/default.yaml", "objective.name=magic"]) == 2
     assert "objective.name must be one of gumbel, adist" in capsys.readouterr().err
+
+
+# The import layers, top to bottom (docs/design.md). A module may import its own layer and any layer
+# below it, never one above; serving and comparison are peers that never import each other.
+ENTRY = {"gumbel_rerank", "gumbel_rerank.api", "gumbel_rerank.cli", "gumbel_rerank.commands"}
+LAYERS = {
+    "comparison": ("comparison", "training", "evaluation", "method", "ground"),
+    "serving": ("serving", "evaluation", "method", "ground"),
+    "training": ("training", "evaluation", "method", "ground"),
+    "evaluation": ("evaluation", "method", "ground"),
+    "method": ("method", "ground"),
+    "ground": ("ground",),
+}
+GROUND = {"data", "config", "jsonsafe", "models", "devices"}
+METHOD = {"topk", "masking", "readers", "rerankers", "prefix_cache", "objectives"}
+
+
+def layer_of(module: str) -> str | None:
+    """The layer of a package module (None for the entry points, which may import anything)."""
+    if module in ENTRY:
+        return None
+    top = module.split(".")[1]
+    if top in LAYERS:
+        return top
+    if top in METHOD:
+        return "method"
+    if top in GROUND:
+        return "ground"
+    raise AssertionError(f"{module} has no layer: add it to tests/test_shape.py and docs/design.md")
+
+
+def layering_violations() -> list[str]:
+    out = []
+    for p in sorted(PACKAGE.rglob("*.py")):
+        mod = module_name(p)
+        mine = layer_of(mod)
+        if mine is None:
+            continue
+        for target in sorted(package_imports(p)):
+            theirs = layer_of(target)
+            if theirs is not None and theirs not in LAYERS[mine]:
+                out.append(f"{mod} ({mine}) imports {target} ({theirs})")
+    return out
+
+
+def test_no_lower_layer_imports_a_higher_one() -> None:
+    assert layering_violations() == []
+
+
+def test_the_layering_check_finds_an_upward_import() -> None:
+    """A check that cannot fail is no check: a method module importing training is reported."""
+    bad = PACKAGE / "_upward.py"
+    METHOD.add("_upward")
+    try:
+        bad.write_text("from .training import checkpoint\n")
+        assert layering_violations() == [
+            "gumbel_rerank._upward (method) imports gumbel_rerank.training (training)",
+            "gumbel_rerank._upward (method) imports gumbel_rerank.training.checkpoint (training)",
+        ]
+    finally:
+        METHOD.discard("_upward")
+        bad.unlink(missing_ok=True)
+
+
+def test_no_package_file_is_over_300_lines_and_the_readme_over_250() -> None:
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 300}
+    assert long == {}
+    assert len((PACKAGE.parent / "README.md").read_text().splitlines()) <= 250

@@ -14,11 +14,11 @@ from test_train import small_config
 from gumbel_rerank.config import ObjectiveConfig
 from gumbel_rerank.data.schema import doc_valid
 from gumbel_rerank.data.synthetic import generate
+from gumbel_rerank.evaluation.signal import gradient_agreement
 from gumbel_rerank.readers import make_reader
 from gumbel_rerank.rerankers import Reranker
-from gumbel_rerank.signal import gradient_agreement
-from gumbel_rerank.stabilize import StartAnchor, restrict_trainable
-from gumbel_rerank.train import train
+from gumbel_rerank.training.loop import train
+from gumbel_rerank.training.stabilize import StartAnchor, restrict_trainable
 
 
 def test_start_anchor_is_zero_at_the_start_and_pulls_back(bert_dir: str) -> None:

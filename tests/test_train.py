@@ -9,13 +9,13 @@ import pytest
 import torch
 from conftest import byte_tokenizer, tiny_llama
 
-from gumbel_rerank import checkpoint
 from gumbel_rerank.cli import main
 from gumbel_rerank.config import ConfigError, load
-from gumbel_rerank.evaluate import score_all
+from gumbel_rerank.evaluation.evaluate import score_all
 from gumbel_rerank.readers import make_reader
 from gumbel_rerank.rerankers import Reranker
-from gumbel_rerank.train import train
+from gumbel_rerank.training import checkpoint
+from gumbel_rerank.training.loop import train
 
 NO_SELECTION = ["data.num_val=0", "train.eval_every=0", "train.select=last"]  # configs/default.yaml's need 20+ questions
 
@@ -91,7 +91,7 @@ def test_atomic_checkpoint_survives_a_crash_mid_save(tmp_path: Path, bert_dir: s
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("gumbel_rerank.checkpoint.save_file", boom)
+    monkeypatch.setattr("gumbel_rerank.training.checkpoint.save_file", boom)
     with pytest.raises(OSError):
         checkpoint.save(tmp_path, 2, reranker, opt, {})
     assert checkpoint.latest(tmp_path) == good

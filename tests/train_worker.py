@@ -21,7 +21,7 @@ from conftest import byte_tokenizer, tiny_llama
 from gumbel_rerank import objectives
 from gumbel_rerank.config import load
 from gumbel_rerank.readers import make_reader
-from gumbel_rerank.train import train
+from gumbel_rerank.training.loop import train
 
 COMMON = [
     "data.num_train=16",

@@ -1,6 +1,6 @@
 """``compare``: a one-seed sweep over objectives. Each trains a copy of the same starting reranker with
 the same seed (same batches, same noise) on one reader and one teacher cache, is evaluated on the
-same questions, and lands in one table with plots and paired tests (:mod:`gumbel_rerank.report`)."""
+same questions, and lands in one table with plots and paired tests (:mod:`gumbel_rerank.comparison.report`)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ConfigError
-from .data import load_splits
-from .objectives import OBJECTIVES
-from .readers.base import Reader
-from .report import write_report
-from .runfiles import write_trec_run
+from ..config import Config, ConfigError
+from ..data import load_splits
+from ..evaluation.runfiles import write_trec_run
+from ..objectives import OBJECTIVES
+from ..readers.base import Reader
 from .sweep import Row, run_group
+from .writer import write_report
 
 
 @dataclass

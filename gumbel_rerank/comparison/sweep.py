@@ -4,7 +4,7 @@ Layout of a sweep folder (``compare`` makes one; ``experiments/`` holds one per 
 
     runs/zero-shot.json           the starting reranker, evaluated once
     runs/<row>.seed<s>.json       one file per (row, seed), written atomically when its run ends
-    table.md, table.csv, *.png    :func:`gumbel_rerank.report.write_report`
+    table.md, table.csv, *.png    :func:`gumbel_rerank.comparison.report.write_report`
 
 Every row must share the data, the reader, the reranker and the eval config (the zero-shot row and
 the paired tests need the same questions and the same start); rows differ in the objective and its
@@ -31,24 +31,22 @@ from typing import Any
 import torch
 import yaml
 
-from . import checkpoint, devices, objectives
-from .config import Config, ConfigError, from_dict
-from .config import load as load_config
-from .data import Example, load_splits
-from .evaluate import per_question, reader_metrics, retrieval_metrics, score_all, topk_answer_nll
-from .jsonsafe import dumps, write_json
-from .metrics import exact_match, f1_score
-from .objectives import OBJECTIVES, TeacherCache
-from .objectives.teachers import reader_fingerprint
-from .readers import build_reader
-from .readers.base import Reader
-from .rerankers import Reranker
-from .train import check_data, train
+from .. import devices, objectives
+from ..config import Config, ConfigError
+from ..config import load as load_config
+from ..data import load_splits
+from ..evaluation.evaluate import score_all
+from ..jsonsafe import write_json
+from ..objectives import OBJECTIVES, TeacherCache
+from ..objectives.teachers import reader_fingerprint
+from ..readers import build_reader
+from ..readers.base import Reader
+from ..rerankers import Reranker
+from ..training import checkpoint
+from ..training.loop import check_data, train
+from .results import AnswerMemo, _result, _reuse, _steps_and_curve
 
 log = logging.getLogger(__name__)
-
-PER_QUESTION = ("R@{k}", "bridge_R@{k}", "FullSupport@{k}")  # kept per question (every eval.ks) for paired tests
-STEP_KEYS = ("step", "loss", "hard_loss", "tau", "lr", "seconds", "mask_sum", "mask_distinct", "mask_overlap")
 
 
 @dataclass(frozen=True)
@@ -96,96 +94,6 @@ def load_group(group_dir: str | Path) -> list[Row]:
     if not files:
         raise ConfigError(f"{group_dir}: no row configs (*.yaml)")
     return check_rows([Row(f.stem, load_config(f)) for f in files], f"{group_dir}/")
-
-
-class AnswerMemo:
-    """The reader's answer NLL per token given each ranking's hard top-k docs and, with ``eval.generate``,
-    its EM/F1 from them; each computed once per (question, doc set), so rows that keep the same docs
-    share the work."""
-
-    def __init__(self, reader: Reader, cfg: Config) -> None:
-        self.reader, self.cfg = reader, cfg
-        self.answers: dict[tuple[str, tuple[int, ...]], tuple[float, float]] = {}
-        self.nll: dict[tuple[str, tuple[int, ...]], float] = {}
-
-    def __call__(self, examples: Sequence[Example], scores: Sequence[Sequence[float]], k: int) -> dict[str, float]:
-        ev = self.cfg.eval
-        # the hard top-k's doc set (ties to the lower index, as hard_topk)
-        keys = [
-            (ex.id, tuple(sorted(sorted(range(len(s)), key=lambda i: -s[i])[:k]))) for ex, s in zip(examples, scores, strict=True)
-        ]
-        todo = [i for i, key in enumerate(keys) if key not in self.nll]
-        if todo:
-            nll = topk_answer_nll(
-                self.reader, [examples[i] for i in todo], [scores[i] for i in todo], k=k, batch_size=ev.batch_size
-            )
-            self.nll.update((keys[i], v) for i, v in zip(todo, nll, strict=True))
-        out = {"answer_nll": sum(self.nll[key] for key in keys) / len(keys)}
-        if not ev.generate:
-            return out
-        todo = [i for i, key in enumerate(keys) if key not in self.answers]
-        if todo:
-            qa = reader_metrics(
-                self.reader,
-                [examples[i] for i in todo],
-                [scores[i] for i in todo],
-                k=k,
-                batch_size=ev.batch_size,
-                max_new_tokens=ev.max_new_tokens,
-            )
-            for i, pred in zip(todo, qa["predictions"], strict=True):
-                self.answers[keys[i]] = (exact_match(pred, examples[i].answers), f1_score(pred, examples[i].answers))
-        em, f1 = zip(*(self.answers[key] for key in keys), strict=True)
-        return {**out, "EM": sum(em) / len(em), "F1": sum(f1) / len(f1), "generated": len(todo)}
-
-
-def _result(
-    held_out: list[Example],
-    held: list[list[float]],
-    train_set: list[Example],
-    mine: list[list[float]],
-    cfg: Config,
-    memo: AnswerMemo | None,
-) -> dict[str, Any]:
-    ks = cfg.eval.ks
-    out: dict[str, Any] = {"held_out": retrieval_metrics(held_out, held, ks), "mining": retrieval_metrics(train_set, mine, ks)}
-    if memo is not None:
-        out["held_out"].update(memo(held_out, held, cfg.objective.k))
-    rows = per_question(held_out, held, ks)
-    names = [t.format(k=k) for t in PER_QUESTION for k in ks]
-    out["per_question"] = {m: [r[m] for r in rows] for m in names}
-    out["held_out_scores"] = held
-    return out
-
-
-def _steps_and_curve(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The training steps (their logged figures) and the evaluation points (validation answer NLL,
-    label-free, and held-out gold recall against step), from one read of ``metrics.jsonl``."""
-    log = run_dir / "metrics.jsonl"
-    lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
-    steps = [{k: v for k, v in row.items() if k in STEP_KEYS} for row in lines if "loss" in row]
-    return steps, [row for row in lines if "val_loss" in row]
-
-
-def _with_defaults(stored: dict[str, Any]) -> dict[str, Any] | None:
-    """A stored config's sections as the config they mean now: a key added since it was written takes
-    its default (keys are added with the behaviour they had before as default); None if a key it
-    names no longer exists."""
-    try:
-        full = from_dict(stored).to_dict()
-    except ConfigError:
-        return None
-    return json.loads(dumps({section: full[section] for section in stored}))  # as written (lists, no NaN)
-
-
-def _reuse(path: Path, config: dict[str, Any], what: str, key: str = "config") -> dict[str, Any]:
-    """A finished result, kept only if it was made with the config the plan has now."""
-    res: dict[str, Any] = json.loads(path.read_text())
-    if res.get(key) is not None and _with_defaults(res[key]) != json.loads(dumps(config)):
-        raise ConfigError(
-            f"{path} was made with another config than {what} has now; move it away to rerun it, or restore the config"
-        )
-    return res
 
 
 def starting_reranker(cfg: Config) -> Reranker:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -137,3 +137,8 @@ def doc_valid(examples: list[Example], device: torch.device | str = "cpu") -> to
     for b, ex in enumerate(examples):
         valid[b, : len(ex.docs)] = True
     return valid
+
+
+def rank(scores: Sequence[float]) -> list[int]:
+    """Doc indices by descending score; ties keep the lower index first (stable)."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))

@@ -8,12 +8,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config
-from .data.schema import Example, has_bridge
-from .metrics import exact_match, f1_score, full_support_at_k, mean, ndcg_at_k, rank, recall_at_k, reciprocal_rank
-from .readers.base import Reader
-from .rerankers import Reranker
-from .topk import hard_topk
+from ..config import Config
+from ..data.schema import Example, has_bridge, rank
+from ..readers.base import Reader
+from ..rerankers import Reranker
+from ..topk import hard_topk
+from .metrics import exact_match, f1_score, full_support_at_k, mean, ndcg_at_k, recall_at_k, reciprocal_rank
 
 
 @torch.no_grad()
@@ -78,7 +78,7 @@ def topk_answer_nll(
 ) -> list[float]:
     """Per question: the reader's answer NLL per token given only the ranking's hard top-k docs (Atlas's
     eval loss: what a RAG user gains from a better reranker, independent of greedy decoding)."""
-    from .objectives.base import Batch, answer_nll
+    from ..objectives.base import Batch, answer_nll
 
     device = getattr(reader, "device", "cpu")
     out: list[float] = []

@@ -10,7 +10,7 @@ import math
 from collections import Counter
 from collections.abc import Collection, Sequence
 
-from .data.schema import normalize_answer
+from ..data.schema import normalize_answer
 
 # Every table's metric columns, in this order ("{k}": once per eval.ks); ``mining_`` columns (the
 # training questions themselves) follow the held-out ones.
@@ -43,11 +43,6 @@ def columns(available: Collection[str], ks: Sequence[int], *, prefixes: Sequence
                 if name in available and name not in out:
                     out.append(name)
     return out
-
-
-def rank(scores: Sequence[float]) -> list[int]:
-    """Doc indices by descending score; ties keep the lower index first (stable)."""
-    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
 
 
 def recall_at_k(ranking: Sequence[int], relevant: Collection[int], k: int) -> float:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .data.schema import Example
-from .readers.base import Reader
+from ..data.schema import Example
+from ..readers.base import Reader
 
 VIEWS = ("all docs", "both gold docs", "answer doc only", "bridge doc only", "2 distractors", "answer doc + 2 distractors")
 

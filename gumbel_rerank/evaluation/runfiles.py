@@ -10,10 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .data.schema import Example
+from ..data.schema import Example, rank
+from ..jsonsafe import dumps, write_json
 from .evaluate import per_question
-from .jsonsafe import dumps, write_json
-from .metrics import mean, rank
+from .metrics import mean
 
 
 def write_trec_run(

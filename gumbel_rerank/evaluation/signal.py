@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from .config import ObjectiveConfig
-from .data.schema import Example
-from .objectives import OBJECTIVES, Batch, TeacherCache
-from .readers.base import Reader
-from .rerankers import Reranker
+from ..config import ObjectiveConfig
+from ..data.schema import Example
+from ..objectives import OBJECTIVES, Batch, TeacherCache
+from ..readers.base import Reader
+from ..rerankers import Reranker
 
 
 def _gradient(reranker: Reranker, objective: Any, examples: Sequence[Example], reader: Reader, seed: int) -> torch.Tensor:

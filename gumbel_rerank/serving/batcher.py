@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .rerankers import Reranker
+from ..rerankers import Reranker
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .models import ALIASES
-from .report import markdown_table
-from .rerankers import Reranker
+from ..evaluation.tables import markdown_table
+from ..models import ALIASES
+from ..rerankers import Reranker
 
 CITATION = """@inproceedings{huang2025gumbel,
   title     = {Gumbel Reranking: Differentiable End-to-End Reranker Optimization},

@@ -10,7 +10,7 @@ cross-encoder, ``(cosine + 1) / 2`` for a bi-encoder. A doc's ``title`` is read 
 
 Bounded: a request body must arrive within ``read_deadline_s`` (slow-drip clients are cut off), at
 most ``max_connections`` connections are served at once, at most ``max_queue`` requests wait for
-scoring, and each has a deadline (:mod:`gumbel_rerank.batcher`). Every limit answers with a 4xx or
+scoring, and each has a deadline (:mod:`gumbel_rerank.serving.batcher`). Every limit answers with a 4xx or
 503 JSON error that says what to change; nothing a client sends can crash the server or fail
 another client's request.
 """
@@ -29,10 +29,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ..data.schema import doc_text, rank
+from ..rerankers import Reranker
 from .batcher import BadInputError, BusyError, DeadlineError, MicroBatcher, ScoringError
-from .data.schema import doc_text
-from .metrics import rank
-from .rerankers import Reranker
 
 log = logging.getLogger(__name__)
 ROUTES = ("/rerank", "/v1/rerank")

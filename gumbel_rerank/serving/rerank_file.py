@@ -8,11 +8,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .data.formats import read_examples
-from .data.schema import doc_text
-from .metrics import rank
-from .rerankers import Reranker
-from .runfiles import write_trec_run
+from ..data.formats import read_examples
+from ..data.schema import doc_text, rank
+from ..evaluation.runfiles import write_trec_run
+from ..rerankers import Reranker
 
 
 def rerank_file(

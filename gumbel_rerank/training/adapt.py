@@ -27,16 +27,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..config import Config, ConfigError
+from ..data import Example, load_splits, split_validation
+from ..evaluation.metrics import exact_match, f1_score, mean
+from ..evaluation.runfiles import MetricsLog
+from ..jsonsafe import write_json
+from ..models import load_causal_lm
+from ..objectives import Batch
+from ..readers import build_reader
+from ..readers.base import Reader
 from . import checkpoint
-from .config import Config, ConfigError
-from .data import Example, load_splits, split_validation
-from .jsonsafe import write_json
-from .metrics import exact_match, f1_score, mean
-from .models import load_causal_lm
-from .objectives import Batch
-from .readers import build_reader
-from .readers.base import Reader
-from .runfiles import MetricsLog
 from .schedule import put_lr
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def _lora_model(cfg: Config, settings: AdaptSettings) -> tuple[Any, Any]:
         from peft import LoraConfig, get_peft_model
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise FileNotFoundError("adapt-reader needs peft: pip install 'gumbel-rerank[adapt]'") from err
-    from . import devices
+    from .. import devices
 
     model, tokenizer = load_causal_lm(cfg.reader.model, dtype=devices.dtype(cfg.reader.dtype, devices.pick(cfg.train.device)))
     targets: Any = settings.target_modules if settings.target_modules == "all-linear" else settings.target_modules.split(",")

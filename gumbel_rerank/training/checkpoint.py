@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import Config, ConfigError
-from .config import load as load_config
-from .jsonsafe import usual_mode
-from .rerankers import Reranker
+from ..config import Config, ConfigError
+from ..config import load as load_config
+from ..jsonsafe import usual_mode
+from ..rerankers import Reranker
 
 LATEST = "latest"
 log = logging.getLogger(__name__)

@@ -10,16 +10,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..config import Config
+from ..data import Example
+from ..evaluation.evaluate import evaluate, score_all
+from ..evaluation.runfiles import MetricsLog
+from ..jsonsafe import finite, write_json
+from ..objectives import Batch, TeacherCache
+from ..readers.base import Reader
+from ..rerankers import Reranker
 from . import checkpoint
-from .config import Config
-from .data import Example
-from .evaluate import evaluate, score_all
-from .jsonsafe import finite, write_json
-from .objectives import Batch, TeacherCache
-from .readers.base import Reader
-from .rerankers import Reranker
 from .run_state import NonFiniteLossError, Run, TrainResult, check_data, setup
-from .runfiles import MetricsLog
 from .schedule import set_lr
 
 log = logging.getLogger(__name__)

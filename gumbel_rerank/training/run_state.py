@@ -10,13 +10,14 @@ from typing import Any
 
 import torch
 
-from . import checkpoint, devices, objectives
-from .config import Config, ConfigError, dump
-from .data import Example, load_splits, split_validation
-from .objectives import TeacherCache
-from .readers import build_reader
-from .readers.base import Reader
-from .rerankers import Reranker
+from .. import devices, objectives
+from ..config import Config, ConfigError, dump
+from ..data import Example, load_splits, split_validation
+from ..objectives import TeacherCache
+from ..readers import build_reader
+from ..readers.base import Reader
+from ..rerankers import Reranker
+from . import checkpoint
 from .selection import Selector
 from .stabilize import StartAnchor, restrict_trainable
 

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .config import SCHEDULES, Config
+from ..config import SCHEDULES, Config
 
 
 def lr_factor(step: int, *, warmup: int, total: int, kind: str) -> float:

@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
+from ..data.schema import Example
+from ..evaluation.evaluate import retrieval_metrics, score_all, topk_answer_nll
+from ..evaluation.metrics import mean
+from ..readers.base import Reader
+from ..rerankers import Reranker
 from .checkpoint import load_weights, save_reranker
-from .data.schema import Example
-from .evaluate import retrieval_metrics, score_all, topk_answer_nll
-from .metrics import mean
-from .readers.base import Reader
-from .rerankers import Reranker
 
 log = logging.getLogger(__name__)
 

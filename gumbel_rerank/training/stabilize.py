@@ -16,8 +16,8 @@ import re
 
 import torch
 
-from .objectives.base import kl_divergence, student_log_probs
-from .rerankers import Reranker
+from ..objectives.base import kl_divergence, student_log_probs
+from ..rerankers import Reranker
 
 
 class StartAnchor:
