@@ -44,8 +44,9 @@ def main() -> None:
 
     from gumbel_rerank.data.schema import doc_text
     from gumbel_rerank.serving.export import load_reranker
-    from gumbel_rerank.serving.http import Limits, make_server
+    from gumbel_rerank.serving.http import make_server
     from gumbel_rerank.serving.loadtest import post_json
+    from gumbel_rerank.serving.protocol import Limits
 
     reranker = load_reranker(args.model)
     valid = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-from .api import evaluate, train
+from .api import audit, evaluate, train
 from .config import Config
 from .config import load as load_config
 from .data import Doc, Example
@@ -23,4 +23,4 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["Config", "Doc", "Example", "Reranker", "TrainResult", "__version__", "evaluate", "load_config", "train"]
+__all__ = ["Config", "Doc", "Example", "Reranker", "TrainResult", "__version__", "audit", "evaluate", "load_config", "train"]

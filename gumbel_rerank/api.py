@@ -21,6 +21,14 @@ def _examples(data: Data) -> list[Example]:
     return list(read_examples(data)) if isinstance(data, str | Path) else list(data)
 
 
+def _config(config: Config | str | Path | None, sections: dict[str, Any]) -> Config:
+    """``config`` with each section's keys applied as ``section.key=value`` overrides (checked as on the CLI)."""
+    overrides = [
+        f"{section}.{key}={_yaml(value)}" for section, keys in sections.items() for key, value in _mapping(section, keys).items()
+    ]
+    return config if isinstance(config, Config) and not overrides else load_config(config, overrides)
+
+
 def train(
     config: Config | str | Path | None = None,
     *,
@@ -28,6 +36,7 @@ def train(
     eval_data: Data | None = None,
     progress: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
     **sections: dict[str, Any],
 ) -> _train.TrainResult:
     """Train a reranker; returns the :class:`~gumbel_rerank.training.loop.TrainResult` (``before`` / ``after``
@@ -37,23 +46,19 @@ def train(
     section and maps keys to values, checked as on the command line: ``train("configs/default.yaml",
     train={"steps": 40}, objective={"k": 3})``. ``data`` may also be a data file's path or a list of
     :class:`Example` to train on (then ``eval_data``, a path or a list, are the held-out questions).
+    A ``train.out_dir`` that holds another run is refused unless ``resume`` or ``overwrite``.
     """
     examples: list[Example] | None = None
     if data is not None and not isinstance(data, dict):
         examples = _examples(data)
         data = None
-    overrides = [
-        f"{section}.{key}={_yaml(value)}"
-        for section, keys in {**sections, "data": data or {}}.items()
-        for key, value in _mapping(section, keys).items()
-    ]
-    cfg = config if isinstance(config, Config) and not overrides else load_config(config, overrides)
+    cfg = _config(config, {**sections, "data": data or {}})
     splits = None
     if examples is not None:
         splits = (examples, _examples(eval_data) if eval_data is not None else [])
     elif eval_data is not None:
         raise ConfigError("eval_data needs data as well (a path or a list of Example); or set data.eval_source")
-    return _train.train(cfg, progress=progress, resume=resume, splits=splits)
+    return _train.train(cfg, progress=progress, resume=resume, splits=splits, overwrite=overwrite)
 
 
 def evaluate(
@@ -78,3 +83,20 @@ def _yaml(value: Any) -> str:
     import json
 
     return json.dumps(list(value) if isinstance(value, tuple) else value)  # JSON is YAML: typed on the way back
+
+
+def audit(
+    config: Config | str | Path | None = None,
+    *,
+    data: str | Path | None = None,
+    questions: int | None = None,
+    split: str = "validation",
+    subsets: int = 8,
+    progress: bool = True,
+    **sections: dict[str, Any],
+) -> dict[str, Any]:
+    """Can this config's reader teach its reranker? The audit of :mod:`gumbel_rerank.evaluation.audit`
+    (``result["summary"]["verdict"]`` says it in words) on the config's ``split`` or the file ``data``."""
+    from .evaluation.audit import audit as _audit
+
+    return _audit(_config(config, sections), data=data, questions=questions, split=split, subsets=subsets, progress=progress)

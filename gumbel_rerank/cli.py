@@ -17,6 +17,7 @@ import sys
 from . import objectives
 from .commands import (
     cmd_adapt,
+    cmd_audit,
     cmd_compare,
     cmd_convert,
     cmd_eval,
@@ -55,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     resume_help = "continue from the last checkpoint in train.out_dir (same result as an uninterrupted run)"
     t.add_argument("--resume", action="store_true", help=resume_help)
+    t.add_argument("--overwrite", action="store_true", help="replace the run train.out_dir holds (only that run's files)")
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="zero-shot vs trained reranker of a run: recall at k and reader EM/F1")
     e.add_argument("run_dir")
@@ -71,6 +73,16 @@ def parser() -> argparse.ArgumentParser:
         help="also the cosine between reranker gradients of two Gumbel draws / two batches",
     )
     r.set_defaults(func=cmd_probe)
+    u = sub.add_parser("audit", help="before training: can this reader teach this reranker? a table and a verdict")
+    u.add_argument("config")
+    u.add_argument("overrides", nargs="*")
+    u.add_argument("--data", help="audit the questions of this file instead of the config's split")
+    u.add_argument("--questions", type=_positive, help="only the first N questions")
+    u.add_argument("--split", default="validation", choices=("validation", "held-out", "train"), help="the config's split")
+    u.add_argument("--subsets", type=_positive, default=8, help="random k-subsets per question")
+    u.add_argument("--out", help="where audit.json goes (default: train.out_dir/audit.json)")
+    u.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    u.set_defaults(func=cmd_audit)
     m = sub.add_parser("compare", help="train several objectives on the same data and reader; one table and plots")
     m.add_argument("config")
     m.add_argument("overrides", nargs="*")
@@ -145,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (ValueError, FileNotFoundError) as err:  # ConfigError, DataError and bad inputs: the fix is in the message
         print(f"gumbel-rerank: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a folder where a file belongs, no permission, a full disk: one line that names the path
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"gumbel-rerank: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
 
 

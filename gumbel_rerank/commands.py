@@ -12,6 +12,7 @@ from . import devices, objectives
 from .config import Config
 from .config import load as _load
 from .evaluation.tables import before_after_table, fmt
+from .jsonsafe import write_json
 
 
 def load_config(path: str | Path | None, overrides: list[str]) -> Config:
@@ -30,7 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"reranker={cfg.reranker.model} ({cfg.reranker.kind}) data={cfg.data.source} -> {cfg.train.out_dir}"
     )
     start = time.perf_counter()
-    result = train(cfg, progress=not args.quiet, resume=args.resume)
+    result = train(cfg, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)
     table = before_after_table(result.before, result.after)
     (result.run_dir / "report.md").write_text(
         f"# {cfg.train.out_dir}\n\nHeld-out questions, before and after training.\n\n{table}\n"
@@ -80,7 +81,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"  {name:<16} {fmt(row['before'])} -> {fmt(row['after'])}   p = {row['p_value']:.4f}")
     print(f"run files, qrels, per-question metrics and metrics.json: {run_dir / 'eval'}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"before": before, "after": after}, indent=2))
+        write_json(args.json, {"before": before, "after": after}, indent=2)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """The reader's answer NLL under views of the docs, the start's and the per-doc teacher's recall, the
+    subset signal; a table, audit.json and a one-line verdict."""
+    from .evaluation.audit import audit, table
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path(cfg.train.out_dir) / "audit.json"
+    result = audit(cfg, data=args.data, questions=args.questions, split=args.split, subsets=args.subsets, progress=not args.quiet)
+    s, setup = result["summary"], result["setup"]
+    print(
+        f"audit: {setup['reader']} ({setup['layout']}) teaching {setup['reranker']} ({setup['kind']}), k = {s['k']}, "
+        f"{s['questions']} questions of {setup['data']}; NLL in nats per answer token"
+    )
+    print(table(s))
+    write_json(out, result, indent=1)
+    print(f"audit.json: {out}")
+    print(f"verdict: {s['verdict']}")
     return 0
 
 
@@ -158,20 +179,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_rerank(args: argparse.Namespace) -> int:
     """Rerank every question's candidates from a file; TREC run + JSONL with the top k."""
     from .serving.export import load_reranker
-    from .serving.rerank_file import rerank_file
+    from .serving.rerank_file import read_candidates, rerank_file
 
     if args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
+    examples = read_candidates(args.input)  # every record checked before the model loads
     reranker = load_reranker(args.model, kind=args.kind)
     out = Path(args.output or Path(args.input).with_suffix(""))
-    n = rerank_file(reranker, args.input, out, top_k=args.top_k, batch_size=args.batch_size, progress=not args.quiet)
+    n = rerank_file(reranker, examples, out, top_k=args.top_k, batch_size=args.batch_size, progress=not args.quiet)
     print(f"reranked {n} questions; top {args.top_k}: {out}.run (TREC) and {out}.jsonl")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serving.export import load_reranker
-    from .serving.http import Limits, make_server
+    from .serving.http import make_server
+    from .serving.protocol import Limits
 
     reranker = load_reranker(args.model, kind=args.kind)
     names = {"batch_pairs": "max_batch_pairs", "timeout": "timeout_s"}  # the flags' names for Limits' fields

@@ -32,10 +32,20 @@ def dumps(value: Any, **kwargs: Any) -> str:
 
 def write_json(path: str | Path, value: Any, *, indent: int | None = 1) -> None:
     """Atomic: a crash leaves either the old file or the new one, never half of one."""
+    write_text(path, dumps(value, indent=indent))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Atomic (a temporary file beside ``path``, renamed over it), with the umask's permissions."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        f.write(dumps(value, indent=indent))
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as f:
+        try:
+            f.write(text)
+        except BaseException:
+            f.close()
+            os.unlink(f.name)
+            raise
     os.replace(usual_mode(f.name), path)
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .data.schema import Example, doc_text, doc_valid, num_docs, rank
+from .jsonsafe import usual_mode
 from .models import resolve
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ class Reranker(nn.Module):
         self.tokenizer.save_pretrained(path)
         meta = {"kind": self.kind, "max_length": self.max_length, "temperature": self.temperature}
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
+        for weights in path.glob("*.safetensors"):  # written 0600 by the saver; readable as the umask allows
+            usual_mode(weights)
 
     def embed(self, texts: list[str]) -> torch.Tensor:
         """Mean-pooled, L2-normalised embeddings (X, H) of ``texts``."""
@@ -110,12 +113,20 @@ class Reranker(nn.Module):
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         return nn.functional.normalize(pooled, dim=-1)
 
+    def encode_pairs(self, queries: list[str], docs: list[str], **kwargs: Any) -> Any:
+        """Cross-encoder inputs: the doc is truncated to fit ``max_length``; only when a query alone fills
+        it (the tokenizer refuses "only_second" then) are both truncated, longest first."""
+        try:
+            return self.tokenizer(queries, docs, truncation="only_second", max_length=self.max_length, **kwargs)
+        except Exception as err:  # tokenizers raises a bare Exception: "Truncation error: Sequence to truncate too short"
+            if "truncate" not in str(err):
+                raise
+            return self.tokenizer(queries, docs, truncation="longest_first", max_length=self.max_length, **kwargs)
+
     def score_pairs(self, queries: list[str], docs: list[str]) -> torch.Tensor:
         """(X,) scores for X (query, doc) pairs."""
         if self.kind == "cross":
-            enc = self.tokenizer(
-                queries, docs, padding=True, truncation="only_second", max_length=self.max_length, return_tensors="pt"
-            )
+            enc = self.encode_pairs(queries, docs, padding=True, return_tensors="pt")
             return self.encoder(**enc.to(self.device)).logits[:, 0]
         unique = list(dict.fromkeys(queries))
         q = self.embed(unique)
@@ -153,7 +164,7 @@ class Reranker(nn.Module):
                         out = self.score_pairs(queries[i : i + batch_size], docs[i : i + batch_size]).float()
                     scores[i : i + batch_size] = out.tolist()
                 return scores
-            enc = self.tokenizer(queries, docs, truncation="only_second", max_length=self.max_length)
+            enc = self.encode_pairs(queries, docs)
             order = sorted(range(len(pairs)), key=lambda i: -len(enc["input_ids"][i]))
             for i in tqdm(range(0, len(order), batch_size), desc="predict", disable=not show_progress_bar):
                 chunk = order[i : i + batch_size]

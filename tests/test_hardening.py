@@ -28,8 +28,9 @@ from gumbel_rerank.jsonsafe import write_json
 from gumbel_rerank.rerankers import Reranker
 from gumbel_rerank.serving.batcher import BadInputError, BusyError, DeadlineError, MicroBatcher
 from gumbel_rerank.serving.export import load_reranker
-from gumbel_rerank.serving.http import Limits, RequestError, make_server, parse_request, relevance
+from gumbel_rerank.serving.http import make_server
 from gumbel_rerank.serving.loadtest import post_json
+from gumbel_rerank.serving.protocol import Limits, RequestError, parse_request, relevance
 from gumbel_rerank.training import checkpoint
 
 

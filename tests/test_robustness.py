@@ -164,7 +164,7 @@ def test_non_finite_losses_are_skipped_counted_and_stop_the_run(
         "train.grad_accum=1",
         "train.checkpoint_every=0",
     )
-    result = train(cfg, progress=False, reader=reader)  # 0 = never stop: every step skipped and counted
+    result = train(cfg, progress=False, reader=reader, overwrite=True)  # 0 = never stop: every step skipped, counted
     assert result.skipped_steps == 4
 
 

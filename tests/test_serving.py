@@ -20,8 +20,9 @@ from gumbel_rerank.cli import main
 from gumbel_rerank.config import dump, load
 from gumbel_rerank.data.schema import write_jsonl
 from gumbel_rerank.rerankers import Reranker
-from gumbel_rerank.serving.http import Limits, make_server
+from gumbel_rerank.serving.http import make_server
 from gumbel_rerank.serving.loadtest import load_test, post_json
+from gumbel_rerank.serving.protocol import Limits
 
 QUERY = "Who wrote the play?"
 DOCS = ["The play was written by Ann.", "Bananas are yellow.", "Ann is a writer.", "Bananas are yellow."]

@@ -110,7 +110,7 @@ def _resume_point(run_dir: Path) -> tuple[int | None, float]:
     """The step of the newest intact checkpoint a cut-short row left in ``run_dir`` (None: start afresh)
     and the row's seconds up to that checkpoint: those of earlier starts, counted to the checkpoint's
     write (what came after it is redone). Records this start's wall time for a later resume."""
-    ckpt = checkpoint.latest(run_dir) if run_dir.is_dir() else None
+    ckpt = checkpoint.latest(run_dir, checkpoint.RESUMABLE) if run_dir.is_dir() else None
     seconds, step = 0.0, None
     if ckpt is not None:
         state = ckpt / "trainer_state.json"  # written last
@@ -211,6 +211,7 @@ def run_group(
                     teachers=teachers,
                     before=before,
                     resume=resumed_from is not None,
+                    overwrite=True,  # the sweep's own row folder: a row cut short before its first checkpoint restarts
                 )
             except ConfigError as err:
                 if resumed_from is None:

@@ -138,10 +138,18 @@ def load(path: str | Path | Config | None, overrides: list[str] | tuple[str, ...
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file {str(p)!r} does not exist")
+        if p.is_dir():
+            raise ConfigError(f"config {str(p)!r} is a folder; give a YAML file, e.g. configs/default.yaml")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{p}: not valid YAML: {err}") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"{p}: not UTF-8 text (byte {err.start}: {err.object[err.start : err.start + 1]!r}); save it as UTF-8 YAML"
+            ) from None
+        except OSError as err:
+            raise ConfigError(f"{p}: cannot read the config ({err.strerror})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections")
     for item in overrides:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from .schema import DTYPES, SCHEDULES, SELECTIONS, TRACKERS, Config, ConfigError
@@ -83,4 +84,10 @@ def validate(cfg: Config) -> Config:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    for section in dataclasses.fields(cfg):
+        for f in dataclasses.fields(getattr(cfg, section.name)):
+            value = getattr(getattr(cfg, section.name), f.name)
+            for v in value if isinstance(value, tuple) else (value,):
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"{section.name}.{f.name} must be a finite number, got {v}")
     return cfg  # objective.name and each objective's data precondition: gumbel_rerank.objectives.check

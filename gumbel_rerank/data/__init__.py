@@ -15,14 +15,14 @@ log = logging.getLogger(__name__)
 
 def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
     """Training and held-out questions as the config describes them."""
+    held_out = _enough_docs(list(read_examples(cfg.eval_source)), cfg.min_docs, cfg.eval_source) if cfg.eval_source else None
     if cfg.source == "synthetic":
         examples = generate(cfg.num_train + cfg.num_eval, num_docs=cfg.num_docs, seed=cfg.seed, hard_negatives=cfg.hard_negatives)
-        return examples[: cfg.num_train], examples[cfg.num_train :]
+        return examples[: cfg.num_train], held_out[: cfg.num_eval] if held_out is not None else examples[cfg.num_train :]
     examples = _enough_docs(list(read_examples(cfg.source)), cfg.min_docs, cfg.source)
     if cfg.shuffle:  # files are often ordered (HotpotQA's IRCoT dev file: no yes/no question in its first 200)
         random.Random(cfg.seed).shuffle(examples)
-    if cfg.eval_source:
-        held_out = _enough_docs(list(read_examples(cfg.eval_source)), cfg.min_docs, cfg.eval_source)
+    if held_out is not None:
         return examples[: cfg.num_train], held_out[: cfg.num_eval]
     start = cfg.eval_start or cfg.num_train  # a fixed held-out set whatever num_train (learning curves)
     if len(examples) < start + cfg.num_eval:

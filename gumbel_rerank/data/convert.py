@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .formats import _literal, _records, detect, parse_record
-from .schema import DataError, Example, has_bridge
+from .schema import DataError, Example, has_bridge, ident, text
 
 
 @dataclass
@@ -60,9 +60,13 @@ def _check_gold_present(r: dict[str, Any], fmt: str, where: str, warnings: list[
 def _question_only(r: dict[str, Any], where: str) -> Example:
     answers = r.get("answers", r.get("answer"))
     answers = [answers] if isinstance(answers, str) else answers
-    if not isinstance(answers, list) or not answers or not str(answers[0]).strip() or not str(r["question"]).strip():
+    question = text(r["question"], where, "question")
+    if not isinstance(answers, list) or not answers or not question.strip():
         raise DataError(f"{where}: a question-only record needs a non-empty question and answer(s)")
-    return Example(str(r.get("id", r["question"])), str(r["question"]), tuple(str(a) for a in answers), ())
+    answers = [text(a, where, f"answers[{i}]") for i, a in enumerate(answers)]
+    if not answers[0].strip():
+        raise DataError(f"{where}: a question-only record needs a non-empty question and answer(s)")
+    return Example(ident(r.get("id", question), where, "id"), question, tuple(answers), ())
 
 
 def reason(err: DataError) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .schema import DataError, Doc, Example, contains_answer, example_from_json, validate
+from .schema import DataError, Doc, Example, contains_answer, example_from_json, flag, ident, text, validate
 
 
 def _literal(value: Any) -> Any:
@@ -32,37 +32,50 @@ def _docs(qid: str, items: list[tuple[str, str, bool]], answers: tuple[str, ...]
     )
 
 
+def _item(d: dict[str, Any], text_key: str, gold_key: str, where: str, name: str) -> tuple[str, str, bool]:
+    """(title, text, gold) of one candidate object, each field type-checked."""
+    title = d.get("title")
+    return (
+        "" if title is None else text(title, where, f"{name}.title"),
+        text(d[text_key], where, f"{name}.{text_key}"),
+        flag(d.get(gold_key, False), where, f"{name}.{gold_key}") if d.get(gold_key) is not None else False,
+    )
+
+
 def _hotpot_official(r: dict[str, Any], where: str) -> Example:
     """HotpotQA / 2Wiki: context [[title, [sentences]]]; sentence-level supporting_facts -> doc-level gold."""
-    qid = str(r.get("_id", r.get("_1", r.get("id"))))
-    gold_titles = {str(t) for t, _ in _literal(r.get("supporting_facts", []))}
-    answers = (str(r["answer"]),)
-    items = [(str(t), "".join(sents).strip(), str(t) in gold_titles) for t, sents in _literal(r["context"])]
-    return validate(Example(qid, str(r["question"]), answers, _docs(qid, items, answers)), where)
+    qid = ident(r.get("_id", r.get("_1", r.get("id"))), where, "_id")
+    gold_titles = {text(t, where, "supporting_facts title") for t, _ in _literal(r.get("supporting_facts", []))}
+    answers = (text(r["answer"], where, "answer"),)
+    items = [
+        (text(t, where, "context title"), text("".join(sents), where, f"context {t!r}").strip(), t in gold_titles)
+        for t, sents in _literal(r["context"])
+    ]
+    return validate(Example(qid, text(r["question"], where, "question"), answers, _docs(qid, items, answers)), where)
 
 
 def _ircot(r: dict[str, Any], where: str) -> Example:
     """IRCoT processed format: contexts [{title, paragraph_text, is_supporting}], answers_objects[{spans}]."""
-    answers = tuple(str(s) for obj in r["answers_objects"] for s in obj.get("spans", []))
-    qid = str(r["question_id"])
-    items = [(str(c.get("title", "")), str(c["paragraph_text"]), bool(c.get("is_supporting"))) for c in r["contexts"]]
-    return validate(Example(qid, str(r["question_text"]), answers, _docs(qid, items, answers)), where)
+    answers = tuple(text(s, where, "answers_objects span") for obj in r["answers_objects"] for s in obj.get("spans", []))
+    qid = ident(r["question_id"], where, "question_id")
+    items = [_item(c, "paragraph_text", "is_supporting", where, f"contexts[{i}]") for i, c in enumerate(r["contexts"])]
+    return validate(Example(qid, text(r["question_text"], where, "question_text"), answers, _docs(qid, items, answers)), where)
 
 
 def _musique(r: dict[str, Any], where: str) -> Example:
     """MuSiQue: paragraphs [{idx, title, paragraph_text, is_supporting}], answer + answer_aliases."""
-    answers = (str(r["answer"]), *(str(a) for a in r.get("answer_aliases", [])))
-    qid = str(r["id"])
-    items = [(str(p.get("title", "")), str(p["paragraph_text"]), bool(p.get("is_supporting"))) for p in r["paragraphs"]]
-    return validate(Example(qid, str(r["question"]), answers, _docs(qid, items, answers)), where)
+    answers = (text(r["answer"], where, "answer"), *(text(a, where, "answer_aliases") for a in r.get("answer_aliases", [])))
+    qid = ident(r["id"], where, "id")
+    items = [_item(p, "paragraph_text", "is_supporting", where, f"paragraphs[{i}]") for i, p in enumerate(r["paragraphs"])]
+    return validate(Example(qid, text(r["question"], where, "question"), answers, _docs(qid, items, answers)), where)
 
 
 def _dpr(r: dict[str, Any], where: str) -> Example:
     """DPR / FiD records: question, answers, ctxs [{title, text, isgold?, hasanswer?}]."""
-    answers = tuple(str(a) for a in r["answers"])
-    qid = str(r.get("id", r.get("question_id", r["question"])))
-    items = [(str(c.get("title", "")), str(c["text"]), bool(c.get("isgold", c.get("is_gold", False)))) for c in r["ctxs"]]
-    return validate(Example(qid, str(r["question"]), answers, _docs(qid, items, answers)), where)
+    answers = tuple(text(a, where, f"answers[{i}]") for i, a in enumerate(r["answers"]))
+    qid = ident(r.get("id", r.get("question_id", r["question"])), where, "id")
+    items = [_item(c, "text", "isgold" if "isgold" in c else "is_gold", where, f"ctxs[{i}]") for i, c in enumerate(r["ctxs"])]
+    return validate(Example(qid, text(r["question"], where, "question"), answers, _docs(qid, items, answers)), where)
 
 
 def _no_docs(r: dict[str, Any], where: str) -> Example:

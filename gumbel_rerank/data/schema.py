@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import string
 from collections.abc import Iterable, Sequence
@@ -74,6 +75,10 @@ class Example:
 def validate(example: Example, where: str, *, require_answers: bool = True) -> Example:
     """Check one example; raise :class:`DataError` with ``where`` (file:line) and the fix. Without
     ``require_answers`` (reranking one's own candidates) a question may come without answers."""
+    fields = [("question", example.question), *((f"answers[{i}]", a) for i, a in enumerate(example.answers))]
+    fields += [(f"docs[{i}].{k}", getattr(d, k)) for i, d in enumerate(example.docs) for k in ("id", "title", "text")]
+    for name, value in fields:
+        text(value, where, name)
     if not example.question.strip():
         raise DataError(f"{where}: empty question; every record needs a non-empty 'question'")
     if require_answers and (not example.answers or not example.answers[0].strip()):
@@ -87,8 +92,40 @@ def validate(example: Example, where: str, *, require_answers: bool = True) -> E
     return example
 
 
+def _shown(value: object) -> str:
+    return "null" if value is None else f"{json.dumps(value, allow_nan=True)[:40]} ({type(value).__name__})"
+
+
+def text(value: object, where: str, name: str) -> str:
+    """A text field as given: a string that UTF-8 can encode (no lone surrogate such as ``\\ud800``).
+    Anything else is a :class:`DataError` naming the place and the field, never a silent ``str()``."""
+    if not isinstance(value, str):
+        raise DataError(f"{where}: {name} must be a string, got {_shown(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = value[err.start : err.end].encode("utf-8", "backslashreplace").decode()
+        raise DataError(f"{where}: {name} holds {bad}, a lone surrogate that is not text; fix the file's encoding") from None
+    return value
+
+
+def ident(value: object, where: str, name: str) -> str:
+    """An id: a string or an integer (written as its digits)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return text(value, where, name)
+
+
+def flag(value: object, where: str, name: str) -> bool:
+    """A yes/no label: true/false (or 0/1); NaN, strings and the rest are refused, not read as true."""
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise DataError(f"{where}: {name} must be true or false, got {_shown(value)}")
+
+
 def example_from_json(record: object, where: str, *, require_answers: bool = True) -> Example:
-    """Build an :class:`Example` from one schema record (as written by :func:`write_jsonl`)."""
+    """Build an :class:`Example` from one schema record (as written by :func:`write_jsonl`); every field
+    is type-checked (:func:`text`, :func:`ident`, :func:`flag`)."""
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     if not require_answers:
@@ -98,27 +135,41 @@ def example_from_json(record: object, where: str, *, require_answers: bool = Tru
         raise DataError(f"{where}: missing field(s) {missing}; a record needs id, question, answers, docs")
     if not isinstance(record["answers"], list) or not isinstance(record["docs"], list):
         raise DataError(f"{where}: 'answers' and 'docs' must be lists")
-    try:
-        docs = tuple(
+    docs = []
+    for i, d in enumerate(record["docs"]):
+        if not isinstance(d, dict) or "id" not in d or "text" not in d:
+            raise DataError(f"{where}: docs[{i}] must be an object with 'id' and 'text', got {_shown(d)}")
+        title = d.get("title")
+        docs.append(
             Doc(
-                id=str(d["id"]),
-                title=str(d.get("title", "")),
-                text=str(d["text"]),
-                is_gold=bool(d.get("is_gold", False)),
-                has_answer=bool(d.get("has_answer", False)),
+                id=ident(d["id"], where, f"docs[{i}].id"),
+                title="" if title is None else text(title, where, f"docs[{i}].title"),
+                text=text(d["text"], where, f"docs[{i}].text"),
+                is_gold=flag(d.get("is_gold", False), where, f"docs[{i}].is_gold"),
+                has_answer=flag(d.get("has_answer", False), where, f"docs[{i}].has_answer"),
             )
-            for d in record["docs"]
         )
-    except (KeyError, TypeError, AttributeError) as err:
-        raise DataError(f"{where}: every doc needs 'id' and 'text' ({err!r})") from None
-    ex = Example(str(record["id"]), str(record["question"]), tuple(str(a) for a in record["answers"]), docs)
+    answers = tuple(text(a, where, f"answers[{i}]") for i, a in enumerate(record["answers"]))
+    ex = Example(ident(record["id"], where, "id"), text(record["question"], where, "question"), answers, tuple(docs))
     return validate(ex, where, require_answers=require_answers)
 
 
 def write_jsonl(examples: Iterable[Example], path: str | Path) -> None:
-    with Path(path).open("w", encoding="utf-8") as f:
-        for ex in examples:
-            f.write(json.dumps(ex.to_json(), ensure_ascii=False) + "\n")
+    """Write atomically: a temporary file beside ``path``, renamed over it only when every record is
+    written, so a failure leaves an existing file as it was."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give a file name for the output, e.g. {path / 'data.jsonl'}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for ex in examples:
+                f.write(json.dumps(ex.to_json(), ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except UnicodeEncodeError as err:
+        raise DataError(f"{path}: a record holds text UTF-8 cannot encode ({err.reason}); nothing written") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def doc_text(title: str, text: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..data.schema import Example, rank
-from ..jsonsafe import dumps, write_json
+from ..jsonsafe import dumps, write_json, write_text
 from .evaluate import per_question
 from .metrics import mean
 
@@ -21,18 +21,17 @@ def write_trec_run(
 ) -> None:
     """``qid Q0 docid rank score tag`` per line, best first (ties to the lower index, as :func:`rank`);
     ``keep`` writes only the top ``keep`` docs of each question."""
-    with Path(path).open("w") as f:
-        for ex, s in zip(examples, scores, strict=True):
-            for pos, i in enumerate(rank(s)[:keep], 1):
-                f.write(f"{ex.id} Q0 {ex.docs[i].id} {pos} {s[i]:.6f} {tag}\n")
+    lines = [
+        f"{ex.id} Q0 {ex.docs[i].id} {pos} {s[i]:.6f} {tag}\n"
+        for ex, s in zip(examples, scores, strict=True)
+        for pos, i in enumerate(rank(s)[:keep], 1)
+    ]
+    write_text(path, "".join(lines))
 
 
 def write_qrels(examples: Sequence[Example], path: str | Path) -> None:
     """``qid 0 docid relevance`` for every candidate (1 = gold)."""
-    with Path(path).open("w") as f:
-        for ex in examples:
-            for d in ex.docs:
-                f.write(f"{ex.id} 0 {d.id} {int(d.is_gold)}\n")
+    write_text(path, "".join(f"{ex.id} 0 {d.id} {int(d.is_gold)}\n" for ex in examples for d in ex.docs))
 
 
 def paired_permutation_test(a: Sequence[float], b: Sequence[float], *, rounds: int = 10_000, seed: int = 0) -> float:

@@ -20,120 +20,19 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ..data.schema import doc_text, rank
 from ..rerankers import Reranker
 from .batcher import BadInputError, BusyError, DeadlineError, MicroBatcher, ScoringError
+from .protocol import Limits, RequestError, fail, parse_request, rerank_response
 
 log = logging.getLogger(__name__)
 ROUTES = ("/rerank", "/v1/rerank")
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_body_bytes: int = 1 << 20
-    max_documents: int = 1000
-    max_chars: int = 20_000  # per query or document
-    max_batch_pairs: int = 64  # pairs per forward pass across requests: a short request waits one pass at most
-    max_wait_ms: float = 5.0  # how long the batcher waits for more requests
-    timeout_s: float = 60.0  # a request's scoring deadline
-    max_queue: int = 64  # requests waiting for scoring; more get 503 + Retry-After
-    max_connections: int = 64  # connections served at once; more get 503
-    read_deadline_s: float = 30.0  # the whole request must arrive within this
-
-
-class RequestError(Exception):
-    def __init__(self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.headers = status, headers or {}
-
-
-def _fail(status: HTTPStatus, message: str) -> RequestError:
-    return RequestError(status, message)
-
-
-def parse_request(body: bytes, limits: Limits) -> tuple[str, list[str], int | None, bool]:
-    """Validate a /rerank body: (query, documents as read, top_n, return_documents) or a RequestError."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError, and ints past the digit limit
-        raise _fail(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON: {err}") from None
-    except RecursionError:
-        raise _fail(HTTPStatus.BAD_REQUEST, "the body nests too deeply to be a rerank request") from None
-    if not isinstance(data, dict):
-        raise _fail(HTTPStatus.BAD_REQUEST, "the body must be a JSON object with 'query' and 'documents'")
-    unknown = set(data) - {"query", "documents", "top_n", "return_documents", "model"}
-    if unknown:
-        raise _fail(
-            HTTPStatus.UNPROCESSABLE_ENTITY,
-            f"unknown field(s) {sorted(unknown)}; expected query, documents, top_n, return_documents",
-        )
-    query = data.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise _fail(HTTPStatus.UNPROCESSABLE_ENTITY, "'query' must be a non-empty string")
-    docs = data.get("documents")
-    if not isinstance(docs, list) or not docs:
-        raise _fail(HTTPStatus.UNPROCESSABLE_ENTITY, "'documents' must be a non-empty list of strings")
-    if len(docs) > limits.max_documents:
-        raise _fail(
-            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            f"{len(docs)} documents; at most {limits.max_documents} per request, split the request",
-        )
-    texts = [_document(i, d) for i, d in enumerate(docs)]
-    for name, text in [("query", query), *((f"documents[{i}]", t) for i, t in enumerate(texts))]:
-        if len(text) > limits.max_chars:
-            raise _fail(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{name} has {len(text)} characters; at most {limits.max_chars}")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise _fail(HTTPStatus.UNPROCESSABLE_ENTITY, f"{name} is not valid Unicode text (a lone surrogate escape)") from None
-    top_n = data.get("top_n")
-    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
-        raise _fail(HTTPStatus.UNPROCESSABLE_ENTITY, "'top_n' must be a positive integer")
-    ret = data.get("return_documents", False)
-    if not isinstance(ret, bool):
-        raise _fail(HTTPStatus.UNPROCESSABLE_ENTITY, "'return_documents' must be true or false")
-    return query, texts, top_n, ret
-
-
-def _document(i: int, d: Any) -> str:
-    """A document as the reranker reads it: a string, or {"text", "title"?} as "title\\ntext"."""
-    if isinstance(d, str):
-        return d
-    if isinstance(d, dict) and isinstance(d.get("text"), str) and isinstance(d.get("title", ""), str):
-        if set(d) - {"text", "title", "id"}:
-            raise _fail(
-                HTTPStatus.UNPROCESSABLE_ENTITY, f"documents[{i}] has unknown field(s) {sorted(set(d) - {'text', 'title', 'id'})}"
-            )
-        return doc_text(d.get("title", ""), d["text"])
-    raise _fail(HTTPStatus.UNPROCESSABLE_ENTITY, f'documents[{i}] must be a string or {{"text": str, "title"?: str}}')
-
-
-def relevance(reranker: Reranker, score: float) -> float:
-    """A raw score mapped to [0, 1]: sigmoid of a cross-encoder logit; (cosine + 1) / 2 for a bi-encoder."""
-    if reranker.kind == "bi":
-        return min(max((score * reranker.temperature + 1) / 2, 0.0), 1.0)
-    return 1 / (1 + math.exp(-score)) if score >= 0 else math.exp(score) / (1 + math.exp(score))
-
-
-def rerank_response(
-    reranker: Reranker, scores: Sequence[float], docs: Sequence[str], top_n: int | None, return_documents: bool
-) -> dict[str, Any]:
-    results = []
-    for i in rank(scores)[:top_n]:
-        row: dict[str, Any] = {"index": i, "relevance_score": relevance(reranker, scores[i]), "score": scores[i]}
-        if return_documents:
-            row["document"] = {"text": docs[i]}
-        results.append(row)
-    return {"results": results}
+ALLOW = "GET, HEAD, POST, OPTIONS"
 
 
 ERRORS = {
@@ -203,6 +102,8 @@ def make_server(
             self.send_response(status)
             for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
                 self.send_header(key, value)
+            if self.close_connection:  # after a framing error nothing more is read from this connection
+                self.send_header("Connection", "close")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if self.command != "HEAD":
@@ -211,13 +112,56 @@ def make_server(
         def _error(self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> None:
             self._send(status, {"error": message, "status": int(status)}, headers)
 
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """http.server's own refusals (a bad request line, 414, 431, 501, 505) as JSON, like every other
+            reply; the connection is closed, since what follows on it cannot be trusted."""
+            self.close_connection = True
+            if getattr(self, "request_version", "") == "HTTP/0.9":  # a request line too broken to have a version
+                self.request_version = "HTTP/1.1"
+            try:
+                status = HTTPStatus(code)
+            except ValueError:
+                status = HTTPStatus.BAD_REQUEST
+            text = message or status.phrase
+            if status == HTTPStatus.NOT_IMPLEMENTED:
+                text += "; use POST /rerank or GET /health"
+            self._error(status, text)
+
+        def _framing(self) -> int | None:
+            """The body's length from one Content-Length header (None: no body announced). Framing that two
+            parties could read differently is refused and closes the connection: Transfer-Encoding (chunked
+            bodies are not supported), with or without Content-Length, several Content-Length headers, or one
+            that is not a plain number."""
+            te = self.headers.get_all("Transfer-Encoding") or []
+            cl = self.headers.get_all("Content-Length") or []
+            if te or len(cl) > 1 or (cl and not (cl[0].isascii() and cl[0].isdigit() and len(cl[0]) <= 12)):
+                self.close_connection = True
+                if te and cl:
+                    raise fail(HTTPStatus.BAD_REQUEST, "Content-Length together with Transfer-Encoding; send Content-Length only")
+                if te:
+                    raise fail(
+                        HTTPStatus.LENGTH_REQUIRED, "chunked bodies (Transfer-Encoding) are not supported; send Content-Length"
+                    )
+                raise fail(HTTPStatus.BAD_REQUEST, "send one Content-Length header with the body's length in bytes")
+            return int(cl[0]) if cl else None
+
         def _read_body(self, length: int) -> bytes:
             start, parts, got = time.monotonic(), [], 0
             while got < length:
-                if time.monotonic() - start > lim.read_deadline_s:
+                remaining = lim.read_deadline_s - (time.monotonic() - start)
+                if remaining <= 0:
                     self.close_connection = True
                     raise RequestError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {lim.read_deadline_s:g} s")
-                part = self.rfile.read1(min(length - got, 1 << 16))
+                self.connection.settimeout(remaining)
+                try:
+                    part = self.rfile.read1(min(length - got, 1 << 16))
+                except TimeoutError:
+                    self.close_connection = True
+                    raise RequestError(
+                        HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {lim.read_deadline_s:g} s"
+                    ) from None
+                finally:
+                    self.connection.settimeout(lim.read_deadline_s)
                 if not part:
                     self.close_connection = True
                     raise RequestError(HTTPStatus.BAD_REQUEST, "the body ended before Content-Length bytes")
@@ -225,7 +169,21 @@ def make_server(
                 got += len(part)
             return b"".join(parts)
 
+        def _no_body(self) -> bool:
+            """For a method that takes no body: False (and a 4xx sent) on bad framing; a body that is
+            announced is not read, so the connection closes after the reply instead of parsing it."""
+            try:
+                length = self._framing()
+            except RequestError as err:
+                self._error(err.status, str(err), err.headers)
+                return False
+            if length:
+                self.close_connection = True
+            return True
+
         def do_GET(self) -> None:  # http.server's API names
+            if not self._no_body():
+                return
             if self.path == "/health":
                 self._send(
                     HTTPStatus.OK,
@@ -240,19 +198,24 @@ def make_server(
             if self.path not in ROUTES:
                 self._error(HTTPStatus.NOT_FOUND, f"no route POST {self.path}; try POST /rerank")
                 return
-            length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit() or len(length) > 12:
+            try:
+                length = self._framing()
+            except RequestError as err:
+                self._error(err.status, str(err), err.headers)
+                return
+            if length is None:
+                self.close_connection = True  # a body may follow that we cannot delimit
                 self._error(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length header")
                 return
-            if int(length) > lim.max_body_bytes:
+            if length > lim.max_body_bytes:
                 self.close_connection = True
-                if int(length) <= 16 * lim.max_body_bytes:  # read and drop it, so the client hears the reply
+                if length <= 16 * lim.max_body_bytes:  # read and drop it, so the client hears the reply
                     with contextlib.suppress(RequestError):
-                        self._read_body(int(length))
+                        self._read_body(length)
                 self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body of {length} bytes; at most {lim.max_body_bytes}")
                 return
             try:
-                query, docs, top_n, ret = parse_request(self._read_body(int(length)), lim)
+                query, docs, top_n, ret = parse_request(self._read_body(length), lim)
                 scores = batcher.score([(query, d) for d in docs])
                 self._send(HTTPStatus.OK, rerank_response(reranker, scores, docs, top_n, ret))
             except RequestError as err:
@@ -262,10 +225,14 @@ def make_server(
                 self._error(ERRORS[type(err)], str(err), retry)
 
         def do_OPTIONS(self) -> None:
-            self._send(HTTPStatus.NO_CONTENT, None, {"Allow": "GET, HEAD, POST, OPTIONS"})
+            if self._no_body():
+                self._send(HTTPStatus.NO_CONTENT, None, {"Allow": ALLOW})
 
         def do_PUT(self) -> None:
-            self._error(HTTPStatus.METHOD_NOT_ALLOWED, "use POST /rerank or GET /health", {"Allow": "GET, HEAD, POST, OPTIONS"})
+            if self._no_body():
+                self._error(
+                    HTTPStatus.METHOD_NOT_ALLOWED, "use POST /rerank or GET /health", {"Allow": "GET, HEAD, POST, OPTIONS"}
+                )
 
         do_DELETE = do_PATCH = do_PUT  # noqa: N815
 

@@ -31,7 +31,7 @@ from ..config import Config, ConfigError
 from ..data import Example, load_splits, split_validation
 from ..evaluation.metrics import exact_match, f1_score, mean
 from ..evaluation.runfiles import MetricsLog
-from ..jsonsafe import write_json
+from ..jsonsafe import usual_mode, write_json
 from ..models import load_causal_lm
 from ..objectives import Batch
 from ..readers import build_reader
@@ -126,7 +126,7 @@ def adapt_reader(
     if not train_set:
         raise ConfigError("adapt-reader: no training questions; check data.source and data.num_train")
     run_dir = Path(settings.out_dir)
-    ckpt = checkpoint.latest(run_dir) if resume else None
+    ckpt = checkpoint.latest(run_dir, checkpoint.RESUMABLE) if resume else None
     if resume and ckpt is None:
         raise ConfigError(f"resume: {run_dir} holds no intact checkpoint; drop --resume to start from the beginning")
     if model is None:
@@ -185,6 +185,8 @@ def adapt_reader(
                 )
     after = reader_report(reader, held_out, max_new_tokens=settings.max_new_tokens)
     model.save_pretrained(str(run_dir / "adapter"))  # adapter_config.json + adapter_model.safetensors
+    for saved in (run_dir / "adapter").glob("*.safetensors"):
+        usual_mode(saved)
     write_json(
         run_dir / "report.json",
         {

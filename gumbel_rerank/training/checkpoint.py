@@ -83,7 +83,10 @@ def save(
     return final
 
 
-def latest(run_dir: str | Path) -> Path | None:
+RESUMABLE = ("step", "queue")  # what a training or adaptation run's trainer state must hold to resume
+
+
+def latest(run_dir: str | Path, required: tuple[str, ...] = ("step",)) -> Path | None:
     """The newest intact checkpoint of a run, or None when there is none.
 
     A checkpoint whose files are missing, truncated or unreadable is skipped with a warning that names
@@ -94,7 +97,7 @@ def latest(run_dir: str | Path) -> Path | None:
     pointer = run_dir / LATEST
     hint = pointer.read_text(errors="replace").strip() if pointer.is_file() else None
     for path in found:
-        problem = broken(path)
+        problem = broken(path, required)
         if problem is None:
             if hint is not None and hint != path.name:
                 log.warning(
@@ -113,15 +116,25 @@ def _step(path: Path) -> int | None:
     return int(tail) if tail.isdigit() and path.is_dir() else None
 
 
-def broken(path: Path) -> str | None:
+def broken(path: Path, required: tuple[str, ...] = ("step",)) -> str | None:
     """Why checkpoint ``path`` cannot be resumed from (a missing, truncated or unparsable file), or None."""
     from safetensors import safe_open
 
-    for name in ("trainer_state.json", "optimizer.json"):
+    kinds = {"step": int, "queue": list, "skipped": int}
+    shapes: dict[str, dict[str, type]] = {
+        "trainer_state.json": {k: kinds.get(k, object) for k in required},
+        "optimizer.json": {"state": dict, "param_groups": list},
+    }
+    for name, keys in shapes.items():
         try:
-            json.loads((path / name).read_text())
+            saved = json.loads((path / name).read_text())
         except (OSError, ValueError) as err:
             return f"{name} is unreadable ({type(err).__name__}: {str(err)[:80]})"
+        if not isinstance(saved, dict):
+            return f"{name} is not a JSON object"
+        wrong = [k for k, tp in keys.items() if not isinstance(saved.get(k), tp) or isinstance(saved.get(k), bool)]
+        if wrong:
+            return f"{name} lacks {', '.join(wrong)} (or they have the wrong type)"
     weights = sorted(str(f.relative_to(path)) for f in (path / "reranker").glob("*.safetensors"))  # a reranker's or an adapter's
     for name in ("optimizer.safetensors", "state.safetensors", *(weights or ["reranker/model.safetensors"])):
         try:

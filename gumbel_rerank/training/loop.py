@@ -36,19 +36,26 @@ def train(
     before: dict[str, Any] | None = None,
     resume: bool = False,
     splits: tuple[list[Example], list[Example]] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``cfg``; the run directory gets config.yaml, metrics.jsonl, checkpoints, reranker/ and report.json.
 
     ``reranker``, ``reader`` and ``teachers`` skip loading or share them across runs (``compare``);
     ``before`` is the starting reranker's held-out evaluation when the caller already has it;
     ``splits`` (training, held-out questions) replace the data ``cfg.data`` describes.
+    A run directory that holds another run is refused unless ``resume`` or ``overwrite`` (which removes
+    only that run's files); it is locked while the run lasts.
     ``resume`` continues from the run directory's last checkpoint (weights, optimizer, data order,
     Gumbel noise and dropout RNG states), ending with the weights an uninterrupted run would have.
     Under ``accelerate launch``/``torchrun`` every process holds the reader and a replica of the
     reranker and takes an equal slice of each batch; gradients are averaged (DDP).
     """
     with torch.random.fork_rng(devices=[]):  # the run seeds the global RNG (dropout); the caller's state comes back
-        return _train(setup(cfg, reranker, reader, teachers, before, resume, splits), progress)
+        run = setup(cfg, reranker, reader, teachers, before, resume, splits, overwrite)
+        try:
+            return _train(run, progress)
+        finally:
+            run.release()
 
 
 def _train(run: Run, progress: bool) -> TrainResult:

@@ -4,6 +4,7 @@ optimizer and the generators (:func:`setup`), restored from a checkpoint on resu
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from ..objectives import TeacherCache
 from ..readers import build_reader
 from ..readers.base import Reader
 from ..rerankers import Reranker
-from . import checkpoint
+from . import checkpoint, run_folder
 from .selection import Selector
 from .stabilize import StartAnchor, restrict_trainable
 
@@ -102,10 +103,15 @@ class Run:
     first_step: int = 0
     skipped: int = 0
     resumed: bool = False
+    lock: run_folder.RunLock | None = None  # the run folder's, held by the main process until the run ends
 
     @property
     def main(self) -> bool:
         return bool(self.acc.is_main_process)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
 
 def setup(
@@ -116,15 +122,40 @@ def setup(
     before: dict[str, Any] | None,
     resume: bool,
     splits: tuple[list[Example], list[Example]] | None,
+    overwrite: bool = False,
 ) -> Run:
-    """Data, models, objective, optimizer and generators; restored from the last checkpoint on resume."""
+    """Data, models, objective, optimizer and generators; restored from the last checkpoint on resume.
+    The data is read and the run folder claimed (:func:`run_folder.claim`) before any model loads."""
     objectives.check(cfg)
     train_set, held_out = splits if splits is not None else load_splits(cfg.data)
     train_set, validation = split_validation(train_set, cfg.data.num_val)
     check_data(cfg, train_set, held_out)
+    main = int(os.environ.get("RANK", "0")) == 0  # accelerate/torchrun set RANK; the trackers write into out_dir
+    lock = run_folder.claim(cfg.train.out_dir, resume=resume, overwrite=overwrite) if main else None
+    try:
+        run = _build(cfg, reranker, reader, teachers, before, resume, train_set, validation, held_out)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    run.lock = lock
+    return run
+
+
+def _build(
+    cfg: Config,
+    reranker: Reranker | None,
+    reader: Reader | None,
+    teachers: TeacherCache | None,
+    before: dict[str, Any] | None,
+    resume: bool,
+    train_set: list[Example],
+    validation: list[Example],
+    held_out: list[Example],
+) -> Run:
     acc = _accelerator(cfg)
     run_dir = Path(cfg.train.out_dir)
-    ckpt = checkpoint.latest(run_dir) if resume else None
+    ckpt = checkpoint.latest(run_dir, checkpoint.RESUMABLE) if resume else None
     if resume and ckpt is None:
         raise ConfigError(
             f"resume: {run_dir} holds no intact checkpoint (train.checkpoint_every writes them); "
@@ -195,7 +226,7 @@ def restore(run: Run, ckpt: Path) -> None:
     run.noise.set_state(rng["noise"])
     run.order.set_state(rng["order"])
     torch.set_rng_state(rng["torch"])
-    run.first_step, run.skipped, run.queue = state["step"], state["skipped"], state["queue"]
+    run.first_step, run.skipped, run.queue = state["step"], int(state.get("skipped", 0)), state["queue"]
     run.before, run.resumed = state.get("before"), True
     if run.selector is not None:
         run.selector.restore_state(state.get("selection") or {})
