@@ -23,3 +23,6 @@ run gumbel_rerank/readers/parallel.py "        return to_device(ctx, self.device
 run gumbel_rerank/readers/fid.py "input_ids=enc[\"input_ids\"].to(self.device)" "input_ids=enc[\"input_ids\"]" tests/test_devices.py
 run gumbel_rerank/prefix_cache.py "        if not same:" "        if False:" tests/test_prefix_cache.py
 run gumbel_rerank/prefix_cache.py "        return self._run(layers[depth:], hidden, attention)" "        return self._run(layers[depth + 1 :], hidden, attention)" tests/test_prefix_cache.py
+run gumbel_rerank/objectives/reinforce.py "base = (reward.sum(1, keepdim=True) - reward) / (S - 1)  # leave-one-out" "base = reward.sum(1, keepdim=True) / S  # leave-one-out" tests/test_reinforce.py
+run gumbel_rerank/objectives/reinforce.py "                base = answer_nll(reader, batch, greedy.unsqueeze(1))" "                base = reward" tests/test_reinforce.py
+run gumbel_rerank/objectives/reinforce.py "out = out + theta.gather(-1, pick).squeeze(-1) - torch.logsumexp(remaining, dim=-1)" "out = out + theta.gather(-1, pick).squeeze(-1) - torch.logsumexp(theta, dim=-1)" tests/test_reinforce.py

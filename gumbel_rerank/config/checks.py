@@ -64,6 +64,7 @@ def validate(cfg: Config) -> Config:
         ),
         (cfg.objective.tau_final is None or cfg.objective.tau_final > 0, "objective.tau_final must be > 0"),
         (cfg.objective.samples >= 1, "objective.samples must be >= 1"),
+        (cfg.objective.baseline in ("loo", "none"), "objective.baseline must be loo or none"),
         (
             cfg.objective.temperature_gold > 0 and cfg.objective.temperature_score > 0,
             "objective.temperature_gold and objective.temperature_score must be > 0",

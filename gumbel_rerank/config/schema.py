@@ -62,7 +62,8 @@ class ObjectiveConfig:
     tau_final: float | None = None  # anneal tau geometrically to this value over training
     kappa: float = 1.0  # score spread against unit Gumbel noise (in score standard deviations when calibrated)
     calibration: str = "standardize"  # standardize (z-score each question's scores first) | none (the old fixed kappa)
-    samples: int = 1  # Gumbel samples per question
+    samples: int = 1  # Gumbel samples (G-Rerank) or drawn subsets (reinforce) per question
+    baseline: str = "loo"  # reinforce: loo (the other samples' mean; with 1 sample the greedy top k) | none
     relaxation: str = "threshold"  # threshold (sums to k, entries in [0, 1]) | l2x (the paper's max of k draws) | subset
     straight_through: bool = False
     noise: bool = True  # False: the "no Gumbel noise" ablation

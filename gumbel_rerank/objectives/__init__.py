@@ -22,6 +22,7 @@ from .gumbel import GumbelObjective
 from .loop import LOOPObjective
 from .lsr import LSRObjective
 from .pdist import PDistObjective
+from .reinforce import ReinforceObjective
 from .supervised import SupervisedObjective
 from .teachers import TeacherCache
 
@@ -34,6 +35,7 @@ OBJECTIVES: dict[str, type[ObjectiveBase]] = {
         PDistObjective,
         LOOPObjective,
         LSRObjective,
+        ReinforceObjective,
         SupervisedObjective,
     )
 }
