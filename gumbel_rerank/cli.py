@@ -108,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("run_dir", help="a training run directory (or its reranker/ directory)")
     x.add_argument("out_dir", help="a new or empty folder (or an earlier export, with --overwrite)")
     x.add_argument("--overwrite", action="store_true", help="replace an earlier export in out_dir")
+    x.add_argument("--onnx", action="store_true", help="also onnx/model.onnx and its int8 variant, for onnxruntime serving")
     x.set_defaults(func=cmd_export)
     rr = sub.add_parser("rerank", help="rerank the candidates of a question file; TREC run + JSONL")
     rr.add_argument("model", help="run directory, saved or exported reranker, packaged name or hub id")
@@ -116,6 +117,12 @@ def parser() -> argparse.ArgumentParser:
     rr.add_argument("--output", help="output prefix (default: the input path without its extension)")
     rr.add_argument("--kind", choices=["cross", "bi"], help="only for a model that is not ours (ours say their kind)")
     rr.add_argument("--batch-size", type=int, default=32)
+    rr.add_argument(
+        "--backend",
+        choices=["torch", "onnx", "onnx-int8"],
+        default="torch",
+        help="onnx / onnx-int8: score an export's onnx/ graphs with onnxruntime (export --onnx makes them)",
+    )
     rr.add_argument("-q", "--quiet", action="store_true")
     rr.set_defaults(func=cmd_rerank)
     sv = sub.add_parser("serve", help="HTTP service: POST /rerank (and /v1/rerank), GET /health")
@@ -123,6 +130,12 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=_port, default=8000, help="1-65535, or 0 for any free port")
     sv.add_argument("--kind", choices=["cross", "bi"], help="only for a model that is not ours (ours say their kind)")
+    sv.add_argument(
+        "--backend",
+        choices=["torch", "onnx", "onnx-int8"],
+        default="torch",
+        help="onnx / onnx-int8: score an export's onnx/ graphs with onnxruntime (export --onnx makes them)",
+    )
     sv.add_argument("--max-documents", type=_positive, default=1000)
     sv.add_argument("--max-chars", type=_positive, default=20_000, help="per query or document")
     sv.add_argument("--max-body-bytes", type=_positive, default=1 << 20)

@@ -167,12 +167,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .serving.export import export
 
-    out = export(args.run_dir, args.out_dir, overwrite=args.overwrite)
+    out = export(args.run_dir, args.out_dir, overwrite=args.overwrite, onnx=args.onnx)
     print(
         f"exported to {out}: loads with sentence_transformers "
         f"{'CrossEncoder' if (out / 'modules.json').exists() and not (out / '1_Pooling').exists() else 'SentenceTransformer'}"
         f"({str(out)!r}); model card: {out / 'README.md'}"
     )
+    if args.onnx:
+        print(f"ONNX: {out / 'onnx' / 'model.onnx'} and model_qint8.onnx (serve them: --backend onnx / onnx-int8)")
     return 0
 
 
@@ -184,7 +186,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise ValueError("--top-k must be at least 1")
     examples = read_candidates(args.input)  # every record checked before the model loads
-    reranker = load_reranker(args.model, kind=args.kind)
+    reranker = load_reranker(args.model, kind=args.kind, backend=args.backend)
     out = Path(args.output or Path(args.input).with_suffix(""))
     n = rerank_file(reranker, examples, out, top_k=args.top_k, batch_size=args.batch_size, progress=not args.quiet)
     print(f"reranked {n} questions; top {args.top_k}: {out}.run (TREC) and {out}.jsonl")
@@ -196,14 +198,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serving.http import make_server
     from .serving.protocol import Limits
 
-    reranker = load_reranker(args.model, kind=args.kind)
+    reranker = load_reranker(args.model, kind=args.kind, backend=args.backend)
     names = {"batch_pairs": "max_batch_pairs", "timeout": "timeout_s"}  # the flags' names for Limits' fields
     given = {names.get(k, k): v for k, v in vars(args).items() if names.get(k, k) in Limits.__dataclass_fields__}
     limits = Limits(**given)
     try:
         server, batcher = make_server(
             reranker, args.host, args.port, limits=limits, model_name=args.model, precision="bf16" if args.bf16 else "fp32"
-        )
+        )  # an ONNX reranker scores in its export's precision
     except OSError as err:  # the port is taken, or the host is not this machine's
         raise ValueError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}; pick another --port") from None
     print(

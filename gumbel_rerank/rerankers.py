@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data.schema import Example, doc_text, doc_valid, num_docs, rank
+from .data.schema import Example, doc_text, doc_valid, num_docs, ranked
 from .jsonsafe import usual_mode
 from .models import resolve
 
@@ -191,14 +191,7 @@ class Reranker(nn.Module):
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be a positive number of documents (or None for all), got {top_k}")
         scores = self.predict([(query, d) for d in documents], batch_size=batch_size)
-        order = rank(scores)[:top_k]
-        results: list[dict[str, Any]] = []
-        for i in order:
-            row: dict[str, Any] = {"corpus_id": i, "score": scores[i]}
-            if return_documents:
-                row["text"] = documents[i]
-            results.append(row)
-        return results
+        return ranked(scores, documents, top_k=top_k, return_documents=return_documents)
 
     def forward(self, examples: list[Example]) -> torch.Tensor:
         """``score``: calling the module (as DistributedDataParallel does) scores a batch."""

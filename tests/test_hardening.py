@@ -380,7 +380,7 @@ def test_fuzzed_data_files_raise_only_data_errors(tmp_path: Path, content: bytes
 
 
 def test_the_model_card_claims_only_real_hub_ids() -> None:
-    from gumbel_rerank.serving.export import card_data, hub_id_or_none
+    from gumbel_rerank.serving.card import card_data, hub_id_or_none
 
     assert hub_id_or_none("all-minilm-l6-v2") == "sentence-transformers/all-MiniLM-L6-v2"  # a packaged alias
     assert hub_id_or_none("synthetic") is None and hub_id_or_none("../shared/data/hotpotqa/x.jsonl") is None

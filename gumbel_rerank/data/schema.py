@@ -9,8 +9,10 @@ import string
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class DataError(ValueError):
@@ -183,6 +185,8 @@ def num_docs(examples: list[Example]) -> int:
 
 def doc_valid(examples: list[Example], device: torch.device | str = "cpu") -> torch.Tensor:
     """(B, N) True where question b has a doc in slot n (questions may have fewer docs than N)."""
+    import torch  # here, so that reading data (and an ONNX reranker) needs no torch
+
     n = num_docs(examples)
     valid = torch.zeros(len(examples), n, dtype=torch.bool, device=device)
     for b, ex in enumerate(examples):
@@ -193,3 +197,18 @@ def doc_valid(examples: list[Example], device: torch.device | str = "cpu") -> to
 def rank(scores: Sequence[float]) -> list[int]:
     """Doc indices by descending score; ties keep the lower index first (stable)."""
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+
+
+def ranked(
+    scores: Sequence[float], documents: Sequence[str], *, top_k: int | None, return_documents: bool
+) -> list[dict[str, Any]]:
+    """``[{corpus_id, score, text?}]`` best first (``CrossEncoder.rank``'s shape); equal scores keep input order."""
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be a positive number of documents (or None for all), got {top_k}")
+    results: list[dict[str, Any]] = []
+    for i in rank(scores)[:top_k]:
+        row: dict[str, Any] = {"corpus_id": i, "score": scores[i]}
+        if return_documents:
+            row["text"] = documents[i]
+        results.append(row)
+    return results

@@ -11,7 +11,9 @@ dropout) so that only the named source of noise varies.
 
 from __future__ import annotations
 
+import math
 import statistics
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,3 +85,64 @@ def gradient_agreement(
         "noise": summary(noise),
         "minibatch": summary(minibatch),
     }
+
+
+def question_gradients(
+    cfg: ObjectiveConfig,
+    reranker: Reranker,
+    reader: Reader,
+    examples: Sequence[Example],
+    *,
+    teachers: TeacherCache | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, float]:
+    """(P, D) the reranker's gradient of each question alone (its own noise seed), and the seconds per
+    question. Every objective's loss is a mean over its batch's questions, so a batch's gradient is the
+    mean of its questions' rows (``tests/test_signal.py`` checks it for each objective): any number of
+    batches of any size can be formed from one pass."""
+    from tqdm.auto import tqdm
+
+    objective = OBJECTIVES[cfg.name](cfg, teachers or TeacherCache())
+    was_training = reranker.training
+    reranker.eval()
+    rows = []
+    t0 = time.perf_counter()
+    try:
+        for i, ex in enumerate(tqdm(examples, desc=cfg.name, disable=not progress, leave=False)):
+            rows.append(_gradient(reranker, objective, [ex], reader, seed=i + 1))
+    finally:
+        reranker.train(was_training)
+    return torch.stack(rows), (time.perf_counter() - t0) / max(len(examples), 1)
+
+
+def batch_cosines(grads: torch.Tensor, batch_size: int, pairs: int, seed: int = 0) -> list[float]:
+    """Cosines between the mean gradients of two disjoint random batches of ``batch_size`` questions,
+    ``pairs`` times (the pairs may share questions with each other, never within a pair)."""
+    if 2 * batch_size > grads.shape[0]:
+        raise ValueError(f"two disjoint batches of {batch_size} need {2 * batch_size} questions, got {grads.shape[0]}")
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(pairs):
+        idx = torch.randperm(grads.shape[0], generator=gen)[: 2 * batch_size]
+        out.append(_cos(grads[idx[:batch_size]].mean(0), grads[idx[batch_size:]].mean(0)))
+    return out
+
+
+def interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and its 95% interval (normal approximation, 1.96 standard errors)."""
+    mean = statistics.fmean(values)
+    half = 1.96 * statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else math.nan
+    return mean, mean - half, mean + half
+
+
+def agreement(grads: torch.Tensor, reference: torch.Tensor, *, resamples: int = 200, seed: int = 0) -> tuple[float, float, float]:
+    """Cosine of the two objectives' expected gradients (means over the same questions), with a 95%
+    bootstrap interval over questions: does the signal point toward the reference (the labels) at all?"""
+    gen = torch.Generator().manual_seed(seed)
+    point = _cos(grads.mean(0), reference.mean(0))
+    boot = []
+    for _ in range(resamples):
+        idx = torch.randint(0, grads.shape[0], (grads.shape[0],), generator=gen)
+        boot.append(_cos(grads[idx].mean(0), reference[idx].mean(0)))
+    boot.sort()
+    return point, boot[int(0.025 * resamples)], boot[int(0.975 * resamples) - 1]

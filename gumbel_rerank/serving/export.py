@@ -12,32 +12,30 @@ what we export is what it reads.
 from __future__ import annotations
 
 import json
-import math
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.tables import markdown_table
-from ..models import ALIASES
+from ..onnx_reranker import ONNX_DIR, OnnxReranker
 from ..rerankers import Reranker
-
-CITATION = """@inproceedings{huang2025gumbel,
-  title     = {Gumbel Reranking: Differentiable End-to-End Reranker Optimization},
-  author    = {Huang, Siyuan and others},
-  booktitle = {Proceedings of the 63rd Annual Meeting of the Association for Computational Linguistics (ACL)},
-  year      = {2025},
-  note      = {arXiv:2502.11116}
-}"""
+from .card import model_card
 
 
-def load_reranker(name_or_path: str | Path, *, kind: str | None = None) -> Reranker:
+def load_reranker(name_or_path: str | Path, *, kind: str | None = None, backend: str = "torch") -> Any:
     """A training run directory, a saved reranker, an exported directory, a packaged name or a hub id.
 
     Ours (a run, a saved reranker, an export) know their kind, and a sentence-transformers folder with
     a pooling module is a bi-encoder; ``kind`` is for anything else (default: cross) and must agree
-    where the model says its own."""
+    where the model says its own. ``backend`` ``onnx`` / ``onnx-int8`` scores an export's ``onnx/``
+    graphs with onnxruntime (:class:`~gumbel_rerank.onnx_reranker.OnnxReranker`)."""
     path = Path(name_or_path)
+    if backend != "torch":
+        if backend not in ("onnx", "onnx-int8"):
+            raise ValueError(f"backend must be torch, onnx or onnx-int8, got {backend!r}")
+        onnx = OnnxReranker.from_pretrained(path, variant="int8" if backend == "onnx-int8" else "fp32")
+        if kind is not None and onnx.kind != kind:
+            raise ValueError(f"{name_or_path} holds a {onnx.kind}-encoder export; drop --kind {kind}")
+        return onnx
     if path.is_dir() and ((path / "reranker").is_dir() or (path / "gumbel_rerank.json").exists()):
         reranker = Reranker.from_pretrained(str(find_reranker(path)))
     else:
@@ -83,115 +81,6 @@ def _run_info(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return (cfg if isinstance(cfg, dict) else {}), (report if isinstance(report, dict) else {})
 
 
-def _hub_id(name: str) -> str:
-    return {v: k for k, v in ALIASES.items()}.get(name, name)
-
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as the Hub spells repository ids
-
-
-def hub_id_or_none(name: str) -> str | None:
-    """``name`` as a Hub id when it is one (a packaged alias maps to its upstream id), else None: a local
-    path, ``synthetic`` or ``unknown`` is no Hub id and is described in the card's body instead."""
-    name = _hub_id(name)
-    return name if HUB_ID.match(name) and not Path(name).exists() else None
-
-
-def card_data(reranker: Reranker, cfg: dict[str, Any], report: dict[str, Any]) -> Any:
-    """The card's YAML header as huggingface_hub's ``ModelCardData``, with a ``model-index`` of the
-    held-out metrics."""
-    from huggingface_hub import EvalResult, ModelCardData
-
-    rr, data, ob = (cfg.get(k, {}) for k in ("reranker", "data", "objective"))
-    cross = reranker.kind == "cross"
-    source = str(data.get("source", "unknown"))
-    dataset = hub_id_or_none(source)
-    after = report.get("after", {})
-    results = [
-        EvalResult(
-            task_type="text-ranking",
-            task_name="Reranking",
-            dataset_type=dataset or "custom",
-            dataset_name=dataset or Path(source).stem or "custom",
-            dataset_split="held-out",
-            metric_type=m.lower(),
-            metric_name=f"held-out {m}",
-            metric_value=round(float(v), 4),
-        )
-        for m, v in after.items()
-        if isinstance(v, int | float) and math.isfinite(v)
-    ]
-    return ModelCardData(
-        library_name="sentence-transformers",
-        pipeline_tag="text-ranking" if cross else "sentence-similarity",
-        base_model=hub_id_or_none(str(rr.get("model", ""))),
-        datasets=[dataset] if dataset else None,
-        tags=["gumbel-rerank", "reranker", "cross-encoder" if cross else "bi-encoder", "rag", str(ob.get("name", "gumbel"))],
-        license="apache-2.0",
-        model_name=f"gumbel-rerank {ob.get('name', 'gumbel')} reranker",
-        eval_results=results or None,
-    )
-
-
-def model_card(reranker: Reranker, cfg: dict[str, Any], report: dict[str, Any], path: str = "PATH") -> str:
-    rr, rd, ob, data, tr = (cfg.get(k, {}) for k in ("reranker", "reader", "objective", "data", "train"))
-    base = _hub_id(str(rr.get("model", "unknown")))
-    dataset = str(data.get("source", "unknown"))
-    cross = reranker.kind == "cross"
-    before, after = report.get("before", {}), report.get("after", {})
-    names = [m for m in after if isinstance(after.get(m), int | float) and isinstance(before.get(m), int | float)]
-    rows = [[m, f"{before[m]:.3f}", f"{after[m]:.3f}"] for m in names]
-    table = markdown_table(["metric", "zero-shot", "trained"], rows) if rows else "No held-out report was found."
-    header = card_data(reranker, cfg, report).to_yaml()
-    if cross:
-        usage = (
-            f"```python\nfrom sentence_transformers import CrossEncoder\n\nmodel = CrossEncoder({path!r})\n"
-            'model.rank("who wrote Hamlet?", ["Hamlet is a play by Shakespeare.", "Paris is in France."])\n```'
-        )
-    else:
-        usage = (
-            f"```python\nfrom sentence_transformers import SentenceTransformer\n\nmodel = SentenceTransformer({path!r})\n"
-            'q, d = model.encode(["who wrote Hamlet?", "Hamlet is a play by Shakespeare."])\n'
-            "score = model.similarity(q, d)  # cosine; training used cosine / "
-            f"{reranker.temperature}\n```"
-        )
-    return f"""---
-{header.strip()}
----
-
-# {base} reranker trained with gumbel-rerank ({ob.get("name", "gumbel")})
-
-A {"cross" if cross else "bi"}-encoder reranker fine-tuned from `{base}` without relevance labels: it
-learned from the answer loss of a frozen reader LM through the objective below (for G-Rerank, a
-Gumbel relaxed top-k mask inside the reader's attention; Huang et al., ACL 2025).
-
-## Training
-- Reader (frozen): `{_hub_id(str(rd.get("model", "unknown")))}`, layout `{rd.get("layout", "?")}`
-- Objective: `{ob.get("name", "?")}`, k={ob.get("k", "?")}, tau={ob.get("tau", "?")}, kappa={ob.get("kappa", "?")},
-  Gumbel samples={ob.get("samples", "?")}, relaxation={ob.get("relaxation", "?")},
-  calibration={ob.get("calibration", "none")}, straight-through={ob.get("straight_through", "?")}
-- Data: `{dataset}`, {data.get("num_train", "?")} training questions (their gold labels unused),
-  {data.get("num_eval", "?")} held out
-- Steps: {tr.get("steps", "?")} x batch {tr.get("batch_size", "?")}, learning rate {tr.get("lr", "?")}, seed {tr.get("seed", "?")}
-- Max length {reranker.max_length} tokens
-
-## Held-out results (before and after training, top-k={ob.get("k", "?")})
-{table}
-
-R@k: share of gold docs in the top k; bridge_R@k: gold docs that do not contain the answer;
-EM/F1: the reader's answer from the top-k docs.
-
-## Usage
-{usage}
-{"Scores are raw logits (identity activation), as during training." if cross else ""}
-
-## Citation
-```bibtex
-{CITATION}
-```
-"""
-
-
 EXPORT_MARK = "gumbel_rerank_export.json"  # written into every export: what --overwrite may replace
 RUN_FILES = ("config.yaml", "metrics.jsonl", "report.json", "latest", "gumbel_rerank.json")
 
@@ -216,11 +105,62 @@ def check_target(run_dir: Path, out: Path, *, overwrite: bool) -> None:
         raise ValueError(f"export target {out} holds an earlier export; pass --overwrite to replace it")
 
 
-def export(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+def export_onnx(reranker: Reranker, folder: Path) -> list[Path]:
+    """``folder/model.onnx`` (float32) and ``folder/model_qint8.onnx`` (int8 weights, dynamic quantisation),
+    with the tokenizer and the reranker's settings beside them: what :class:`OnnxReranker` loads. A
+    cross-encoder's graph returns ``logits`` (B, 1), a bi-encoder's ``last_hidden_state``."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from ..onnx_reranker import FILES, META
+
+    class Graph(torch.nn.Module):
+        def __init__(self, encoder: Any, cross: bool) -> None:
+            super().__init__()
+            self.encoder, self.cross = encoder, cross
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **types)
+            return out.logits if self.cross else out.last_hidden_state
+
+    folder.mkdir(parents=True, exist_ok=True)
+    was_training = reranker.training
+    reranker.eval()
+    sample = reranker.encode_pairs(["a question", "another"], ["a document", "a longer document here"], padding=True)
+    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]  # BERT has token types
+    args = tuple(torch.tensor(sample[k]) for k in names)
+    dims = ({0: "batch", 1: "tokens"},) * len(names)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            Graph(reranker.encoder, reranker.kind == "cross").eval(),
+            args,
+            input_names=names,
+            output_names=["logits" if reranker.kind == "cross" else "last_hidden_state"],
+            dynamic_shapes=dims,
+            dynamo=True,
+            verbose=False,
+        )
+    reranker.train(was_training)
+    assert program is not None
+    program.save(str(folder / FILES["fp32"]), external_data=False)
+    quantize_dynamic(str(folder / FILES["fp32"]), str(folder / FILES["int8"]), weight_type=QuantType.QInt8)
+    reranker.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
+    meta = {
+        "kind": reranker.kind,
+        "max_length": reranker.max_length,
+        "temperature": reranker.temperature,
+        "pad_id": reranker.tokenizer.pad_token_id or 0,
+    }
+    (folder / META).write_text(json.dumps(meta, indent=2))
+    return [folder / FILES["fp32"], folder / FILES["int8"]]
+
+
+def export(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False, onnx: bool = False) -> Path:
     """Write a sentence-transformers directory with a model card to ``out_dir`` (atomically).
 
     ``out_dir`` must be new, empty, or (with ``overwrite``) an earlier export; a folder holding a
-    run or anything else is refused before any work.
+    run or anything else is refused before any work. ``onnx`` adds ``onnx/`` (:func:`export_onnx`).
     """
     run_dir, out = Path(run_dir), Path(out_dir)
     check_target(run_dir, out, overwrite=overwrite)
@@ -249,6 +189,8 @@ def export(run_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False)
             dim = getattr(body, "get_embedding_dimension", None) or body.get_word_embedding_dimension
             model = SentenceTransformer(modules=[body, Pooling(dim(), "mean"), Normalize()])
         model.save_pretrained(str(staged), safe_serialization=True)
+        if onnx:
+            export_onnx(reranker, staged / ONNX_DIR)
         (staged / "README.md").write_text(model_card(reranker, cfg, report, path=str(out)))
         (staged / EXPORT_MARK).write_text(json.dumps({"source": str(source), "kind": reranker.kind}))
         if out.exists():  # empty, or an earlier export (check_target): moved aside, then removed
