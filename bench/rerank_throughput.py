@@ -1,6 +1,7 @@
-"""Reranking speed: our Reranker.predict against sentence-transformers' CrossEncoder.predict.
+"""Reranking speed: our Reranker.predict (fp32, bf16), its ONNX export under onnxruntime (fp32, int8)
+and sentence-transformers' CrossEncoder.predict, in one run; then the int8 export's HotpotQA R@5.
 
-    python bench/rerank_throughput.py          # about 6 minutes on 2 cores
+    python bench/rerank_throughput.py          # about 8 minutes on 2 cores
 
 Same weights (the MiniLM cross-encoder exported with our `export`), same batch size (32), same
 HotpotQA question-paragraph pairs. Each round runs every contender once, in alternating order;
@@ -19,6 +20,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import ROOT, hotpot_questions, median, percentile, timed
@@ -33,6 +35,7 @@ def main() -> None:
     p.add_argument("--questions", type=int, default=40)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--recall-questions", type=int, default=159, help="HotpotQA held-out questions for R@5 (0: skip)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "rerank_throughput.json"))
     args = p.parse_args()
 
@@ -40,13 +43,18 @@ def main() -> None:
     from sentence_transformers import CrossEncoder
 
     from gumbel_rerank.data.schema import doc_text
+    from gumbel_rerank.onnx_reranker import OnnxReranker
     from gumbel_rerank.rerankers import Reranker
+    from gumbel_rerank.serving.export import export_onnx
 
     torch.manual_seed(0)
     reranker = Reranker.from_pretrained("all-minilm-l6-v2", kind="cross", max_length=256).eval()
     with tempfile.TemporaryDirectory() as tmp:
         reranker.save_pretrained(tmp)
         ce = CrossEncoder(tmp, max_length=256, activation_fn=torch.nn.Identity())
+        export_onnx(reranker, Path(tmp) / "onnx")
+        onnx32 = OnnxReranker.from_pretrained(tmp)
+        onnx8 = OnnxReranker.from_pretrained(tmp, variant="int8")
     questions = hotpot_questions(args.questions, 10)
     pairs = [(ex.question, doc_text(d.title, d.text)) for ex in questions for d in ex.docs]
     bs = args.batch_size
@@ -54,6 +62,8 @@ def main() -> None:
         "sentence-transformers CrossEncoder.predict": lambda ps: ce.predict(ps, batch_size=bs).tolist(),
         "gumbel-rerank predict (fp32)": lambda ps: reranker.predict(ps, batch_size=bs),
         "gumbel-rerank predict (bf16 autocast)": lambda ps: reranker.predict(ps, batch_size=bs, precision="bf16"),
+        "gumbel-rerank ONNX fp32 (onnxruntime)": lambda ps: onnx32.predict(ps, batch_size=bs),
+        "gumbel-rerank ONNX int8 (onnxruntime)": lambda ps: onnx8.predict(ps, batch_size=bs),
     }
     reference = contenders["sentence-transformers CrossEncoder.predict"](pairs)
     agreement = {}
@@ -93,9 +103,47 @@ def main() -> None:
             ms = [t * 1000 for t in timed(functools.partial(contenders[name], one_query), repeats)]
             latency[f"{name} @ {n} docs"] = {"p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95)}
             print(f"  {n:>3} docs  {name:<42} p50 {percentile(ms, 50):7.1f}  p95 {percentile(ms, 95):7.1f}")
+    recall = onnx_recall(args.recall_questions)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"throughput": result, "latency": latency}, indent=2))
+    Path(args.out).write_text(json.dumps({"throughput": result, "latency": latency, "hotpotqa_recall": recall}, indent=2))
     print(f"results: {args.out}")
+
+
+def onnx_recall(questions: int) -> dict[str, float]:
+    """R@5 of the zero-shot MiniLM bi-encoder (the experiments' start) on the HotpotQA group's held-out
+    questions: PyTorch, ONNX fp32 and ONNX int8 (the int8 price in ranking quality)."""
+    if questions <= 0:
+        return {}
+    from gumbel_rerank.config import load
+    from gumbel_rerank.data import load_splits
+    from gumbel_rerank.data.schema import doc_text, rank
+    from gumbel_rerank.evaluation.metrics import recall_at_k
+    from gumbel_rerank.onnx_reranker import OnnxReranker
+    from gumbel_rerank.rerankers import Reranker
+    from gumbel_rerank.serving.export import export_onnx
+
+    cfg = load(ROOT / "experiments" / "configs" / "hotpotqa" / "gumbel.yaml")
+    _, held_out = load_splits(cfg.data)
+    held_out = held_out[:questions]
+    bi = Reranker.from_config(cfg.reranker).eval()
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(bi, Path(tmp))
+        scorers: dict[str, Any] = {
+            "PyTorch fp32": bi,
+            "ONNX fp32": OnnxReranker.from_pretrained(tmp),
+            "ONNX int8": OnnxReranker.from_pretrained(tmp, variant="int8"),
+        }
+        for name, scorer in scorers.items():
+            recalls = []
+            for ex in held_out:
+                s = scorer.predict([(ex.question, doc_text(d.title, d.text)) for d in ex.docs])
+                recalls.append(recall_at_k(rank(s), [i for i, d in enumerate(ex.docs) if d.is_gold], 5))
+            out[name] = sum(recalls) / len(recalls)
+    print(f"\nHotpotQA held-out R@5 (zero-shot MiniLM bi-encoder, {len(held_out)} questions):")
+    for name, value in out.items():
+        print(f"  {name:<14} {value:.3f}")
+    return {"questions": len(held_out), **out}
 
 
 if __name__ == "__main__":
