@@ -108,3 +108,12 @@ def test_the_audit_command_prints_a_table_writes_audit_json_and_a_verdict(
     assert printed.strip().splitlines()[-1].startswith("verdict: ")
     saved = json.loads(out.read_text())
     assert saved["summary"]["questions"] == 4 and len(saved["questions"]) == 4 and saved["setup"]["data"].endswith("(held-out)")
+
+
+def test_the_audit_table_in_experiments_readme_is_the_committed_results() -> None:
+    """experiments/README.md's audit block is what `experiments/audit.py --report` makes of the JSON files."""
+    from experiments.audit import BLOCK, HERE, readme_block
+
+    text = (HERE / "README.md").read_text()
+    start, end = text.index(BLOCK[0]) + len(BLOCK[0]), text.index(BLOCK[1])
+    assert text[start:end].strip() == readme_block()
