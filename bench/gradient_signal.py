@@ -68,6 +68,8 @@ def main() -> None:
     restrict_trainable(reranker, cfg.train.train_layers)
     saved = json.loads(OUT.read_text()) if OUT.exists() and "rows" in json.loads(OUT.read_text()) else {}
     rows = {(r["reader"], r["row"]): r for r in saved.get("rows", []) if "row" in r}
+    for ex in examples:  # every row reads the docs from the doc cache: no row's time includes encoding them
+        reader.prepare([ex])
     grads, seconds = {}, {}
     for name in names:
         ocfg = dataclasses.replace(cfg.objective, **ROWS[name], log_hard_loss=False)
