@@ -59,7 +59,7 @@ def command(group: str, reader: str) -> list[str]:
         "--subsets",
         str(SUBSETS),
         "--out",
-        str(out),
+        str(out.relative_to(HERE.parent)),
         "-q",
     ]
 
@@ -73,7 +73,7 @@ def run(group: str, reader: str) -> None:
         return
     argv = command(group, reader)
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "gumbel_rerank.cli", *argv[1:]], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "gumbel_rerank.cli", *argv[1:]], capture_output=True, text=True, cwd=HERE.parent)
     if done.returncode != 0:
         raise SystemExit(f"{group}-{reader} failed:\n{done.stderr[-3000:]}")
     result = json.loads(out.read_text())

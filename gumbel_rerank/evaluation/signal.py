@@ -117,15 +117,29 @@ def question_gradients(
 
 def batch_cosines(grads: torch.Tensor, batch_size: int, pairs: int, seed: int = 0) -> list[float]:
     """Cosines between the mean gradients of two disjoint random batches of ``batch_size`` questions,
-    ``pairs`` times (the pairs may share questions with each other, never within a pair)."""
+    ``pairs`` times (the pairs may share questions with each other, never within a pair). Computed
+    from the questions' Gram matrix: exact, and cheap whatever the gradient's size."""
     if 2 * batch_size > grads.shape[0]:
         raise ValueError(f"two disjoint batches of {batch_size} need {2 * batch_size} questions, got {grads.shape[0]}")
+    gram = _gram(grads, grads)
     gen = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(pairs):
         idx = torch.randperm(grads.shape[0], generator=gen)[: 2 * batch_size]
-        out.append(_cos(grads[idx[:batch_size]].mean(0), grads[idx[batch_size:]].mean(0)))
+        a, b = torch.zeros(grads.shape[0], dtype=torch.float64), torch.zeros(grads.shape[0], dtype=torch.float64)
+        a[idx[:batch_size]], b[idx[batch_size:]] = 1.0, 1.0
+        out.append(_weighted_cos(a, b, gram, gram, gram))
     return out
+
+
+def _gram(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a.double() @ b.double().T
+
+
+def _weighted_cos(wa: torch.Tensor, wb: torch.Tensor, gab: torch.Tensor, gaa: torch.Tensor, gbb: torch.Tensor) -> float:
+    """cos(sum_i wa_i a_i, sum_j wb_j b_j) from the Gram matrices of the rows."""
+    den = float((wa @ gaa @ wa) * (wb @ gbb @ wb)) ** 0.5
+    return float(wa @ gab @ wb) / den if den > 0 else math.nan
 
 
 def interval(values: Sequence[float]) -> tuple[float, float, float]:
@@ -135,14 +149,19 @@ def interval(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def agreement(grads: torch.Tensor, reference: torch.Tensor, *, resamples: int = 200, seed: int = 0) -> tuple[float, float, float]:
+def agreement(
+    grads: torch.Tensor, reference: torch.Tensor, *, resamples: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
     """Cosine of the two objectives' expected gradients (means over the same questions), with a 95%
     bootstrap interval over questions: does the signal point toward the reference (the labels) at all?"""
+    gaa, gbb, gab = _gram(grads, grads), _gram(reference, reference), _gram(grads, reference)
+    n = grads.shape[0]
+    ones = torch.ones(n, dtype=torch.float64)
+    point = _weighted_cos(ones, ones, gab, gaa, gbb)
     gen = torch.Generator().manual_seed(seed)
-    point = _cos(grads.mean(0), reference.mean(0))
     boot = []
     for _ in range(resamples):
-        idx = torch.randint(0, grads.shape[0], (grads.shape[0],), generator=gen)
-        boot.append(_cos(grads[idx].mean(0), reference[idx].mean(0)))
+        w = torch.bincount(torch.randint(0, n, (n,), generator=gen), minlength=n).double()
+        boot.append(_weighted_cos(w, w, gab, gaa, gbb))
     boot.sort()
     return point, boot[int(0.025 * resamples)], boot[int(0.975 * resamples) - 1]
