@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).parent
 OUT = HERE / "results" / "audit"
@@ -101,14 +102,32 @@ COLUMNS = [
 ]
 
 
+def rows() -> list[tuple[str, str, dict[str, Any]]]:
+    """(group, reader, summary) of every finished job, and the default reader re-summarised over the
+    first n questions wherever another reader of the group read only those n (the same questions)."""
+    from gumbel_rerank.evaluation.audit import summarise
+
+    out = []
+    done = {
+        job: json.loads((OUT / f"{job[0]}-{job[1]}.json").read_text())
+        for job in JOBS
+        if (OUT / f"{job[0]}-{job[1]}.json").exists()
+    }
+    for (group, reader), result in done.items():
+        out.append((group, reader, result["summary"]))
+        if reader != "smollm2" or len(result["questions"]) < 2:
+            continue
+        for n in sorted({r["summary"]["questions"] for (g, _), r in done.items() if g == group} - {len(result["questions"])}):
+            if n < len(result["questions"]):
+                seconds = result["summary"]["seconds_per_question"] * n
+                out.append((group, f"smollm2, first {n}", summarise(result["questions"][:n], result["summary"]["k"], seconds)))
+    return out
+
+
 def table() -> str:
     head = ["data", "reader", "questions", *(c[1] for c in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for group, reader in JOBS:
-        path = OUT / f"{group}-{reader}.json"
-        if not path.exists():
-            continue
-        s = json.loads(path.read_text())["summary"]
+    for group, reader, s in rows():
         cells = [format(s[key], spec) if key in s else "" for key, _, spec in COLUMNS]
         lines.append("| " + " | ".join([group, reader, str(s["questions"]), *cells]) + " |")
     verdicts = [
