@@ -130,11 +130,9 @@ def table() -> str:
     for group, reader, s in rows():
         cells = [format(s[key], spec) if key in s else "" for key, _, spec in COLUMNS]
         lines.append("| " + " | ".join([group, reader, str(s["questions"]), *cells]) + " |")
-    verdicts = [
-        f"- {g} / {r}: {json.loads((OUT / f'{g}-{r}.json').read_text())['summary']['verdict']}"
-        for g, r in JOBS
-        if (OUT / f"{g}-{r}.json").exists()
-    ]
+    from gumbel_rerank.evaluation.audit import verdict
+
+    verdicts = [f"- {g} / {r}: {verdict(s)}" for g, r, s in rows()]  # the verdict rule as the code has it now
     commands = [f"- `{' '.join(command(g, r))}`" for g, r in JOBS if (OUT / f"{g}-{r}.json").exists()]
     return "\n".join(
         [

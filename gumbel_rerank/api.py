@@ -91,7 +91,7 @@ def audit(
     data: str | Path | None = None,
     questions: int | None = None,
     split: str = "validation",
-    subsets: int = 8,
+    subsets: int = 4,
     progress: bool = True,
     **sections: dict[str, Any],
 ) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--data", help="audit the questions of this file instead of the config's split")
     u.add_argument("--questions", type=_positive, help="only the first N questions")
     u.add_argument("--split", default="validation", choices=("validation", "held-out", "train"), help="the config's split")
-    u.add_argument("--subsets", type=_positive, default=8, help="random k-subsets per question")
+    u.add_argument("--subsets", type=_positive, default=4, help="random k-subsets per question")
     u.add_argument("--out", help="where audit.json goes (default: train.out_dir/audit.json)")
     u.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     u.set_defaults(func=cmd_audit)

@@ -168,7 +168,7 @@ def verdict(s: dict[str, Any]) -> str:
         gain = s["nll_random_k"] - s["nll_start_topk"]
         parts.append(
             f"the reader cares which docs it reads (NLL sd {spread:.3f} across k-subsets; the start's top {s['k']} "
-            f"is {gain:+.2f} nats better than random)"
+            f"reads {abs(gain):.2f} nats {'better' if gain >= 0 else 'worse'} than random ones)"
         )
     if "teacher_auc" in s:
         t, a = s["teacher_auc"], s["start_auc"]
@@ -202,7 +202,7 @@ def audit_examples(
     scores: list[list[float]],
     *,
     k: int,
-    subsets: int = 8,
+    subsets: int = 4,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -251,7 +251,7 @@ def audit(
     data: str | Path | None = None,
     questions: int | None = None,
     split: str = "validation",
-    subsets: int = 8,
+    subsets: int = 4,
     reader: Reader | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
