@@ -152,6 +152,7 @@ def summarise(records: list[dict[str, Any]], k: int, seconds: float) -> dict[str
     return out
 
 
+MIN_SWAPS = 10  # fewer swaps than this cannot tell a set-level signal from chance
 FLAT = 0.05  # nats per token: below this spread across k-subsets the reader barely cares which docs it reads
 
 
@@ -181,6 +182,11 @@ def verdict(s: dict[str, Any]) -> str:
         share = s["swap_share_lowering_nll"]
         if not s["swaps"]:
             parts.append(f"the start's top {s['k']} already holds every gold doc: little room to learn")
+        elif s["swaps"] < MIN_SWAPS:
+            parts.append(
+                f"only {s['swaps']} swaps (the reader prefers {share:.0%} of them): too few to judge the set-level signal; "
+                "audit more questions"
+            )
         elif share >= 0.65:
             parts.append(
                 f"the reader prefers complete gold sets in {share:.0%} of {s['swaps']} swaps: "
