@@ -490,9 +490,10 @@ def test_a_trained_cross_encoder_run_serves_within_its_queue_and_connection_limi
         ((status, _, body),) = replies(data)
         assert status == 200 and all(0.0 <= r["relevance_score"] <= 1.0 for r in body["results"])
         host, port = address.split(":")
+        time.sleep(0.5)  # the first exchange's handler thread gives its slot back after replying
         with socket.create_connection((host, int(port)), timeout=5) as held:  # holds the only connection slot
             held.sendall(b"POST /rerank HTTP/1.1\r\nContent-Length: 10\r\n\r\n")
-            time.sleep(0.2)
+            time.sleep(0.5)
             data, closed = exchange(address, post())
             ((status, _, body),) = replies(data)
             assert status == 503 and "too many connections" in body["error"] and closed
