@@ -21,7 +21,14 @@ concatenated prompt, forward and backward over every position, LM head on every 
 AVX512-BF16 on the no-gradient part only), ``gumbel-bf16`` and ``naive-bf16`` (the whole reader in
 bf16, ``reader.dtype``, so that naive / ours compares equal precisions); the
 rivals ``adist``/``emdr``/``pdist``/``loop``, ``cold`` (teacher computed in the step) and
-``cached`` (teacher already in the cache).
+``cached`` (teacher already in the cache). ``-rbf16``: the reranker's forward and backward under
+bf16 autocast (``reranker.precision: bf16``); ``gumbel-fast``: that and bf16 docs together. For
+these the run also reports the cosine between the reranker's bf16 and fp32 gradients on the same
+questions and noise (``grad_cosine``: mean, min over 4 questions).
+
+    python bench/train_step.py --sizes '' --rounds 2 --steps 3 \
+        --variants supervised,supervised-rbf16,gumbel,gumbel-rbf16,gumbel-bf16docs,gumbel-fast,gumbel-cached \
+        '' --rounds 2 --steps 3 --out bench/results/train_step_rbf16.json   # the reranker precision (issue 44)
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ VARIANTS = [
     "gumbel-bf16docs",
     "gumbel-bf16",
     "naive-bf16",
+    "supervised-rbf16",
+    "gumbel-rbf16",
+    "gumbel-fast",
     "adist-cold",
     "adist-cached",
     "emdr-cold",
@@ -100,10 +110,10 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
     model, tokenizer = load_causal_lm("smollm2-135m-instruct", dtype=torch.bfloat16 if teacher == "bf16" else torch.float32)
     if name == "naive":
         reader, name = naive_reader(model, tokenizer), "gumbel"
-    elif teacher == "bf16docs":
+    elif teacher in ("bf16docs", "fast"):
         reader = make_reader("parallel", model, tokenizer, max_doc_tokens=160, doc_dtype=torch.bfloat16)
     else:
-        layout = "sequential" if teacher in ("sequential", "checkpointed") else "parallel"  # "bf16": parallel
+        layout = "sequential" if teacher in ("sequential", "checkpointed") else "parallel"  # "bf16", "rbf16": parallel
         options = (
             {"gradient_checkpointing": teacher == "checkpointed"}
             if layout == "sequential"
@@ -113,6 +123,12 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
     cfg = ObjectiveConfig(name=name, k=5, log_hard_loss=False)
     cache = TeacherCache()
     objective: Any = OBJECTIVES[name](cfg, cache)
+    cosines = (
+        grad_cosines(reranker, objective, reader, hotpot_questions(steps + 5, num_docs)[-4:])
+        if teacher in ("rbf16", "fast")
+        else []
+    )
+    reranker.precision = "bf16" if teacher in ("rbf16", "fast") else "fp32"
     optimizer = torch.optim.AdamW(reranker.parameters(), lr=1e-5)
     generator = torch.Generator().manual_seed(0)
     if teacher == "cached":  # fill the cache first, outside the timing
@@ -137,12 +153,33 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
         optimizer.zero_grad()
 
     seconds = timed(step, repeats=steps, warmup=1)
+    extra = {"grad_cosine": sum(cosines) / len(cosines), "grad_cosine_min": min(cosines)} if cosines else {}
     return {
+        **extra,
         "seconds": median(seconds),
         "prepare_seconds": median(prepare[1:]),
         "peak_rss_mb": peak_rss_mb(),
         "loaded_rss_mb": base_rss,
     }
+
+
+def grad_cosines(reranker: Any, objective: Any, reader: Any, questions: list[Any]) -> list[float]:
+    """Per question: the cosine between the reranker's gradient with bf16 autocast and in fp32, same noise."""
+    import torch
+
+    from gumbel_rerank.objectives import Batch
+
+    out = []
+    for ex in questions:
+        grads = []
+        for precision in ("fp32", "bf16"):
+            reranker.precision = precision
+            reranker.zero_grad(set_to_none=True)
+            objective(Batch([ex]), reranker([ex]), reader, torch.Generator().manual_seed(7)).loss.backward()
+            grads.append(torch.cat([p.grad.flatten() for p in reranker.parameters() if p.grad is not None]))
+        out.append(float(torch.nn.functional.cosine_similarity(grads[0].double(), grads[1].double(), dim=0)))
+    reranker.zero_grad(set_to_none=True)
+    return out
 
 
 def ratios(s: dict[str, float]) -> list[str]:
@@ -157,6 +194,10 @@ def ratios(s: dict[str, float]) -> list[str]:
         ("G-Rerank / PDist (cold)", "gumbel", "pdist-cold", "target <= 1.5"),
         ("G-Rerank / supervised floor", "gumbel", "supervised", ""),
         ("G-Rerank with bf16 docs / supervised floor", "gumbel-bf16docs", "supervised", "what bounds it"),
+        ("supervised floor, bf16 reranker / fp32", "supervised-rbf16", "supervised", ""),
+        ("G-Rerank, bf16 reranker / fp32", "gumbel-rbf16", "gumbel", ""),
+        ("G-Rerank fast (bf16 reranker + docs) / its floor (bf16 reranker)", "gumbel-fast", "supervised-rbf16", "target <= 2.0"),
+        ("G-Rerank cached / its floor (fp32)", "gumbel-cached", "supervised", "target <= 1.3"),
     ]
     return [f"{label} = {s[a] / s[b]:.2f}" + (f" ({note})" if note else "") for label, a, b, note in want if a in s and b in s]
 
@@ -199,6 +240,11 @@ def main() -> None:
             "prepare_seconds": median([x["prepare_seconds"] for x in v]),
             "peak_rss_mb": max(x["peak_rss_mb"] for x in v),
             "loaded_rss_mb": median([x["loaded_rss_mb"] for x in v]),
+            **(
+                {"grad_cosine": min(x["grad_cosine"] for x in v), "grad_cosine_min": min(x["grad_cosine_min"] for x in v)}
+                if "grad_cosine" in v[0]
+                else {}
+            ),
         }
         for k, v in results.items()
     }
@@ -209,13 +255,17 @@ def main() -> None:
         "\nmedian s/step, one HotpotQA question with N=10 paragraphs; ratio = variant / G-Rerank (parallel); "
         "peak RSS per process (weights included)"
     )
-    print("| variant | s/step | ratio to G-Rerank | of which doc encoding s | peak RSS MB | over loaded MB |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| variant | s/step | ratio to G-Rerank | of which doc encoding s | peak RSS MB | over loaded MB "
+        "| grad cosine bf16 vs fp32 (min) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for key in [f"{v}@N=10" for v in chosen]:
         row = summary[key]
         print(
             f"| {key.split('@')[0]} | {row['seconds']:.2f} | {row['seconds'] / g:.2f} | {row['prepare_seconds']:.2f} | "
-            f"{row['peak_rss_mb']:.0f} | {row['peak_rss_mb'] - row['loaded_rss_mb']:.0f} |"
+            f"{row['peak_rss_mb']:.0f} | {row['peak_rss_mb'] - row['loaded_rss_mb']:.0f} | "
+            + (f"{row['grad_cosine']:.4f} ({row['grad_cosine_min']:.4f}) |" if "grad_cosine" in row else " |")
         )
     print()
     for line in ratios({k.split("@")[0]: v["seconds"] for k, v in summary.items() if k.endswith("@N=10")}):

@@ -32,11 +32,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     result = train(cfg, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)
-    table = before_after_table(result.before, result.after)
+    table = before_after_table(result.before, result.after, result.p_values)
     (result.run_dir / "report.md").write_text(
-        f"# {cfg.train.out_dir}\n\nHeld-out questions, before and after training.\n\n{table}\n"
+        f"# {cfg.train.out_dir}\n\nHeld-out questions, before and after training; p: paired permutation test "
+        f"per question (two-sided).\n\n{table}\n"
     )
-    print(f"\nHeld-out metrics, zero-shot reranker vs trained ({cfg.data.num_eval} questions, top-k={cfg.objective.k}):")
+    print(
+        f"\nHeld-out metrics, zero-shot reranker vs trained ({cfg.data.num_eval} questions, top-k={cfg.objective.k}; "
+        "p: paired permutation test per question):"
+    )
     print(table)
     selection = json.loads((result.run_dir / "report.json").read_text()).get("selection")
     if selection:

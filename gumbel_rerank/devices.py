@@ -27,3 +27,12 @@ def dtype(name: str, device: torch.device | str | None = None) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"reader.dtype must be auto or one of {', '.join(DTYPES)}, got {name!r}")
     return DTYPES[name]
+
+
+def fast_bf16(device: torch.device | str | None = None) -> bool:
+    """Whether bfloat16 arithmetic is native here: a CUDA device that supports it, or a CPU with
+    AVX512-BF16 or AMX (elsewhere bf16 is emulated and slower than float32)."""
+    kind = torch.device(device or "cpu").type
+    if kind == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return kind == "cpu" and bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .data.schema import Example, doc_text, doc_valid, num_docs, ranked
+from .devices import fast_bf16
 from .jsonsafe import usual_mode
 from .models import resolve
 
@@ -49,6 +50,7 @@ class Reranker(nn.Module):
         self.max_length = max_length
         self.temperature = temperature
         self.prefix_cache: Any = None  # see keep_frozen_prefix
+        self.precision = "fp32"  # reranker.precision: auto | fp32 | bf16, for scoring with a gradient (training)
 
     def keep_frozen_prefix(self, budget_mb: float) -> bool:
         """Keep each text's hidden states after the frozen bottom layers for scoring without gradients
@@ -88,8 +90,10 @@ class Reranker(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: Any) -> Reranker:
-        """The starting reranker a config's ``reranker`` section names."""
-        return cls.from_pretrained(cfg.model, kind=cfg.kind, max_length=cfg.max_length, temperature=cfg.temperature)
+        """The starting reranker a config's ``reranker`` section names, scoring in its ``precision``."""
+        reranker = cls.from_pretrained(cfg.model, kind=cfg.kind, max_length=cfg.max_length, temperature=cfg.temperature)
+        reranker.precision = cfg.precision
+        return reranker
 
     def save_pretrained(self, path: str | Path) -> None:
         """safetensors weights, tokenizer and our settings: loadable by :meth:`from_pretrained`."""
@@ -109,6 +113,7 @@ class Reranker(nn.Module):
             hidden = self.prefix_cache.last_hidden_state(enc)  # the same, the frozen bottom read back
         else:
             hidden = self.encoder(**enc).last_hidden_state  # (X, L, H)
+        hidden = hidden.float()  # pooled and normalised in float32 (bf16 autocast: cosine / 0.05 needs the bits)
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         return nn.functional.normalize(pooled, dim=-1)
@@ -198,10 +203,14 @@ class Reranker(nn.Module):
         return self.score(examples)
 
     def score(self, examples: list[Example]) -> torch.Tensor:
-        """(B, N) scores of every question's docs; missing slots get ``MISSING``."""
+        """(B, N) float32 scores of every question's docs; missing slots get ``MISSING``. With a gradient
+        (training) and ``precision`` bf16 (or auto where bf16 is native), the encoder runs and backpropagates
+        under bfloat16 autocast; without one (evaluation) it scores in float32."""
         B, N = len(examples), num_docs(examples)
         queries = [ex.question for ex in examples for _ in ex.docs]
         docs = [doc_text(d.title, d.text) for ex in examples for d in ex.docs]
-        flat = self.score_pairs(queries, docs)
+        bf16 = self.precision == "bf16" or (self.precision == "auto" and fast_bf16(self.device))
+        with _autocast("bf16" if bf16 and torch.is_grad_enabled() else "fp32", self.device):
+            flat = self.score_pairs(queries, docs).float()
         out = torch.full((B, N), MISSING, dtype=flat.dtype, device=flat.device)
         return out.masked_scatter(doc_valid(examples, flat.device), flat)

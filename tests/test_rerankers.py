@@ -34,3 +34,34 @@ def test_save_and_reload_keep_kind_and_scores(bert_dir: str, tmp_path: Path) -> 
     assert (again.kind, again.temperature, again.max_length) == ("bi", 0.2, 48)
     assert torch.equal(r.score(make_examples()), again.score(make_examples()))
     assert (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_bf16_precision_runs_only_with_a_gradient_and_keeps_float32_weights(bert_dir: str) -> None:
+    """``reranker.precision: bf16``: training scores run under bf16 autocast and come back float32, the
+    weights and their gradients stay float32, and evaluation (no gradient) scores exactly as fp32 does.
+    (The gradient's direction against fp32 is tested on the real MiniLM: tests/test_real_models.py.)"""
+    examples = make_examples()
+    for kind in ("cross", "bi"):
+        reranker = Reranker.from_pretrained(bert_dir, kind=kind, max_length=64)
+        scores = {}
+        for precision in ("fp32", "bf16"):
+            reranker.precision = precision
+            reranker.zero_grad(set_to_none=True)
+            out = reranker.score(examples)
+            assert out.dtype == torch.float32
+            out.clamp_min(MISSING / 2).softmax(-1)[:, 0].sum().backward()
+            params = [p for p in reranker.parameters() if p.grad is not None]
+            assert params and all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in params)
+            scores[precision] = out.detach()
+            with torch.no_grad():
+                scores[precision, "eval"] = reranker.score(examples)
+        assert not torch.equal(scores["fp32"], scores["bf16"])  # bf16 did run
+        assert torch.allclose(scores["fp32"], scores["bf16"], atol=0.1 if kind == "cross" else 1.0)
+        assert torch.equal(scores["fp32", "eval"], scores["bf16", "eval"])  # evaluation stays float32
+
+
+def test_from_config_carries_the_precision(bert_dir: str) -> None:
+    from gumbel_rerank.config import RerankerConfig
+
+    reranker = Reranker.from_config(RerankerConfig(model=bert_dir, kind="cross", precision="bf16"))
+    assert reranker.precision == "bf16"

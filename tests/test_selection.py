@@ -3,29 +3,47 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import byte_tokenizer, make_examples, tiny_llama
 from test_train import small_config
 
-from gumbel_rerank.evaluation.evaluate import score_all, topk_answer_nll
+from gumbel_rerank.evaluation.evaluate import reader_metrics, score_all, topk_answer_nll, topk_keep
 from gumbel_rerank.objectives.base import Batch, answer_nll
 from gumbel_rerank.readers import make_reader
 from gumbel_rerank.rerankers import Reranker
 from gumbel_rerank.training.loop import train
 
 
-def test_topk_answer_nll_equals_the_reader_on_the_kept_docs_only(bert_dir: str) -> None:
-    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+@pytest.mark.parametrize("layout", ["parallel", "sequential"])
+def test_topk_answer_nll_equals_the_reader_on_the_kept_docs_only(bert_dir: str, layout: str) -> None:
+    """Evaluation encodes only the kept docs, as a deployed reader reads them; that is the masked NLL
+    over all docs up to where the question starts (after the longest kept doc, not the longest of all)."""
+    reader = make_reader(layout, tiny_llama(), byte_tokenizer("decoder"))
     reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=64)
     examples = make_examples()
     scores = score_all(reranker, examples)
     got = topk_answer_nll(reader, examples, scores, k=2)
     for ex, s, value in zip(examples, scores, got, strict=True):
+        top = sorted(sorted(range(len(s)), key=lambda i: -s[i])[:2])
+        only_kept = replace(ex, docs=tuple(ex.docs[i] for i in top))
+        assert abs(answer_nll(reader, Batch([only_kept]), torch.ones(1, 1, 2)).item() - value) < 1e-5
         keep = torch.zeros(1, 1, len(ex.docs))
-        keep[0, 0, sorted(range(len(s)), key=lambda i: -s[i])[:2]] = 1.0
-        assert abs(answer_nll(reader, Batch([ex]), keep).item() - value) < 1e-5
+        keep[0, 0, top] = 1.0
+        assert abs(answer_nll(reader, Batch([ex]), keep).item() - value) < 1e-3  # masked: positions of all docs
+
+
+def test_generation_reads_the_kept_docs_as_the_masked_reader_does(bert_dir: str) -> None:
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+    reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=64)
+    examples = make_examples()
+    scores = score_all(reranker, examples)
+    got = reader_metrics(reader, examples, scores, k=2, max_new_tokens=4)["predictions"]
+    masked = reader.generate(examples, topk_keep(scores, max(len(ex.docs) for ex in examples), k=2), max_new_tokens=4)
+    assert got == masked
 
 
 def test_select_val_loss_keeps_and_restores_the_best_checkpoint(tmp_path: Path, bert_dir: str) -> None:
@@ -138,10 +156,10 @@ def test_validation_docs_stay_encoded_across_runs_sharing_a_reader_and_apart_fro
     reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"), doc_cache_mb=64)
     reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=64)
     validation = make_examples()
-    n_docs = sum(len(ex.docs) for ex in validation)
+    n_docs = sum(min(len(ex.docs), 2) for ex in validation)  # only the docs the top-2 view keeps are encoded
     first = Selector(tmp_path / "a", reader, validation, [], k=2, save=False)
     first.evaluate(0, reranker)
-    assert reader.validation_cache is not None and len(reader.validation_cache.items) == n_docs
+    assert reader.validation_cache is not None and len(reader.validation_cache.items) == n_docs  # the top 2 of each
     assert reader.doc_cache is not None and not reader.doc_cache.items  # the training docs' cache is untouched
     second = Selector(tmp_path / "b", reader, validation, [], k=2, save=False)  # e.g. a sweep's next row
     misses = reader.validation_cache.misses

@@ -172,6 +172,46 @@ def summary_rows(by_row: Runs) -> dict[str, dict[str, Any]]:
     return out
 
 
+def start_table(by_row: Runs) -> str:
+    """Each row's change against the zero-shot start with its paired p (R@2, R@k, MRR, answer NLL given
+    the top k), and its gain as a share of the supervised row's: the positive control. The caption says
+    whether the control moved; where it did not, this setting cannot separate the objectives."""
+    start, sup, k = by_row.get("zero-shot"), by_row.get("supervised"), test_k(by_row)
+    if not start:
+        return ""
+    metrics = [("R@2", "R@2"), (f"R@{k}", f"R@{k}"), ("MRR", "RR"), (f"answer NLL | top {k}", "answer_nll")]
+    metrics = [(label, m) for label, m in metrics if _per_question(start, m) is not None]
+
+    def change(runs: list[dict[str, Any]], m: str) -> float | None:
+        a, b = summarise(start, m), summarise(runs, m)
+        return None if a is None or b is None else b[0] - a[0]
+
+    def fmt_change(d: float | None, m: str) -> str:
+        return "n/a" if d is None else (f"{d:+.3f}" if "nll" in m else f"{100 * d:+.1f}")
+
+    rows = []
+    for name, runs in by_row.items():
+        if name == "zero-shot":
+            continue
+        cells = []
+        for _, m in metrics:
+            p = paired_p(start, runs, m)
+            d, control = change(runs, m), change(sup, m) if sup else None
+            share = f", {d / control:.0%} of supervised" if d is not None and control and name != "supervised" else ""
+            cells.append(f"{fmt_change(d, m)} (p {'n/a' if p is None else f'{p:.3f}'}{share})")
+        rows.append([name, *cells])
+    caption = "Change against the zero-shot start (points of percent; NLL in nats per token, lower is better), paired p."
+    if sup and any(m == f"R@{k}" for _, m in metrics):
+        d, p = change(sup, f"R@{k}"), paired_p(start, sup, f"R@{k}")
+        moved = d is not None and d > 0 and p is not None and p < 0.05
+        caption += f" Positive control: supervised R@{k} {fmt_change(d, 'R')} (p {p:.3f}): " + (
+            "it moved, so this setting can separate the objectives."
+            if moved
+            else "it did not move clearly, so this setting cannot separate the objectives; read no verdict from it."
+        )
+    return caption + "\n\n" + markdown_table(["row", *(label for label, _ in metrics)], rows)
+
+
 def describe(by_row: Runs) -> str:
     cfg = _config(by_row)
     if cfg is None:

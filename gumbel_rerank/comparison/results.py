@@ -17,6 +17,7 @@ from ..jsonsafe import dumps
 from ..readers.base import Reader
 
 PER_QUESTION = ("R@{k}", "bridge_R@{k}", "FullSupport@{k}")  # kept per question (every eval.ks) for paired tests
+PER_QUESTION_ONCE = ("RR",)  # and these, with the answer NLL given the top k where a reader ran
 STEP_KEYS = ("step", "loss", "hard_loss", "tau", "lr", "seconds", "mask_sum", "mask_distinct", "mask_overlap")
 
 
@@ -29,6 +30,7 @@ class AnswerMemo:
         self.reader, self.cfg = reader, cfg
         self.answers: dict[tuple[str, tuple[int, ...]], tuple[float, float]] = {}
         self.nll: dict[tuple[str, tuple[int, ...]], float] = {}
+        self.last_nll: list[float] = []
 
     def __call__(self, examples: Sequence[Example], scores: Sequence[Sequence[float]], k: int) -> dict[str, float]:
         ev = self.cfg.eval
@@ -42,7 +44,8 @@ class AnswerMemo:
                 self.reader, [examples[i] for i in todo], [scores[i] for i in todo], k=k, batch_size=ev.batch_size
             )
             self.nll.update((keys[i], v) for i, v in zip(todo, nll, strict=True))
-        out = {"answer_nll": sum(self.nll[key] for key in keys) / len(keys)}
+        self.last_nll = [self.nll[key] for key in keys]  # per question, for paired tests
+        out = {"answer_nll": sum(self.last_nll) / len(keys)}
         if not ev.generate:
             return out
         todo = [i for i, key in enumerate(keys) if key not in self.answers]
@@ -74,8 +77,10 @@ def _result(
     if memo is not None:
         out["held_out"].update(memo(held_out, held, cfg.objective.k))
     rows = per_question(held_out, held, ks)
-    names = [t.format(k=k) for t in PER_QUESTION for k in ks]
+    names = [t.format(k=k) for t in PER_QUESTION for k in ks] + list(PER_QUESTION_ONCE)
     out["per_question"] = {m: [r[m] for r in rows] for m in names}
+    if memo is not None:
+        out["per_question"]["answer_nll"] = memo.last_nll
     out["held_out_scores"] = held
     return out
 

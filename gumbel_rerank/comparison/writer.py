@@ -17,6 +17,7 @@ from .report import (
     load_results,
     metric_columns,
     reference_row,
+    start_table,
     summarise,
     summary_rows,
     test_k,
@@ -39,6 +40,9 @@ def write_report(sweep_dir: str | Path, title: str = "") -> Path | None:
         f"training questions themselves (their labels unused); p: paired permutation test against {ref} on "
         f"per-question values averaged over seeds.\n\n{group_table(by_row)}\n"
     )
+    against_start = start_table(by_row)
+    if against_start:
+        text += f"\n## Against the start, with the positive control\n\n{against_start}\n"
     if gap_rows:
         head = ["row", "first quarter of steps", "last quarter"]
         text += (

@@ -14,6 +14,7 @@ def validate(cfg: Config) -> Config:
     checks = [
         (cfg.reader.layout in ("fid", "parallel", "sequential"), "reader.layout must be fid, parallel or sequential"),
         (cfg.reranker.kind in ("cross", "bi"), "reranker.kind must be cross or bi"),
+        (cfg.reranker.precision in ("auto", "fp32", "bf16"), "reranker.precision must be auto, fp32 or bf16"),
         (cfg.objective.relaxation in ("threshold", "l2x", "subset"), "objective.relaxation must be threshold, l2x or subset"),
         (cfg.objective.calibration in ("standardize", "none"), "objective.calibration must be standardize or none"),
         (

@@ -37,6 +37,10 @@ class RerankerConfig:
     kind: str = "cross"  # cross | bi
     max_length: int = 256
     temperature: float = 0.05  # bi-encoder: score = cosine / temperature
+    # the reranker's training forward and backward: bf16 runs them under bfloat16 autocast (weights, optimizer
+    # and scores stay float32; evaluation scores in float32); auto = bf16 where it is native (CUDA, a CPU with
+    # AVX512-BF16 or AMX), else fp32. bench/train_step.py: 1.5x faster, gradient cosine >= 0.999 with fp32
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -73,6 +74,14 @@ def topk_keep(scores: Sequence[Sequence[float]], num_docs: int, *, k: int) -> to
     return hard_topk(padded, k=k).bool() & torch.isfinite(padded)
 
 
+def kept_docs(examples: Sequence[Example], scores: Sequence[Sequence[float]], *, k: int) -> list[Example]:
+    """Each question with only its hard top-k docs, in their original order: what the reader reads.
+    The reader then encodes k docs instead of all N (masked equals removed, in every layout:
+    tests/test_readers.py), so evaluation pays only for the docs a view keeps."""
+    keep = topk_keep(scores, max((len(ex.docs) for ex in examples), default=0), k=k)
+    return [replace(ex, docs=tuple(d for i, d in enumerate(ex.docs) if keep[b, i])) for b, ex in enumerate(examples)]
+
+
 def topk_answer_nll(
     reader: Reader, examples: Sequence[Example], scores: Sequence[Sequence[float]], *, k: int, batch_size: int = 8
 ) -> list[float]:
@@ -81,12 +90,12 @@ def topk_answer_nll(
     from ..objectives.base import Batch, answer_nll
 
     device = getattr(reader, "device", "cpu")
+    kept = kept_docs(examples, scores, k=k)
     out: list[float] = []
     with torch.no_grad():
-        for i in range(0, len(examples), batch_size):
-            batch = Batch(list(examples[i : i + batch_size]), device=device)
-            keep = topk_keep(scores[i : i + batch_size], batch.valid.shape[1], k=k).float().to(device)  # (B, N)
-            out += answer_nll(reader, batch, keep.unsqueeze(1))[:, 0].tolist()
+        for i in range(0, len(kept), batch_size):
+            batch = Batch(kept[i : i + batch_size], device=device)
+            out += answer_nll(reader, batch, batch.valid.float().unsqueeze(1))[:, 0].tolist()
     return out
 
 
@@ -102,13 +111,14 @@ def reader_metrics(
 ) -> dict[str, Any]:
     """EM / F1 of the reader's greedy answers from the hard top-k docs of each question."""
     predictions: list[str] = []
-    for i in tqdm(range(0, len(examples), batch_size), desc="answer", disable=not progress, leave=False):
-        batch = list(examples[i : i + batch_size])
-        keep = topk_keep(scores[i : i + batch_size], max(len(ex.docs) for ex in batch), k=k)
+    kept = kept_docs(examples, scores, k=k)
+    for i in tqdm(range(0, len(kept), batch_size), desc="answer", disable=not progress, leave=False):
+        batch = kept[i : i + batch_size]
+        keep = torch.tensor([[j < len(ex.docs) for j in range(max(len(e.docs) for e in batch))] for ex in batch])
         predictions += reader.generate(batch, keep, max_new_tokens=max_new_tokens)
     em = [exact_match(p, ex.answers) for p, ex in zip(predictions, examples, strict=True)]
     f1 = [f1_score(p, ex.answers) for p, ex in zip(predictions, examples, strict=True)]
-    return {"EM": mean(em), "F1": mean(f1), "predictions": predictions}
+    return {"EM": mean(em), "F1": mean(f1), "predictions": predictions, "per_question": {"EM": em, "F1": f1}}
 
 
 def evaluate(
@@ -119,19 +129,24 @@ def evaluate(
     *,
     progress: bool = True,
     scores: list[list[float]] | None = None,
+    detail: bool = False,
 ) -> dict[str, Any]:
     """Ranking metrics at every k in ``eval.ks``; with a reader, its answer NLL per token given the hard
     top-k (``answer_nll``, unless ``eval.answer_nll`` is off) and, with ``eval.generate``, EM/F1 from the top-k docs.
 
-    ``scores`` are the reranker's scores of ``examples`` when the caller already has them.
+    ``scores`` are the reranker's scores of ``examples`` when the caller already has them. ``detail``
+    adds ``per_question``: each metric's value per question (NaN where undefined), for paired tests.
     """
     if not examples:
         return {}
     if scores is None:
         scores = score_all(reranker, examples, batch_size=cfg.eval.batch_size, progress=progress)
-    result: dict[str, Any] = retrieval_metrics(examples, scores, cfg.eval.ks)
+    rows = per_question(examples, scores, cfg.eval.ks)
+    result: dict[str, Any] = {name: mean([r[name] for r in rows]) for name in rows[0]}
+    values: dict[str, list[float]] = {name: [r[name] for r in rows] for name in rows[0]}
     if reader is not None and cfg.eval.answer_nll:
-        result["answer_nll"] = mean(topk_answer_nll(reader, examples, scores, k=cfg.objective.k, batch_size=cfg.eval.batch_size))
+        values["answer_nll"] = topk_answer_nll(reader, examples, scores, k=cfg.objective.k, batch_size=cfg.eval.batch_size)
+        result["answer_nll"] = mean(values["answer_nll"])
     if cfg.eval.generate and reader is not None:
         ev = cfg.eval
         qa = reader_metrics(
@@ -144,4 +159,7 @@ def evaluate(
             progress=progress,
         )
         result.update(EM=qa["EM"], F1=qa["F1"])
+        values.update(qa["per_question"])
+    if detail:
+        result["per_question"] = values
     return result

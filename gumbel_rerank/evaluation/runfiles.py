@@ -52,6 +52,17 @@ def paired_permutation_test(a: Sequence[float], b: Sequence[float], *, rounds: i
     return (hits + 1) / (rounds + 1)
 
 
+def paired_tests(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """p of :func:`paired_permutation_test` for every metric both evaluations hold per question
+    (``evaluate(..., detail=True)``'s ``per_question``; None, as JSON keeps NaN, counts as undefined)."""
+    b, a = before.get("per_question") or {}, after.get("per_question") or {}
+
+    def values(xs: Sequence[float | None]) -> list[float]:
+        return [math.nan if x is None else float(x) for x in xs]
+
+    return {m: paired_permutation_test(values(b[m]), values(a[m])) for m in b if m in a and len(a[m]) == len(b[m])}
+
+
 def holm(p_values: dict[str, float]) -> dict[str, float]:
     """Holm-Bonferroni adjusted p-values of a family of tests (each name -> its adjusted p): the
     smallest is multiplied by the family's size, the next by one less, kept monotone, capped at 1."""

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..data import Example
 from ..evaluation.evaluate import evaluate, score_all
-from ..evaluation.runfiles import MetricsLog
+from ..evaluation.runfiles import MetricsLog, paired_tests
 from ..jsonsafe import finite, write_json
 from ..objectives import Batch, TeacherCache
 from ..readers.base import Reader
@@ -62,7 +62,7 @@ def _train(run: Run, progress: bool) -> TrainResult:
     """The loop: evaluate the start, step, log, validate, checkpoint; then select and report."""
     cfg = run.cfg
     if run.before is None:
-        run.before = evaluate(cfg, run.reranker, run.reader, run.held_out, progress=progress) if run.main else {}
+        run.before = evaluate(cfg, run.reranker, run.reader, run.held_out, progress=progress, detail=True) if run.main else {}
     model = run.acc.prepare(run.reranker)  # DDP across processes; the same module in a single process
     model.train()
     t0, done = time.perf_counter(), run.first_step
@@ -198,7 +198,7 @@ def _finish(run: Run, seconds_per_step: float, progress: bool) -> TrainResult:
     cfg, reranker = run.cfg, run.reranker
     reranker.eval()
     run.acc.wait_for_everyone()
-    before = run.before or {}
+    before = dict(run.before or {})
     if not run.main:
         return TrainResult(run.run_dir, before, {}, seconds_per_step, run.skipped, [])
     selection = None
@@ -209,12 +209,16 @@ def _finish(run: Run, seconds_per_step: float, progress: bool) -> TrainResult:
         run.selector.plot()
     checkpoint.save_reranker(reranker, run.run_dir / "reranker")
     after_scores = score_all(reranker, run.held_out, batch_size=cfg.eval.batch_size, progress=progress)
-    after = evaluate(cfg, reranker, run.reader, run.held_out, progress=progress, scores=after_scores)
+    after = evaluate(cfg, reranker, run.reader, run.held_out, progress=progress, scores=after_scores, detail=True)
+    p_values = paired_tests(before, after)
+    detail = {"before": before.pop("per_question", None), "after": after.pop("per_question", None)}
+    write_json(run.run_dir / "held_out_per_question.json", detail)
     write_json(
         run.run_dir / "report.json",
         {
             "before": before,
             "after": after,
+            "p_values": p_values,
             "seconds_per_step": seconds_per_step,
             "skipped_steps": run.skipped,
             "train_questions": len(run.train_set),
@@ -225,7 +229,7 @@ def _finish(run: Run, seconds_per_step: float, progress: bool) -> TrainResult:
         },
         indent=2,
     )
-    return TrainResult(run.run_dir, before, after, seconds_per_step, run.skipped, after_scores, selection)
+    return TrainResult(run.run_dir, before, after, seconds_per_step, run.skipped, after_scores, selection, p_values)
 
 
 BAR_METRICS = ("loss", "mask_sum", "mask_distinct", "mask_overlap")  # shown on the progress bar when logged

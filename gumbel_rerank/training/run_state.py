@@ -39,6 +39,7 @@ class TrainResult:
     skipped_steps: int
     held_out_scores: list[list[float]]  # the trained reranker's scores of the held-out questions
     selection: dict[str, Any] | None = None  # train.select's pick and how well it picked (report.json)
+    p_values: dict[str, float] | None = None  # per metric: paired permutation test, before vs after, per question
 
 
 class NonFiniteLossError(ValueError):
