@@ -156,3 +156,28 @@ def test_contract_finite_loss_reader_untouched_reranker_changed_seeded(name: str
     assert all(torch.equal(v, reader_before[k]) for k, v in reader.model.state_dict().items())
     changed = [k for k, v in reranker.state_dict().items() if not torch.equal(v, ranker_before[k])]
     assert changed, "no reranker parameter changed"
+
+
+def test_k_draw_gives_each_question_its_own_k_from_1_to_k_and_the_same_k_for_the_same_seed() -> None:
+    """``objective.k_draw``: every row of the mask sums to its question's drawn k, every k in 1..K is
+    drawn, a question's k depends only on its own generator, and the gradient still reaches every doc."""
+    obj = GumbelObjective(ObjectiveConfig(k=4, k_draw=True, tau=0.5))
+    B, N = 6, 8
+    seen: set[int] = set()
+    for seed in range(20):
+        scores = torch.randn(B, N, requires_grad=True)
+        valid = torch.ones(B, N, dtype=torch.bool)
+        drawn = obj.draw(scores, valid, 0.5, [torch.Generator().manual_seed(seed * 100 + b) for b in range(B)])
+        sums = drawn.masks.sum(-1)[:, 0]
+        assert torch.allclose(sums, sums.round(), atol=1e-4) and ((sums.round() >= 1) & (sums.round() <= 4)).all()
+        assert torch.equal(drawn.picks.sum(-1)[:, 0], sums.round().long())  # the hard picks hold the same k
+        seen |= set(sums.round().long().tolist())
+        again = obj.draw(scores, valid, 0.5, [torch.Generator().manual_seed(seed * 100 + b) for b in range(B)])
+        assert torch.equal(again.masks, drawn.masks)
+        alone = obj.draw(scores[2:3], valid[2:3], 0.5, [torch.Generator().manual_seed(seed * 100 + 2)])
+        assert torch.allclose(alone.masks[0], drawn.masks[2])  # independent of the batch around it
+    assert seen == {1, 2, 3, 4}
+    (drawn.masks[:, 0] * torch.arange(N)).sum().backward()
+    assert scores.grad is not None and scores.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="k_draw"):
+        GumbelObjective(ObjectiveConfig(k=4, k_draw=True, relaxation="l2x"))

@@ -67,8 +67,19 @@ def test_select_val_loss_keeps_and_restores_the_best_checkpoint(tmp_path: Path, 
     points = [x for x in lines if "val_loss" in x]
     assert [p["step"] for p in points] == [0, 2, 4, 6] and all("held_out_R@2" in p and "val_R@2" in p for p in points)
     best = min(points, key=lambda p: p["val_loss"])
-    report = json.loads((run / "report.json").read_text())["selection"]
+    full = json.loads((run / "report.json").read_text())
+    report = full["selection"]
     assert report["selected_step"] == best["step"] and report["points"] == 4
+    # where the wall time went: every part measured, the steps' part is the logged step times
+    parts = full["seconds"]
+    assert set(parts) == {"start_evaluation", "steps", "validation", "checkpoints", "final_evaluation", "total"}
+    assert all(v >= 0 for v in parts.values()) and parts["validation"] > 0 and parts["final_evaluation"] > 0
+    assert abs(parts["steps"] - sum(x["seconds"] for x in lines if "loss" in x and "val_loss" not in x)) < 1e-6
+    assert abs(parts["total"] - sum(v for k, v in parts.items() if k != "total")) < 1e-9
+    # a paired p per metric, before vs after, with the per-question values beside the report
+    assert 0 <= full["p_values"]["R@2"] <= 1 and "per_question" not in full["before"]
+    detail = json.loads((run / "held_out_per_question.json").read_text())
+    assert len(detail["after"]["R@2"]) == len(result.held_out_scores)
     assert json.loads((run / "best" / "selection.json").read_text())["step"] == best["step"]
     # the final reranker is the selected one, and the validation questions were never trained on
     final = Reranker.from_pretrained(str(run / "reranker"))

@@ -70,6 +70,9 @@ class ObjectiveConfig:
     baseline: str = "loo"  # reinforce: loo (the other samples' mean; with 1 sample the greedy top k) | none
     relaxation: str = "threshold"  # threshold (sums to k, entries in [0, 1]) | l2x (the paper's max of k draws) | subset
     straight_through: bool = False
+    # G-Rerank: each question's k drawn per step uniformly from 1..k (threshold relaxation), so that the
+    # reranker learns an order inside the top k, not only a set (issue 43); False: always k
+    k_draw: bool = False
     noise: bool = True  # False: the "no Gumbel noise" ablation
     log_hard_loss: bool = True  # also log the reader loss under the hard top-k mask (the soft/hard gap)
     # distillation rivals (names as in Atlas): P_R = softmax(w / temperature_score), target softmax(g / temperature_gold)

@@ -37,8 +37,9 @@ Hyperparameters: k (docs kept, 2-5), tau (0.1-1; ``tau_final`` anneals it geomet
 (score spread against unit noise; 0.5-2 with standardize, small = explore), samples (Gumbel draws
 per question, 1-4), relaxation (``threshold`` | ``l2x``: the paper's max of k draws | ``subset``:
 successive softmax, whose entries can exceed 1), calibration (``standardize`` | ``none``),
-straight_through (hard mask forward, the relaxed mask's gradient backward), noise (False is the
-paper's "no Gumbel noise" ablation).
+straight_through (hard mask forward, the relaxed mask's gradient backward), k_draw (each question's
+k drawn per step from 1..k, so the top 1 must already hold what the top k holds: an order inside the
+top k, not only a set; costs nothing extra), noise (False is the paper's "no Gumbel noise" ablation).
 
 Relation to the others: EMDR2 and PDist score each doc alone; G-Rerank scores subsets jointly,
 so a bridge doc that only helps together with another doc can still be rewarded.
@@ -93,6 +94,7 @@ class GumbelObjective(ObjectiveBase):
         "samples",
         "relaxation",
         "straight_through",
+        "k_draw",
         "noise",
         "log_hard_loss",
     )
@@ -111,6 +113,8 @@ class GumbelObjective(ObjectiveBase):
             raise ValueError(f"objective.relaxation must be one of {sorted(RELAXATIONS)}")
         if cfg.calibration not in CALIBRATIONS:
             raise ValueError(f"objective.calibration must be one of {CALIBRATIONS}")
+        if cfg.k_draw and (cfg.relaxation != "threshold" or cfg.straight_through):
+            raise ConfigError("objective.k_draw needs objective.relaxation=threshold and straight_through off")
         self.cfg = cfg
         self._low_calls = 0
         self._warned = False
@@ -147,6 +151,8 @@ class GumbelObjective(ObjectiveBase):
             for b, gen in enumerate(generators):
                 noise[:, :, b, : real[b]] = gumbel_noise((c.samples, draws, real[b]), generator=gen, dtype=scores.dtype)
         noise = noise.to(scores.device)
+        # k_draw: each question's k for this step, from its own generator (after its noise)
+        ks = [int(torch.randint(1, c.k + 1, (1,), generator=g)) for g in generators] if c.k_draw else []
         z = self.calibrated(scores, valid)
         masks, picks = [], []
         for s in range(c.samples):
@@ -157,6 +163,15 @@ class GumbelObjective(ObjectiveBase):
             elif c.relaxation == "subset":
                 soft = subset_topk_from_noise(z, noise[s, 0], k=c.k, tau=tau, kappa=c.kappa)
                 picked = hard_topk(perturbed[0], k=c.k)
+            elif ks:
+                rows = [slice(b, b + 1) for b in range(B)]
+                soft = torch.cat(
+                    [
+                        threshold_topk_from_noise(z[r], noise[s, 0, r], k=kb, tau=tau, kappa=c.kappa, valid=valid[r])
+                        for r, kb in zip(rows, ks, strict=True)
+                    ]
+                )
+                picked = torch.cat([hard_topk(perturbed[0, r], k=kb) for r, kb in zip(rows, ks, strict=True)])
             else:
                 soft = threshold_topk_from_noise(z, noise[s, 0], k=c.k, tau=tau, kappa=c.kappa, valid=valid)
                 picked = hard_topk(perturbed[0], k=c.k)
@@ -182,7 +197,8 @@ class GumbelObjective(ObjectiveBase):
         return out
 
     def _watch(self, mask_sum: float) -> None:
-        self._low_calls = self._low_calls + 1 if mask_sum < self.cfg.k / 2 else 0
+        expected = (self.cfg.k + 1) / 2 if self.cfg.k_draw else self.cfg.k  # k_draw: the mean of 1..k
+        self._low_calls = self._low_calls + 1 if mask_sum < expected / 2 else 0
         if self._low_calls >= LOW_MASK_STEPS and not self._warned:
             self._warned = True
             log.warning(

@@ -61,8 +61,11 @@ def train(
 def _train(run: Run, progress: bool) -> TrainResult:
     """The loop: evaluate the start, step, log, validate, checkpoint; then select and report."""
     cfg = run.cfg
+    parts = {"start_evaluation": 0.0, "steps": 0.0, "validation": 0.0, "checkpoints": 0.0}  # wall seconds, this process
+    clock = time.perf_counter()
     if run.before is None:
         run.before = evaluate(cfg, run.reranker, run.reader, run.held_out, progress=progress, detail=True) if run.main else {}
+    parts["start_evaluation"] = time.perf_counter() - clock
     model = run.acc.prepare(run.reranker)  # DDP across processes; the same module in a single process
     model.train()
     t0, done = time.perf_counter(), run.first_step
@@ -76,8 +79,10 @@ def _train(run: Run, progress: bool) -> TrainResult:
     resumed_at = run.first_step if run.resumed else None
     tracker = run.acc.log if cfg.train.report_to else None
     with MetricsLog(run.run_dir / "metrics.jsonl", write=run.main, keep_until=resumed_at, tracker=tracker) as log_file:
+        clock = time.perf_counter()
         if run.selector is not None and run.first_step == 0:  # the start is a candidate: selection can keep it
             log_file.write(run.selector.evaluate(0, run.reranker))
+        parts["validation"] += time.perf_counter() - clock
         for step in bar:
             done, started = step + 1, time.perf_counter()  # done: steps run so far (an early stop ends sooner)
             metrics = _accumulate(run, model, step)
@@ -85,12 +90,18 @@ def _train(run: Run, progress: bool) -> TrainResult:
                 _skip(run, step)
                 continue
             metrics.update(step=step + 1, **_update(run, step), seconds=time.perf_counter() - started)
+            parts["steps"] += metrics["seconds"]
             log_file.write(metrics)
             bar.set_postfix(postfix(metrics))
-            if _validate(run, step, log_file):
+            clock = time.perf_counter()
+            stop = _validate(run, step, log_file)
+            parts["validation"] += time.perf_counter() - clock
+            if stop:
                 break
+            clock = time.perf_counter()
             _checkpoint(run, step)
-    result = _finish(run, (time.perf_counter() - t0) / max(done - run.first_step, 1), progress)
+            parts["checkpoints"] += time.perf_counter() - clock
+    result = _finish(run, (time.perf_counter() - t0) / max(done - run.first_step, 1), progress, parts)
     if cfg.train.report_to:
         final = {f"held_out/{k}": v for k, v in result.after.items() if isinstance(v, float) and math.isfinite(v)}
         run.acc.log(final, step=done)
@@ -193,9 +204,11 @@ def _checkpoint(run: Run, step: int) -> None:
     )
 
 
-def _finish(run: Run, seconds_per_step: float, progress: bool) -> TrainResult:
-    """The selected reranker saved as reranker/, evaluated on the held-out questions; report.json."""
+def _finish(run: Run, seconds_per_step: float, progress: bool, parts: dict[str, float]) -> TrainResult:
+    """The selected reranker saved as reranker/, evaluated on the held-out questions; report.json
+    (with ``seconds``: where this sitting's wall time went, by part)."""
     cfg, reranker = run.cfg, run.reranker
+    clock = time.perf_counter()
     reranker.eval()
     run.acc.wait_for_everyone()
     before = dict(run.before or {})
@@ -210,6 +223,7 @@ def _finish(run: Run, seconds_per_step: float, progress: bool) -> TrainResult:
     checkpoint.save_reranker(reranker, run.run_dir / "reranker")
     after_scores = score_all(reranker, run.held_out, batch_size=cfg.eval.batch_size, progress=progress)
     after = evaluate(cfg, reranker, run.reader, run.held_out, progress=progress, scores=after_scores, detail=True)
+    parts["final_evaluation"] = time.perf_counter() - clock
     p_values = paired_tests(before, after)
     detail = {"before": before.pop("per_question", None), "after": after.pop("per_question", None)}
     write_json(run.run_dir / "held_out_per_question.json", detail)
@@ -220,6 +234,7 @@ def _finish(run: Run, seconds_per_step: float, progress: bool) -> TrainResult:
             "after": after,
             "p_values": p_values,
             "seconds_per_step": seconds_per_step,
+            "seconds": {**parts, "total": sum(parts.values())},
             "skipped_steps": run.skipped,
             "train_questions": len(run.train_set),
             "held_out_questions": len(run.held_out),
