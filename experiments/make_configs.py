@@ -84,10 +84,8 @@ CURVE_ROWS = ("gumbel", "adist", "pdist", "loop")
 # validation answer NLL preferred for G-Rerank, PDist and supervised in the bi-encoder grid
 # (results/lr_choice.md); not chosen on this setting (no grid here yet). P_R = softmax(logit / 1).
 CROSS_ROWS = ("supervised", "gumbel", "reinforce", "pdist", "lsr", "emdr", "adist", "loop")
-CROSS = {
-    "reranker": {"kind": "cross", "max_length": 256},
-    "train": {"lr": 1e-4, "train_layers": 0},
-}
+CROSS_RERANKER: dict[str, Any] = {"kind": "cross", "max_length": 256}
+CROSS_TRAIN: dict[str, Any] = {"lr": 1e-4, "train_layers": 0}
 
 
 def merged(**sections: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +119,8 @@ def groups() -> dict[str, dict[str, dict[str, Any]]]:
     out["2wiki"] = {o: merged(data=wiki, objective={"name": o}) for o in RIVALS}
     out["hotpotqa-cross-fresh"] = {
         o: merged(
-            **CROSS,
+            reranker=CROSS_RERANKER,
+            train=CROSS_TRAIN,
             objective={"name": o, "temperature_score": 1.0, "samples": 4 if o == "reinforce" else 1},
         )
         for o in CROSS_ROWS

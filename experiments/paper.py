@@ -18,6 +18,7 @@ from gumbel_rerank.comparison.report import (
     paired_p,
     reference_row,
     seeds_cell,
+    start_table,
     summarise,
 )
 from gumbel_rerank.comparison.sweep import load_group, load_plan
@@ -44,6 +45,7 @@ PAPER = {  # Huang et al. (ACL 2025), Tables 1-3 (docs/method.md); Recall@5 in p
 PAPER_BRIDGE_GAIN = 72.2 - 61.8  # HotpotQA bridge-doc Recall@5, G-Rerank over EMDR2
 TABLE_BLOCK = re.compile(r"(<!-- table: (\S+) [^>]*-->\n)(.*?)(<!-- /table -->)", re.DOTALL)
 CLAIMS_BLOCK = re.compile(r"(<!-- claims: (\S+) [^>]*-->\n)(.*?)(<!-- /claims -->)", re.DOTALL)
+START_BLOCK = re.compile(r"(<!-- start: (\S+) [^>]*-->\n)(.*?)(<!-- /start -->)", re.DOTALL)
 TIME_BLOCK = re.compile(r"(<!-- time: plan [^>]*-->\n)(.*?)(<!-- /time -->)", re.DOTALL)
 
 
@@ -111,7 +113,9 @@ def readme_table(group: str, by_row: Runs) -> str:
 def sync_readme(readme: str | Path, results: str | Path, planned: dict[str, int] | None = None) -> list[str]:
     """Rewrite every ``<!-- table: GROUP ... -->`` ... ``<!-- /table -->`` block of ``readme`` with
     :func:`readme_table` of that group's committed results, every ``<!-- claims: GROUP ... -->``
-    ... ``<!-- /claims -->`` block with its :func:`claims`, and a ``<!-- time: plan ... -->`` ...
+    ... ``<!-- /claims -->`` block with its :func:`claims`, every ``<!-- start: GROUP ... -->`` ...
+    ``<!-- /start -->`` block with its change against the start and the positive control
+    (:func:`~gumbel_rerank.comparison.report.start_table`), and a ``<!-- time: plan ... -->`` ...
     ``<!-- /time -->`` block with :func:`time_table` of every group against ``planned``; returns the
     groups written. A block naming a group without results is an error (the page would show numbers
     nothing produced), and so is a time block without ``planned``."""
@@ -135,6 +139,7 @@ def sync_readme(readme: str | Path, results: str | Path, planned: dict[str, int]
         return m.group(1) + "\n".join(time_table(load_groups(results), planned)) + m.group(3)
 
     new = CLAIMS_BLOCK.sub(filler("claims", claims_text), TABLE_BLOCK.sub(filler("table", readme_table), text))
+    new = START_BLOCK.sub(filler("start", lambda group, by_row: start_table(by_row)), new)
     new = TIME_BLOCK.sub(fill_time, new)
     if new != text:
         readme.write_text(new)

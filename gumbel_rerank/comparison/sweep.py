@@ -178,7 +178,8 @@ def run_group(
             on_result("zero-shot")
     kept_bottom: Any = None  # a PrefixCache, once a row made one
     for seed in seeds:  # every row gets seed 0 before any row gets seed 1
-        for row in rows:
+        # the positive control first: a group cut short still says whether its setting can separate anything
+        for row in sorted(rows, key=lambda r: r.cfg.objective.name != "supervised"):
             path = runs / f"{row.name}.seed{seed}.json"
             if path.exists():
                 _reuse(path, row.cfg.to_dict(), f"{row.name}.yaml")

@@ -30,12 +30,12 @@ OBJECTIVES: dict[str, type[ObjectiveBase]] = {
     cls.name: cls
     for cls in (
         GumbelObjective,
+        ReinforceObjective,  # the score-function estimator of G-Rerank's objective, beside it
         ADistObjective,
         EMDRObjective,
         PDistObjective,
         LOOPObjective,
         LSRObjective,
-        ReinforceObjective,
         SupervisedObjective,
     )
 }
