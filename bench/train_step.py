@@ -21,7 +21,9 @@ concatenated prompt, forward and backward over every position, LM head on every 
 AVX512-BF16 on the no-gradient part only), ``gumbel-bf16`` and ``naive-bf16`` (the whole reader in
 bf16, ``reader.dtype``, so that naive / ours compares equal precisions); the
 rivals ``adist``/``emdr``/``pdist``/``loop``, ``cold`` (teacher computed in the step) and
-``cached`` (teacher already in the cache). ``-rbf16``: the reranker's forward and backward under
+``cached`` (teacher already in the cache). Every variant scores in eval mode (no dropout; the loop's
+``train.dropout: false``) except ``supervised-dropout`` (bf16, dropout on: the loop's default).
+``-rbf16``: the reranker's forward and backward under
 bf16 autocast (``reranker.precision: bf16``); ``gumbel-fast``: that and bf16 docs together. For
 these the run also reports the cosine between the reranker's bf16 and fp32 gradients on the same
 questions and noise (``grad_cosine``: mean, min over 4 questions).
@@ -128,7 +130,8 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
         if teacher in ("rbf16", "fast")
         else []
     )
-    reranker.precision = "bf16" if teacher in ("rbf16", "fast") else "fp32"
+    reranker.precision = "bf16" if teacher in ("rbf16", "fast", "dropout") else "fp32"
+    reranker.train(teacher == "dropout")  # every other variant: eval mode (no dropout), as train.dropout=false
     optimizer = torch.optim.AdamW(reranker.parameters(), lr=1e-5)
     generator = torch.Generator().manual_seed(0)
     if teacher == "cached":  # fill the cache first, outside the timing
@@ -198,6 +201,7 @@ def ratios(s: dict[str, float]) -> list[str]:
         ("G-Rerank, bf16 reranker / fp32", "gumbel-rbf16", "gumbel", ""),
         ("G-Rerank fast (bf16 reranker + docs) / its floor (bf16 reranker)", "gumbel-fast", "supervised-rbf16", "target <= 2.0"),
         ("G-Rerank cached / its floor (fp32)", "gumbel-cached", "supervised", "target <= 1.3"),
+        ("supervised floor, dropout on / off (bf16)", "supervised-dropout", "supervised-rbf16", "what train.dropout costs"),
     ]
     return [f"{label} = {s[a] / s[b]:.2f}" + (f" ({note})" if note else "") for label, a, b, note in want if a in s and b in s]
 

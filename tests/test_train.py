@@ -203,3 +203,17 @@ def test_report_to_tensorboard_logs_every_step_and_every_eval(tmp_path: Path, be
     assert [e.value for e in acc.Scalars("loss")] == pytest.approx([x["loss"] for x in logged if "val_loss" not in x])
     with pytest.raises(ConfigError, match="report_to may name"):
         load(None, ["train.report_to=[neptune]"])
+
+
+@pytest.mark.parametrize("dropout", [True, False])
+def test_train_dropout_sets_the_mode_the_reranker_trains_in(tmp_path: Path, bert_dir: str, dropout: bool) -> None:
+    """``train.dropout: false`` trains the reranker in eval mode (no dropout noise on top of the
+    objective's); every training forward sees the mode the config asks for."""
+    cfg = small_config(tmp_path, bert_dir, f"train.dropout={str(dropout).lower()}", "eval.generate=false")
+    reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=96)
+    modes: list[bool] = []
+    reranker.encoder.register_forward_pre_hook(
+        lambda module, args: modes.append(module.training) if torch.is_grad_enabled() else None
+    )
+    train(cfg, progress=False, reranker=reranker, reader=make_reader("parallel", tiny_llama(), byte_tokenizer("decoder")))
+    assert modes and set(modes) == {dropout}

@@ -97,6 +97,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     train_layers: int = 0  # only the top N encoder layers (+ pooler / head) learn; 0 = all
     grad_clip: float = 1.0
+    dropout: bool = True  # the reranker's own dropout while it trains; False trains it in eval mode (less noise, faster)
     seed: int = 0
     checkpoint_every: int = 50
     teacher_cache: str = ""  # directory for the distillation teachers' cache ("" = memory only)

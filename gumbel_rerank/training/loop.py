@@ -67,7 +67,7 @@ def _train(run: Run, progress: bool) -> TrainResult:
         run.before = evaluate(cfg, run.reranker, run.reader, run.held_out, progress=progress, detail=True) if run.main else {}
     parts["start_evaluation"] = time.perf_counter() - clock
     model = run.acc.prepare(run.reranker)  # DDP across processes; the same module in a single process
-    model.train()
+    model.train(cfg.train.dropout)  # dropout off: the reranker trains in eval mode
     t0, done = time.perf_counter(), run.first_step
     bar = tqdm(
         range(run.first_step, cfg.train.steps),
