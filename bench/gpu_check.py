@@ -3,7 +3,8 @@
     python bench/gpu_check.py [--steps 20]    # about 3 minutes on one GPU, after `make setup`
 
 1. Trains G-Rerank on the embedded synthetic data with `train.device=cuda` for a few steps, with the
-   reader in float32 and in bfloat16, and checks that the reranker and the reader sit on the GPU,
+   reader and the reranker's step in float32, and both in bfloat16 (`reranker.precision: auto`), and
+   checks that the reranker and the reader sit on the GPU,
    the loss is finite and the reranker changed.
 2. Measures s/step of each, and the bf16 reader's answer NLL and weight-gradient agreement with
    fp32 on the same questions (bench/precision.py's measure, on the GPU).
@@ -42,6 +43,8 @@ def main() -> int:
                 [
                     "train.device=cuda",
                     f"reader.dtype={dtype}",
+                    "reader.doc_dtype=",  # the docs in the reader's own precision (the default config: bf16)
+                    f"reranker.precision={'fp32' if dtype == 'float32' else 'auto'}",  # auto: bf16 on CUDA
                     f"train.steps={args.steps}",
                     "train.checkpoint_every=0",
                     "data.num_val=0",
