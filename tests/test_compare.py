@@ -60,3 +60,29 @@ def test_unknown_objective_is_a_clear_error(capsys: pytest.CaptureFixture[str]) 
     assert parse_objectives("gumbel, pdist,gumbel") == ["gumbel", "pdist"]
     assert main(["compare", "configs/default.yaml", "--objectives", "gumbel,nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def _fake_run(row: str, r5: list[float], rr: list[float], nll: list[float]) -> dict:  # type: ignore[type-arg]
+    n = len(r5)
+    per = {"R@5": r5, "R@2": r5, "RR": rr, "answer_nll": nll}
+    held = {m: sum(v) / n for m, v in per.items()}
+    return {"row": row, "held_out": held, "per_question": per, "config": {"eval": {"ks": [2, 5]}}, "mining": {}}
+
+
+def test_the_start_table_states_whether_the_positive_control_moved() -> None:
+    """Each row against the start with its paired p and its share of the supervised gain; the caption
+    draws no verdict when the supervised row did not move."""
+    from gumbel_rerank.comparison.report import start_table
+
+    n = 30
+    start = _fake_run("zero-shot", [0.5] * n, [0.5] * n, [3.0] * n)
+    moved = _fake_run("supervised", [1.0] * n, [1.0] * n, [2.5] * n)
+    half = _fake_run("gumbel", [1.0] * (n // 2) + [0.5] * (n // 2), [0.5] * n, [2.9] * n)
+    text = start_table({"zero-shot": [start], "gumbel": [half], "supervised": [moved]})
+    assert "it moved, so this setting can separate the objectives" in text
+    gumbel_line = next(line for line in text.splitlines() if line.startswith("| gumbel"))
+    assert "+25.0 (p 0.000, 50% of supervised)" in gumbel_line and "-0.100" in gumbel_line
+    still = _fake_run("supervised", [0.5] * n, [0.5] * n, [3.0] * n)
+    text = start_table({"zero-shot": [start], "gumbel": [half], "supervised": [still]})
+    assert "cannot separate the objectives; read no verdict from it" in text
+    assert start_table({"gumbel": [half]}) == ""  # no start row: nothing to compare against

@@ -156,7 +156,7 @@ def test_a_new_objective_is_one_class_and_one_registry_entry(
 
 def test_an_unregistered_objective_is_refused_before_any_model_loads(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "configs/default.yaml", "objective.name=magic"]) == 2
-    assert "objective.name must be one of gumbel, adist" in capsys.readouterr().err
+    assert "objective.name must be one of gumbel, reinforce, adist" in capsys.readouterr().err
 
 
 # The import layers, top to bottom (docs/design.md). A module may import its own layer and any layer

@@ -179,7 +179,7 @@ def start_table(by_row: Runs) -> str:
     start, sup, k = by_row.get("zero-shot"), by_row.get("supervised"), test_k(by_row)
     if not start:
         return ""
-    metrics = [("R@2", "R@2"), (f"R@{k}", f"R@{k}"), ("MRR", "RR"), (f"answer NLL | top {k}", "answer_nll")]
+    metrics = [("R@2", "R@2"), (f"R@{k}", f"R@{k}"), ("MRR", "RR"), (f"answer NLL given the top {k}", "answer_nll")]
     metrics = [(label, m) for label, m in metrics if _per_question(start, m) is not None]
 
     def change(runs: list[dict[str, Any]], m: str) -> float | None:
