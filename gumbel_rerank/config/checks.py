@@ -61,7 +61,8 @@ def validate(cfg: Config) -> Config:
         (
             (cfg.reader.doc_dtype in ("", cfg.reader.dtype) and not cfg.reader.doc_cache_dtype)
             or cfg.reader.layout == "parallel",
-            "reader.doc_dtype and reader.doc_cache_dtype are for the parallel layout",
+            "reader.doc_dtype and reader.doc_cache_dtype are for the parallel layout "
+            "(with another layout set them empty: reader.doc_dtype= reader.doc_cache_dtype=)",
         ),
         (cfg.objective.tau_final is None or cfg.objective.tau_final > 0, "objective.tau_final must be > 0"),
         (cfg.objective.samples >= 1, "objective.samples must be >= 1"),

@@ -107,7 +107,9 @@ def _lora_model(cfg: Config, settings: AdaptSettings) -> tuple[Any, Any]:
     targets: Any = settings.target_modules if settings.target_modules == "all-linear" else settings.target_modules.split(",")
     task = "SEQ_2_SEQ_LM" if getattr(model.config, "is_encoder_decoder", False) else "CAUSAL_LM"
     lora = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=0.0, target_modules=targets, task_type=task)
-    return get_peft_model(model, lora), tokenizer
+    with torch.random.fork_rng(devices=[]):  # the adapter's initial weights depend on its seed only, not on the caller
+        torch.manual_seed(settings.seed)
+        return get_peft_model(model, lora), tokenizer
 
 
 def adapt_reader(
