@@ -59,6 +59,7 @@ VARIANTS = [
     "supervised-rbf16",
     "gumbel-rbf16",
     "gumbel-fast",
+    "supervised-dropout",
     "adist-cold",
     "adist-cached",
     "emdr-cold",
