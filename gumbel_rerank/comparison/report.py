@@ -204,7 +204,7 @@ def start_table(by_row: Runs) -> str:
     if sup and any(m == f"R@{k}" for _, m in metrics):
         d, p = change(sup, f"R@{k}"), paired_p(start, sup, f"R@{k}")
         moved = d is not None and d > 0 and p is not None and p < 0.05
-        caption += f" Positive control: supervised R@{k} {fmt_change(d, 'R')} (p {p:.3f}): " + (
+        caption += f" Positive control: supervised R@{k} {fmt_change(d, f'R@{k}')} (p {p:.3f}): " + (
             "it moved, so this setting can separate the objectives."
             if moved
             else "it did not move clearly, so this setting cannot separate the objectives; read no verdict from it."

@@ -30,9 +30,11 @@ class AnswerMemo:
         self.reader, self.cfg = reader, cfg
         self.answers: dict[tuple[str, tuple[int, ...]], tuple[float, float]] = {}
         self.nll: dict[tuple[str, tuple[int, ...]], float] = {}
-        self.last_nll: list[float] = []
 
-    def __call__(self, examples: Sequence[Example], scores: Sequence[Sequence[float]], k: int) -> dict[str, float]:
+    def __call__(
+        self, examples: Sequence[Example], scores: Sequence[Sequence[float]], k: int
+    ) -> tuple[dict[str, float], list[float]]:
+        """The means (answer NLL, and EM/F1 with ``eval.generate``) and each question's answer NLL."""
         ev = self.cfg.eval
         # the hard top-k's doc set (ties to the lower index, as hard_topk)
         keys = [
@@ -44,10 +46,10 @@ class AnswerMemo:
                 self.reader, [examples[i] for i in todo], [scores[i] for i in todo], k=k, batch_size=ev.batch_size
             )
             self.nll.update((keys[i], v) for i, v in zip(todo, nll, strict=True))
-        self.last_nll = [self.nll[key] for key in keys]  # per question, for paired tests
-        out = {"answer_nll": sum(self.last_nll) / len(keys)}
+        nll = [self.nll[key] for key in keys]
+        out = {"answer_nll": sum(nll) / len(keys)}
         if not ev.generate:
-            return out
+            return out, nll
         todo = [i for i, key in enumerate(keys) if key not in self.answers]
         if todo:
             qa = reader_metrics(
@@ -61,7 +63,7 @@ class AnswerMemo:
             for i, pred in zip(todo, qa["predictions"], strict=True):
                 self.answers[keys[i]] = (exact_match(pred, examples[i].answers), f1_score(pred, examples[i].answers))
         em, f1 = zip(*(self.answers[key] for key in keys), strict=True)
-        return {**out, "EM": sum(em) / len(em), "F1": sum(f1) / len(f1), "generated": len(todo)}
+        return {**out, "EM": sum(em) / len(em), "F1": sum(f1) / len(f1), "generated": len(todo)}, nll
 
 
 def _result(
@@ -74,13 +76,12 @@ def _result(
 ) -> dict[str, Any]:
     ks = cfg.eval.ks
     out: dict[str, Any] = {"held_out": retrieval_metrics(held_out, held, ks), "mining": retrieval_metrics(train_set, mine, ks)}
-    if memo is not None:
-        out["held_out"].update(memo(held_out, held, cfg.objective.k))
     rows = per_question(held_out, held, ks)
     names = [t.format(k=k) for t in PER_QUESTION for k in ks] + list(PER_QUESTION_ONCE)
     out["per_question"] = {m: [r[m] for r in rows] for m in names}
     if memo is not None:
-        out["per_question"]["answer_nll"] = memo.last_nll
+        means, out["per_question"]["answer_nll"] = memo(held_out, held, cfg.objective.k)
+        out["held_out"].update(means)
     out["held_out_scores"] = held
     return out
 

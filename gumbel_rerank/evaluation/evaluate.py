@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data.schema import Example, has_bridge, rank
+from ..data.schema import Example, doc_valid, has_bridge, rank
 from ..readers.base import Reader
 from ..rerankers import Reranker
 from ..topk import hard_topk
@@ -116,8 +116,7 @@ def reader_metrics(
     kept = kept_docs(examples, scores, k=k)
     for i in tqdm(range(0, len(kept), batch_size), desc="answer", disable=not progress, leave=False):
         batch = kept[i : i + batch_size]
-        keep = torch.tensor([[j < len(ex.docs) for j in range(max(len(e.docs) for e in batch))] for ex in batch])
-        predictions += reader.generate(batch, keep, max_new_tokens=max_new_tokens)
+        predictions += reader.generate(batch, doc_valid(batch), max_new_tokens=max_new_tokens)
     em = [exact_match(p, ex.answers) for p, ex in zip(predictions, examples, strict=True)]
     f1 = [f1_score(p, ex.answers) for p, ex in zip(predictions, examples, strict=True)]
     return {"EM": mean(em), "F1": mean(f1), "predictions": predictions, "per_question": {"EM": em, "F1": f1}}
@@ -144,11 +143,9 @@ def evaluate(
     if scores is None:
         scores = score_all(reranker, examples, batch_size=cfg.eval.batch_size, progress=progress)
     rows = per_question(examples, scores, cfg.eval.ks)
-    result: dict[str, Any] = {name: mean([r[name] for r in rows]) for name in rows[0]}
     values: dict[str, list[float]] = {name: [r[name] for r in rows] for name in rows[0]}
     if reader is not None and cfg.eval.answer_nll:
         values["answer_nll"] = topk_answer_nll(reader, examples, scores, k=cfg.objective.k, batch_size=cfg.eval.batch_size)
-        result["answer_nll"] = mean(values["answer_nll"])
     if cfg.eval.generate and reader is not None:
         ev = cfg.eval
         qa = reader_metrics(
@@ -160,8 +157,8 @@ def evaluate(
             max_new_tokens=ev.max_new_tokens,
             progress=progress,
         )
-        result.update(EM=qa["EM"], F1=qa["F1"])
         values.update(qa["per_question"])
+    result: dict[str, Any] = {name: mean(v) for name, v in values.items()}  # NaN (undefined) left out, as ever
     if detail:
         result["per_question"] = values
     return result

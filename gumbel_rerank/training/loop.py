@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -62,10 +64,9 @@ def _train(run: Run, progress: bool) -> TrainResult:
     """The loop: evaluate the start, step, log, validate, checkpoint; then select and report."""
     cfg = run.cfg
     parts = {"start_evaluation": 0.0, "steps": 0.0, "validation": 0.0, "checkpoints": 0.0}  # wall seconds, this process
-    clock = time.perf_counter()
-    if run.before is None:
-        run.before = evaluate(cfg, run.reranker, run.reader, run.held_out, progress=progress, detail=True) if run.main else {}
-    parts["start_evaluation"] = time.perf_counter() - clock
+    with _timed(parts, "start_evaluation"):
+        if run.before is None:
+            run.before = evaluate(cfg, run.reranker, run.reader, run.held_out, progress=progress, detail=True) if run.main else {}
     model = run.acc.prepare(run.reranker)  # DDP across processes; the same module in a single process
     model.train(cfg.train.dropout)  # dropout off: the reranker trains in eval mode
     t0, done = time.perf_counter(), run.first_step
@@ -79,10 +80,9 @@ def _train(run: Run, progress: bool) -> TrainResult:
     resumed_at = run.first_step if run.resumed else None
     tracker = run.acc.log if cfg.train.report_to else None
     with MetricsLog(run.run_dir / "metrics.jsonl", write=run.main, keep_until=resumed_at, tracker=tracker) as log_file:
-        clock = time.perf_counter()
         if run.selector is not None and run.first_step == 0:  # the start is a candidate: selection can keep it
-            log_file.write(run.selector.evaluate(0, run.reranker))
-        parts["validation"] += time.perf_counter() - clock
+            with _timed(parts, "validation"):
+                log_file.write(run.selector.evaluate(0, run.reranker))
         for step in bar:
             done, started = step + 1, time.perf_counter()  # done: steps run so far (an early stop ends sooner)
             metrics = _accumulate(run, model, step)
@@ -93,20 +93,28 @@ def _train(run: Run, progress: bool) -> TrainResult:
             parts["steps"] += metrics["seconds"]
             log_file.write(metrics)
             bar.set_postfix(postfix(metrics))
-            clock = time.perf_counter()
-            stop = _validate(run, step, log_file)
-            parts["validation"] += time.perf_counter() - clock
+            with _timed(parts, "validation"):
+                stop = _validate(run, step, log_file)
             if stop:
                 break
-            clock = time.perf_counter()
-            _checkpoint(run, step)
-            parts["checkpoints"] += time.perf_counter() - clock
+            with _timed(parts, "checkpoints"):
+                _checkpoint(run, step)
     result = _finish(run, (time.perf_counter() - t0) / max(done - run.first_step, 1), progress, parts)
     if cfg.train.report_to:
         final = {f"held_out/{k}": v for k, v in result.after.items() if isinstance(v, float) and math.isfinite(v)}
         run.acc.log(final, step=done)
         run.acc.end_training()
     return result
+
+
+@contextmanager
+def _timed(parts: dict[str, float], key: str) -> Iterator[None]:
+    """Add the wall seconds of the block to ``parts[key]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        parts[key] = parts.get(key, 0.0) + time.perf_counter() - start
 
 
 def _accumulate(run: Run, model: Any, step: int) -> dict[str, float] | None:
