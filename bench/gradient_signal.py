@@ -36,6 +36,8 @@ from gumbel_rerank.training.stabilize import restrict_trainable
 ROWS: dict[str, dict[str, Any]] = {  # name -> objective settings over configs/hotpotqa.yaml's
     "supervised": {"name": "supervised"},
     "gumbel": {"name": "gumbel"},
+    "gumbel-2-samples": {"name": "gumbel", "samples": 2},
+    "gumbel-antithetic-2": {"name": "gumbel", "samples": 2, "antithetic": True},
     "gumbel-4-samples": {"name": "gumbel", "samples": 4},
     "gumbel-straight-through": {"name": "gumbel", "straight_through": True},
     "gumbel-tau-0.1": {"name": "gumbel", "tau": 0.1},

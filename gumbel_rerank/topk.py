@@ -46,6 +46,23 @@ def gumbel_noise(
     return -torch.log(-torch.log(u))
 
 
+def antithetic_gumbel_noise(
+    shape: tuple[int, ...] | torch.Size,
+    *,
+    generator: torch.Generator | None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Gumbel noise in antithetic pairs along the first axis (even length 2m): rows ``m + i`` are
+    ``-log(-log(1 - u))`` for the ``u`` of row ``i``. Each row is standard Gumbel; a pair is negatively
+    correlated, so the mean of a function over a pair can vary less than over two independent draws."""
+    if len(shape) == 0 or shape[0] % 2:
+        raise ValueError(f"antithetic noise needs an even first axis, got shape {tuple(shape)}")
+    u = torch.rand((shape[0] // 2, *shape[1:]), generator=generator, dtype=dtype, device=device)
+    u = torch.cat([u, 1.0 - u]).clamp(_UNIFORM_EPS, 1.0 - _UNIFORM_EPS)
+    return -torch.log(-torch.log(u))
+
+
 def _check(scores: torch.Tensor, k: int, tau: float) -> None:
     if scores.ndim < 1 or scores.shape[-1] == 0:
         raise ValueError(f"scores must have at least one doc on the last axis, got shape {tuple(scores.shape)}")

@@ -181,3 +181,26 @@ def test_k_draw_gives_each_question_its_own_k_from_1_to_k_and_the_same_k_for_the
     assert scores.grad is not None and scores.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="k_draw"):
         GumbelObjective(ObjectiveConfig(k=4, k_draw=True, relaxation="l2x"))
+
+
+def test_antithetic_samples_pair_each_noise_with_its_mirror_and_stay_gumbel() -> None:
+    """``objective.antithetic``: sample s + S/2 is drawn from 1 - u of sample s, so on a question with
+    equal scores the pair's noise sums to Gumbel(u) + Gumbel(1 - u) (negatively correlated, each one still
+    standard Gumbel: mean 0.577, sd 1.28), and an odd sample count is refused."""
+    from gumbel_rerank.topk import antithetic_gumbel_noise
+
+    g = antithetic_gumbel_noise((2, 20000), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    u = torch.exp(-torch.exp(-g))  # back to the uniforms
+    assert torch.allclose(u[0] + u[1], torch.ones(20000, dtype=torch.float64), atol=1e-9)
+    for row in g:
+        assert abs(row.mean().item() - 0.5772) < 0.03 and abs(row.std().item() - 1.2825) < 0.03
+    assert torch.corrcoef(g)[0, 1].item() < -0.5
+    obj = GumbelObjective(ObjectiveConfig(k=2, samples=4, antithetic=True, tau=0.1))
+    scores, valid = torch.zeros(3, 6), torch.ones(3, 6, dtype=torch.bool)
+    drawn = obj.draw(scores, valid, 0.1, [torch.Generator().manual_seed(b) for b in range(3)])
+    assert drawn.masks.shape == (3, 4, 6)
+    # equal scores: the pair (s, s + 2) ranks the docs by mirrored noise, so their hard picks never
+    # coincide with 6 docs and k = 2 (the top of u is the bottom of 1 - u)
+    assert not (drawn.picks[:, 0] & drawn.picks[:, 2]).any() and not (drawn.picks[:, 1] & drawn.picks[:, 3]).any()
+    with pytest.raises(ValueError, match="even"):
+        GumbelObjective(ObjectiveConfig(k=2, samples=3, antithetic=True))

@@ -73,6 +73,7 @@ class ObjectiveConfig:
     # G-Rerank: each question's k drawn per step uniformly from 1..k (threshold relaxation), so that the
     # reranker learns an order inside the top k, not only a set (issue 43); False: always k
     k_draw: bool = False
+    antithetic: bool = False  # G-Rerank: Gumbel samples in antithetic pairs (u, 1 - u); objective.samples must be even
     noise: bool = True  # False: the "no Gumbel noise" ablation
     log_hard_loss: bool = True  # also log the reader loss under the hard top-k mask (the soft/hard gap)
     # distillation rivals (names as in Atlas): P_R = softmax(w / temperature_score), target softmax(g / temperature_gold)

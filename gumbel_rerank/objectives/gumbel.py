@@ -39,7 +39,9 @@ per question, 1-4), relaxation (``threshold`` | ``l2x``: the paper's max of k dr
 successive softmax, whose entries can exceed 1), calibration (``standardize`` | ``none``),
 straight_through (hard mask forward, the relaxed mask's gradient backward), k_draw (each question's
 k drawn per step from 1..k, so the top 1 must already hold what the top k holds: an order inside the
-top k, not only a set; costs nothing extra), noise (False is the paper's "no Gumbel noise" ablation).
+top k, not only a set; costs nothing extra), antithetic (the samples come in pairs whose noise is
+``-log(-log u)`` and ``-log(-log(1 - u))``: negatively correlated draws of the same cost; needs an even
+``samples``), noise (False is the paper's "no Gumbel noise" ablation).
 
 Relation to the others: EMDR2 and PDist score each doc alone; G-Rerank scores subsets jointly,
 so a bridge doc that only helps together with another doc can still be rewarded.
@@ -58,6 +60,7 @@ from ..data.schema import Example
 from ..readers.base import Reader
 from ..topk import (
     RELAXATIONS,
+    antithetic_gumbel_noise,
     gumbel_noise,
     hard_topk,
     relaxed_topk_from_noise,
@@ -95,6 +98,7 @@ class GumbelObjective(ObjectiveBase):
         "relaxation",
         "straight_through",
         "k_draw",
+        "antithetic",
         "noise",
         "log_hard_loss",
     )
@@ -115,6 +119,8 @@ class GumbelObjective(ObjectiveBase):
             raise ValueError(f"objective.calibration must be one of {CALIBRATIONS}")
         if cfg.k_draw and (cfg.relaxation != "threshold" or cfg.straight_through):
             raise ConfigError("objective.k_draw needs objective.relaxation=threshold and straight_through off")
+        if cfg.antithetic and cfg.samples % 2:
+            raise ConfigError(f"objective.antithetic pairs the Gumbel samples: set objective.samples to an even number (got {cfg.samples})")
         self.cfg = cfg
         self._low_calls = 0
         self._warned = False
@@ -149,7 +155,8 @@ class GumbelObjective(ObjectiveBase):
         if c.noise:
             real = counts if counts is not None else valid.sum(-1).tolist()  # docs per question (the first slots)
             for b, gen in enumerate(generators):
-                noise[:, :, b, : real[b]] = gumbel_noise((c.samples, draws, real[b]), generator=gen, dtype=scores.dtype)
+                sample = antithetic_gumbel_noise if c.antithetic else gumbel_noise
+                noise[:, :, b, : real[b]] = sample((c.samples, draws, real[b]), generator=gen, dtype=scores.dtype)
         noise = noise.to(scores.device)
         # k_draw: each question's k for this step, from its own generator (after its noise)
         ks = [int(torch.randint(1, c.k + 1, (1,), generator=g)) for g in generators] if c.k_draw else []
