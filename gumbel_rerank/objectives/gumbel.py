@@ -120,7 +120,9 @@ class GumbelObjective(ObjectiveBase):
         if cfg.k_draw and (cfg.relaxation != "threshold" or cfg.straight_through):
             raise ConfigError("objective.k_draw needs objective.relaxation=threshold and straight_through off")
         if cfg.antithetic and cfg.samples % 2:
-            raise ConfigError(f"objective.antithetic pairs the Gumbel samples: set objective.samples to an even number (got {cfg.samples})")
+            raise ConfigError(
+                f"objective.antithetic pairs the Gumbel samples: set objective.samples to an even number (got {cfg.samples})"
+            )
         self.cfg = cfg
         self._low_calls = 0
         self._warned = False
