@@ -62,6 +62,35 @@ def test_eval_start_fixes_the_held_out_questions_whatever_num_train(tmp_path: Pa
         load_splits(load(None, [f"data.source={path}", "data.num_train=3", "data.num_eval=5", "data.eval_start=8"]).data)
 
 
+def test_extra_train_adds_questions_but_never_a_held_out_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """data.extra_train: its questions come first in the training list (the validation split stays the
+    source's last ones); a question whose id is held out or already trained on is dropped and counted."""
+    import dataclasses
+
+    from gumbel_rerank.config import load
+    from gumbel_rerank.data import load_splits, split_validation
+
+    source = generate(12)
+    write_jsonl(source, tmp_path / "x.jsonl")
+    fresh = [dataclasses.replace(ex, id=f"extra-{i}") for i, ex in enumerate(generate(5, seed=9))]
+    write_jsonl([fresh[0], source[10], fresh[1], source[2], *fresh[2:]], tmp_path / "extra.jsonl")  # 10 held out, 2 trained
+    base = [f"data.source={tmp_path / 'x.jsonl'}", "data.num_train=6", "data.num_eval=4", "data.eval_start=8"]
+    cfg = load(None, [*base, f"data.extra_train={tmp_path / 'extra.jsonl'}", "data.num_val=2"])
+    with caplog.at_level("WARNING"):
+        train, held = load_splits(cfg.data)
+    assert [ex.id for ex in held] == [ex.id for ex in source[8:12]]
+    assert [ex.id for ex in train] == [f"extra-{i}" for i in range(5)] + [ex.id for ex in source[:6]]
+    assert "dropped 2 of 7" in caplog.text
+    _, validation = split_validation(train, cfg.data.num_val)
+    assert [ex.id for ex in validation] == [ex.id for ex in source[4:6]]
+    assert load_splits(load(None, base).data)[0] == source[:6]  # unset: as before
+    write_jsonl([fresh[0], fresh[0]], tmp_path / "twice.jsonl")
+    with pytest.raises(DataError, match="repeat"):
+        load_splits(load(None, [*base, f"data.extra_train={tmp_path / 'twice.jsonl'}"]).data)
+    with pytest.raises(DataError, match="does not exist"):
+        load_splits(load(None, [*base, f"data.extra_train={tmp_path / 'nope.jsonl'}"]).data)
+
+
 def test_shuffle_splits_a_fixed_permutation_of_the_file(tmp_path: Path) -> None:
     """data.shuffle: the same seed gives the same split on every load (and in every learning-curve size);
     training and held-out questions never overlap; another seed gives another order."""

@@ -20,6 +20,9 @@ class ConfigError(ValueError):
 class DataConfig:
     source: str = "synthetic"  # "synthetic" or a path to a data file
     eval_source: str = ""  # separate held-out file; empty = split off `source`
+    # more training questions from another file (label-free objectives need only their answers); any whose id
+    # is a held-out, validation or already-chosen training question's is dropped (and counted in the log)
+    extra_train: str = ""
     num_train: int = 400
     num_eval: int = 100
     eval_start: int = 0  # file data: the held-out questions start at this index of `source` (0: after the training ones)

@@ -14,7 +14,33 @@ log = logging.getLogger(__name__)
 
 
 def load_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
-    """Training and held-out questions as the config describes them."""
+    """Training and held-out questions as the config describes them (``data.extra_train``'s questions
+    first in the training list, so that the last ``data.num_val`` stay the source's)."""
+    train_set, held_out = _source_splits(cfg)
+    if not cfg.extra_train:
+        return train_set, held_out
+    return _with_extra(cfg, train_set, held_out), held_out
+
+
+def _with_extra(cfg: DataConfig, train_set: list[Example], held_out: list[Example]) -> list[Example]:
+    """``data.extra_train``'s questions, less any whose id is already a training or held-out question's
+    (a held-out question must never be trained on), before the source's training questions."""
+    taken = {ex.id for ex in train_set} | {ex.id for ex in held_out}
+    extra = _enough_docs(list(read_examples(cfg.extra_train)), cfg.min_docs, cfg.extra_train)
+    kept = [ex for ex in extra if ex.id not in taken]
+    if len(kept) < len(extra):
+        log.warning(
+            "%s: dropped %d of %d questions whose id is already a training or held-out question's",
+            cfg.extra_train,
+            len(extra) - len(kept),
+            len(extra),
+        )
+    if len({ex.id for ex in kept}) < len(kept):
+        raise DataError(f"{cfg.extra_train}: question ids repeat; each question needs its own id")
+    return kept + train_set
+
+
+def _source_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
     held_out = _enough_docs(list(read_examples(cfg.eval_source)), cfg.min_docs, cfg.eval_source) if cfg.eval_source else None
     if cfg.source == "synthetic":
         examples = generate(cfg.num_train + cfg.num_eval, num_docs=cfg.num_docs, seed=cfg.seed, hard_negatives=cfg.hard_negatives)
