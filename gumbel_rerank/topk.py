@@ -41,7 +41,10 @@ def gumbel_noise(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Standard Gumbel noise ``-log(-log u)``, ``u ~ U(0, 1)``, drawn from ``generator``."""
-    u = torch.rand(shape, generator=generator, dtype=dtype, device=device)
+    return _to_gumbel(torch.rand(shape, generator=generator, dtype=dtype, device=device))
+
+
+def _to_gumbel(u: torch.Tensor) -> torch.Tensor:
     u = u.clamp(_UNIFORM_EPS, 1.0 - _UNIFORM_EPS)
     return -torch.log(-torch.log(u))
 
@@ -59,8 +62,7 @@ def antithetic_gumbel_noise(
     if len(shape) == 0 or shape[0] % 2:
         raise ValueError(f"antithetic noise needs an even first axis, got shape {tuple(shape)}")
     u = torch.rand((shape[0] // 2, *shape[1:]), generator=generator, dtype=dtype, device=device)
-    u = torch.cat([u, 1.0 - u]).clamp(_UNIFORM_EPS, 1.0 - _UNIFORM_EPS)
-    return -torch.log(-torch.log(u))
+    return _to_gumbel(torch.cat([u, 1.0 - u]))
 
 
 def _check(scores: torch.Tensor, k: int, tau: float) -> None:
