@@ -39,30 +39,25 @@ def gumbel_noise(
     generator: torch.Generator | None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    antithetic: bool = False,
 ) -> torch.Tensor:
-    """Standard Gumbel noise ``-log(-log u)``, ``u ~ U(0, 1)``, drawn from ``generator``."""
-    return _to_gumbel(torch.rand(shape, generator=generator, dtype=dtype, device=device))
+    """Standard Gumbel noise ``-log(-log u)``, ``u ~ U(0, 1)``, drawn from ``generator``.
+
+    ``antithetic``: in pairs along the first axis (even length 2m), rows ``m + i`` are
+    ``-log(-log(1 - u))`` for the ``u`` of row ``i``. Each row is still standard Gumbel; a pair is
+    negatively correlated, so the mean of a function over a pair can vary less than over two
+    independent draws."""
+    if not antithetic:
+        return _to_gumbel(torch.rand(shape, generator=generator, dtype=dtype, device=device))
+    if len(shape) == 0 or shape[0] % 2:
+        raise ValueError(f"antithetic noise needs an even first axis, got shape {tuple(shape)}")
+    u = torch.rand((shape[0] // 2, *shape[1:]), generator=generator, dtype=dtype, device=device)
+    return _to_gumbel(torch.cat([u, 1.0 - u]))
 
 
 def _to_gumbel(u: torch.Tensor) -> torch.Tensor:
     u = u.clamp(_UNIFORM_EPS, 1.0 - _UNIFORM_EPS)
     return -torch.log(-torch.log(u))
-
-
-def antithetic_gumbel_noise(
-    shape: tuple[int, ...] | torch.Size,
-    *,
-    generator: torch.Generator | None,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Gumbel noise in antithetic pairs along the first axis (even length 2m): rows ``m + i`` are
-    ``-log(-log(1 - u))`` for the ``u`` of row ``i``. Each row is standard Gumbel; a pair is negatively
-    correlated, so the mean of a function over a pair can vary less than over two independent draws."""
-    if len(shape) == 0 or shape[0] % 2:
-        raise ValueError(f"antithetic noise needs an even first axis, got shape {tuple(shape)}")
-    u = torch.rand((shape[0] // 2, *shape[1:]), generator=generator, dtype=dtype, device=device)
-    return _to_gumbel(torch.cat([u, 1.0 - u]))
 
 
 def _check(scores: torch.Tensor, k: int, tau: float) -> None:

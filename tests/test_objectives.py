@@ -187,9 +187,9 @@ def test_antithetic_samples_pair_each_noise_with_its_mirror_and_stay_gumbel() ->
     """``objective.antithetic``: sample s + S/2 is drawn from 1 - u of sample s, so on a question with
     equal scores the pair's noise sums to Gumbel(u) + Gumbel(1 - u) (negatively correlated, each one still
     standard Gumbel: mean 0.577, sd 1.28), and an odd sample count is refused."""
-    from gumbel_rerank.topk import antithetic_gumbel_noise
+    from gumbel_rerank.topk import gumbel_noise
 
-    g = antithetic_gumbel_noise((2, 20000), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    g = gumbel_noise((2, 20000), generator=torch.Generator().manual_seed(0), dtype=torch.float64, antithetic=True)
     u = torch.exp(-torch.exp(-g))  # back to the uniforms
     assert torch.allclose(u[0] + u[1], torch.ones(20000, dtype=torch.float64), atol=1e-9)
     for row in g:

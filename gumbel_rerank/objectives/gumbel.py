@@ -60,7 +60,6 @@ from ..data.schema import Example
 from ..readers.base import Reader
 from ..topk import (
     RELAXATIONS,
-    antithetic_gumbel_noise,
     gumbel_noise,
     hard_topk,
     relaxed_topk_from_noise,
@@ -157,8 +156,8 @@ class GumbelObjective(ObjectiveBase):
         if c.noise:
             real = counts if counts is not None else valid.sum(-1).tolist()  # docs per question (the first slots)
             for b, gen in enumerate(generators):
-                sample = antithetic_gumbel_noise if c.antithetic else gumbel_noise
-                noise[:, :, b, : real[b]] = sample((c.samples, draws, real[b]), generator=gen, dtype=scores.dtype)
+                shape = (c.samples, draws, real[b])
+                noise[:, :, b, : real[b]] = gumbel_noise(shape, generator=gen, dtype=scores.dtype, antithetic=c.antithetic)
         noise = noise.to(scores.device)
         # k_draw: each question's k for this step, from its own generator (after its noise)
         ks = [int(torch.randint(1, c.k + 1, (1,), generator=g)) for g in generators] if c.k_draw else []
