@@ -84,6 +84,9 @@ CURVE_ROWS = ("gumbel", "adist", "pdist", "loop")
 # validation answer NLL preferred for G-Rerank, PDist and supervised in the bi-encoder grid
 # (results/lr_choice.md); not chosen on this setting (no grid here yet). P_R = softmax(logit / 1).
 CROSS_ROWS = ("supervised", "gumbel", "reinforce", "pdist", "lsr", "emdr", "adist", "loop")
+# the adapted-reader LR grid (issue 45): the set-level estimators and the positive control first
+GRID_ROWS = ("reinforce", "gumbel", "supervised")
+GRID_LRS = ("1e-4", "3e-5", "1e-5")
 CROSS_RERANKER: dict[str, Any] = {"kind": "cross", "max_length": 256}
 CROSS_TRAIN: dict[str, Any] = {"lr": 1e-4, "train_layers": 0}
 
@@ -124,6 +127,17 @@ def groups() -> dict[str, dict[str, dict[str, Any]]]:
             objective={"name": o, "temperature_score": 1.0, "samples": 4 if o == "reinforce" else 1},
         )
         for o in CROSS_ROWS
+    }
+    # the LR grid of issue 45 with the audit's stronger teacher (the reader adapted to HotpotQA): every
+    # objective x {1e-5, 3e-5, 1e-4}, each objective's LR then chosen by its own validation answer NLL
+    # (label-free). Subset REINFORCE with 4 subsets (its leave-one-out baseline needs >= 2). One process
+    # runs the group, so only its first row encodes the training docs; the rest read the doc cache.
+    out["hotpotqa-adapted-grid"] = {
+        f"{o}-lr{lr}": merged(
+            reader=adapted, train={"lr": float(lr)}, objective={"name": o, "samples": 4 if o == "reinforce" else 1}
+        )
+        for o in GRID_ROWS
+        for lr in GRID_LRS
     }
     out["musique"] = {
         o: merged(data=musique, reader={"max_doc_tokens": 128}, objective={"name": o}, train={"steps": 90, "eval_every": 15})

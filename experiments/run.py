@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="only each group's first N seeds (a first pass over every group; rerun without it for the rest)",
     )
+    p.add_argument("--rows", default="", help="comma-separated row names: only these rows of the chosen groups, in this order")
     p.add_argument("--no-progress", action="store_true", help="no per-step progress bars")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 work=args.work,
                 progress=not args.no_progress,
                 max_seeds=args.max_seeds or None,
+                only_rows=[r.strip() for r in args.rows.split(",") if r.strip()],
                 on_result=note,
                 after_group=lambda out: note(f"{out.name}: done, tables in {tables().parent / out.name}"),
             )

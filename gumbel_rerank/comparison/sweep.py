@@ -135,10 +135,15 @@ def run_group(
     progress: bool = True,
     on_result: Callable[[str], None] | None = None,
     teacher_dir: str | Path | None = None,
+    order: Sequence[str] = (),
 ) -> Path:
     """Train every (row, seed) not yet in ``out/runs`` (run folders under ``work``); return ``out``.
-    Teachers are kept in ``train.teacher_cache``, else ``teacher_dir``, else ``work/teacher_cache``."""
+    Teachers are kept in ``train.teacher_cache``, else ``teacher_dir``, else ``work/teacher_cache``.
+    Rows run in registry order (``row_order``), or in ``order`` (row names) where given; the positive
+    control (``supervised``) first either way."""
     rows = check_rows(rows)
+    if order:
+        rows = sorted(rows, key=lambda r: list(order).index(r.name) if r.name in order else len(order))
     cfg0 = rows[0].cfg
     out, work = Path(out), Path(work)
     runs = out / "runs"
@@ -258,11 +263,13 @@ def run_plan(
     max_seeds: int | None = None,
     on_result: Callable[[str], None] | None = None,
     after_group: Callable[[Path], None] | None = None,
+    only_rows: Sequence[str] = (),
 ) -> list[Path]:
     """Run a plan folder's groups (``plan.yaml`` + ``configs/<group>/*.yaml``; all, or those named) in
     plan order, reusing one reader per reader config. ``max_seeds`` runs only each group's first seeds
     (a first pass over every group; rerun without it to add the rest). ``on_result`` hears of every
-    finished run, ``after_group`` of every finished group's folder."""
+    finished run, ``after_group`` of every finished group's folder. ``only_rows`` (row names) runs only
+    those rows of the chosen groups, in that order."""
     root = Path(experiments)
     plan = {g: seeds[:max_seeds] if max_seeds else seeds for g, seeds in load_plan(root / "plan.yaml").items()}
     unknown = [g for g in groups if g not in plan]
@@ -270,6 +277,12 @@ def run_plan(
         raise ConfigError(f"unknown group(s) {unknown}; plan.yaml has {', '.join(plan)}")
     chosen = [g for g in plan if not groups or g in groups]
     rows = {g: load_group(root / "configs" / g) for g in chosen}  # every config is checked before any model loads
+    if only_rows:
+        missing = [r for r in only_rows if not any(row.name == r for g in chosen for row in rows[g])]
+        if missing:
+            raise ConfigError(f"row(s) {missing} are in none of the groups {', '.join(chosen)}")
+        rows = {g: [row for row in rs if row.name in only_rows] for g, rs in rows.items()}
+        chosen = [g for g in chosen if rows[g]]
     results = Path(results) if results is not None else root / "results"
     readers: dict[Any, Reader] = {}
     done = []
@@ -292,6 +305,7 @@ def run_plan(
             # one cache for the plan: keyed by question content and reader weights, so the learning-curve
             # and other-LR groups read the main group's teachers and an adapted reader computes its own
             teacher_dir=Path(work) / "teacher_cache",
+            order=only_rows,
         )
         done.append(out)
         if after_group:
