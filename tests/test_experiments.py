@@ -457,6 +457,74 @@ def test_learning_rate_is_chosen_by_validation_nll_not_by_held_out_recall(tmp_pa
     assert float(pdist.split("|")[-2]) == pytest.approx(2 / 2**5, abs=0.015)
 
 
+def test_a_grid_group_chooses_each_objectives_lr_by_validation_nll_and_tests_it_against_the_start(tmp_path: Path) -> None:
+    """Rows <objective>-lr<LR>: the lowest validation NLL wins whatever held-out recall says; the chosen
+    supervised row is the positive control of the table against the start."""
+    from experiments.curves import GRID_GROUPS, grid_choice, write_curves
+
+    runs = tmp_path / GRID_GROUPS[0] / "runs"
+    runs.mkdir(parents=True)
+
+    def put(row: str, val_loss: float | None, hits: int) -> None:
+        per_q = [1.0] * hits + [0.0] * (100 - hits)
+        res = {
+            "row": row,
+            "seed": 0 if val_loss is not None else None,
+            "selection": {"selected_val_loss": val_loss, "selected_step": 50} if val_loss is not None else None,
+            "held_out": {"R@5": hits / 100},
+            "per_question": {"R@5": per_q},
+        }
+        (runs / f"{row}.seed0.json" if val_loss is not None else runs / "zero-shot.json").write_text(json.dumps(res))
+
+    put("zero-shot", None, 60)
+    put("reinforce-lr1e-4", 1.30, 70)  # lower NLL, lower recall: chosen
+    put("reinforce-lr3e-5", 1.35, 90)
+    put("supervised-lr1e-4", 1.40, 80)
+    put("supervised-lr1e-5", 1.38, 61)  # chosen: the control did not move
+    put("notanobjective-lr1e-4", 1.0, 99)  # not a grid row: ignored
+    rows, chosen = grid_choice(load_results(tmp_path / GRID_GROUPS[0]))
+    assert [(r["row"], r["lr"]) for r in rows] == [("reinforce", "1e-4"), ("supervised", "1e-5")]
+    assert set(chosen) == {"zero-shot", "reinforce", "supervised"}
+    assert chosen["reinforce"][0]["held_out"]["R@5"] == 0.70
+    assert tmp_path / GRID_GROUPS[0] / "lr_choice.md" in write_curves(tmp_path)
+    text = (tmp_path / GRID_GROUPS[0] / "lr_choice.md").read_text()
+    assert "| Subset REINFORCE | 1.300 | 1.350 | not run | 1e-4 (50) |" in text
+    assert "Positive control: supervised R@5 +1.0" in text and "cannot separate the objectives" in text
+    assert "| reinforce | +10.0 (p " in text and "1000% of supervised" in text
+
+
+def test_only_the_named_rows_run_in_the_order_named(tmp_path: Path, bert_dir: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import gumbel_rerank.comparison.sweep as sweep
+
+    monkeypatch.setattr(
+        sweep, "build_reader", lambda cfg, device=None: make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+    )
+    folder = tmp_path / "configs" / "grid"
+    folder.mkdir(parents=True)
+    for row, extra in {
+        "pdist-lr1e-3": ("objective.name=pdist", "train.lr=1e-3"),
+        "pdist-lr1e-4": ("objective.name=pdist", "train.lr=1e-4"),
+        "lsr-lr1e-4": ("objective.name=lsr", "train.lr=1e-4"),
+        "supervised-lr1e-4": ("objective.name=supervised", "train.lr=1e-4"),
+    }.items():
+        cfg = small_config(tmp_path, bert_dir, *extra, "train.checkpoint_every=0", "train.steps=1")
+        (folder / f"{row}.yaml").write_text(dump(cfg))
+    (tmp_path / "plan.yaml").write_text("grid: [0]\n")
+    heard: list[str] = []
+    with pytest.raises(ConfigError, match=r"row\(s\) \['pdist-lr9'\] are in none of the groups grid"):
+        run_plan(tmp_path, only_rows=["pdist-lr9"], work=tmp_path / "work", progress=False)
+    run_plan(
+        tmp_path,
+        only_rows=["pdist-lr1e-4", "lsr-lr1e-4", "supervised-lr1e-4"],
+        work=tmp_path / "work",
+        progress=False,
+        on_result=heard.append,
+    )
+    finished = [h.split("/")[1].split(" ")[0] for h in heard if "seed 0" in h]
+    assert finished == ["supervised-lr1e-4", "pdist-lr1e-4", "lsr-lr1e-4"]  # the control first, then as named
+    assert not (tmp_path / "results" / "grid" / "runs" / "pdist-lr1e-3.seed0.json").exists()
+
+
 class SittingEndedError(Exception):
     """The end of a sitting, in the middle of a row."""
 
