@@ -7,6 +7,7 @@ reach the weights but never the reader.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import pytest
@@ -236,6 +237,42 @@ def test_doc_cache_reuses_encodings_exactly_and_respects_its_budget() -> None:
     small = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"), doc_cache_mb=2.5 * one_doc / 2**20)
     small.prepare(examples)
     assert small.doc_cache is not None and len(small.doc_cache.items) == 2 and small.doc_cache.used <= small.doc_cache.budget
+
+
+def test_docs_encoded_in_length_buckets_equal_one_padded_batch() -> None:
+    """Parallel layout: docs of very different lengths, batched by length (the default) or all padded to
+    the longest (``bucket_ratio`` 0), give the same answer log-probabilities; the buckets are real."""
+    from gumbel_rerank.data.schema import Doc
+    from gumbel_rerank.readers.parallel import length_buckets
+
+    docs = tuple(Doc(id=f"d{j}", title=f"T{j}", text="w " * n, is_gold=j == 0) for j, n in enumerate((2, 40, 9, 38, 20)))
+    examples = [Example(id="q", question="Which?", answers=("w",), docs=docs), *make_examples()[:1]]
+    w = torch.rand(2, 3, 5, generator=torch.Generator().manual_seed(0)).clamp_min(0.05)
+    w[1, :, 4] = 0  # the second question has 4 docs
+    bucketed = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+    padded = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+    padded.bucket_ratio = 0.0
+    ids = [tuple(d) for ex in examples for d in bucketed._doc_ids(ex)]
+    assert len(length_buckets(ids, bucketed.bucket_ratio)) >= 3 and len(length_buckets(ids, 0.0)) == 1
+    a = bucketed.answer_logprob(bucketed.prepare(examples), w)
+    b = padded.answer_logprob(padded.prepare(examples), w)
+    assert torch.equal(a.token_mask, b.token_mask)
+    torch.testing.assert_close(a.token_logprobs, b.token_logprobs, atol=1e-5, rtol=0)
+
+
+def test_length_buckets_keep_every_doc_once_and_bound_the_padding() -> None:
+    from gumbel_rerank.readers.parallel import length_buckets
+
+    g = torch.Generator().manual_seed(0)
+    docs = [(*range(int(n)), i) for i, n in enumerate(torch.randint(1, 160, (50,), generator=g))]
+    for ratio in (0.0, 0.5, 0.8, 1.0):
+        buckets = length_buckets(docs, ratio)
+        assert sorted(d for b in buckets for d in b) == sorted(docs)
+        lengths = [len(d) for b in buckets for d in b]
+        assert lengths == sorted(lengths, reverse=True)  # longest first
+        assert all(len(d) >= ratio * len(b[0]) for b in buckets for d in b)
+        assert all(len(later[0]) < ratio * len(b[0]) for b, later in itertools.pairwise(buckets))  # fewest cuts
+    assert len(length_buckets(docs, 0.0)) == 1 and length_buckets([], 0.8) == []
 
 
 def test_generation_never_ends_before_its_first_token() -> None:

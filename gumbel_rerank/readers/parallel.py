@@ -41,6 +41,8 @@ class ParallelReader(DecoderReader):
         self.doc_cache_dtype = doc_cache_dtype
         self._prefix_cache: dict[torch.dtype, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         self.doc_model = self._doc_model(doc_dtype)
+        # docs encoded in batches whose shortest is at least this share of their longest (1 / 0: see length_buckets)
+        self.bucket_ratio = 0.8
 
     def _doc_model(self, doc_dtype: torch.dtype | None) -> Any:
         """The model the docs are encoded with: the reader itself, or a frozen copy in ``doc_dtype``
@@ -126,7 +128,8 @@ class ParallelReader(DecoderReader):
         """Keys and values of each distinct doc, continued from the prefix: per layer (H, len, D), in
         the doc model's precision.
 
-        Docs already in the doc cache are not run again; the others run as one batch.
+        Docs already in the doc cache are not run again; the others run longest first, in batches of
+        similar length (:func:`length_buckets`), so that a batch pads little.
         """
         out: dict[tuple[int, ...], Any] = {}
         todo: list[tuple[int, ...]] = []
@@ -140,28 +143,34 @@ class ParallelReader(DecoderReader):
                 out[d] = hit
         if todo:
             head_kv = self._prefix_kv(prefix, self.doc_model)
-            P, R, L = head_kv[0][0].shape[2], len(todo), max(len(d) for d in todo)
-            ids = torch.full((R, L), self.pad_id, dtype=torch.long)
-            attn = torch.zeros(R, P + L, dtype=torch.long)
-            attn[:, :P] = 1
-            for i, d in enumerate(todo):
-                ids[i, : len(d)] = torch.tensor(d, dtype=torch.long)
-                attn[i, P : P + len(d)] = 1
-            cache = DynamicCache(ddp_cache_data=[(k.expand(R, -1, -1, -1), v.expand(R, -1, -1, -1)) for k, v in head_kv])
-            res = self.doc_model.base_model(
-                input_ids=ids.to(self.device),
-                attention_mask=attn.to(self.device),
-                position_ids=torch.arange(P, P + L, device=self.device).expand(R, -1),
-                **kv_cache(cache),
-                use_cache=True,
-            )
-            layers = [(k[:, :, P:], v[:, :, P:]) for k, v, *_ in cache_of(res)]
-            keep = self.doc_cache_dtype or layers[0][0].dtype
-            for i, d in enumerate(todo):
-                out[d] = [(k[i, :, : len(d)].to(keep, copy=True), v[i, :, : len(d)].to(keep, copy=True)) for k, v in layers]
-                if self.doc_cache is not None:
-                    self.doc_cache.put(d, out[d])
+            keep = self.doc_cache_dtype
+            for chunk in length_buckets(todo, self.bucket_ratio):
+                for d, layers in zip(chunk, self._encode_chunk(chunk, head_kv), strict=True):
+                    out[d] = [(k.to(keep or k.dtype, copy=True), v.to(keep or v.dtype, copy=True)) for k, v in layers]
+                    if self.doc_cache is not None:
+                        self.doc_cache.put(d, out[d])
         return out
+
+    def _encode_chunk(self, docs: list[tuple[int, ...]], head_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> list[Any]:
+        """One forward over ``docs`` padded to the longest of them, continued from the prefix: per doc,
+        per layer (H, len, D) views of the batch's keys and values."""
+        P, R, L = head_kv[0][0].shape[2], len(docs), max(len(d) for d in docs)
+        ids = torch.full((R, L), self.pad_id, dtype=torch.long)
+        attn = torch.zeros(R, P + L, dtype=torch.long)
+        attn[:, :P] = 1
+        for i, d in enumerate(docs):
+            ids[i, : len(d)] = torch.tensor(d, dtype=torch.long)
+            attn[i, P : P + len(d)] = 1
+        cache = DynamicCache(ddp_cache_data=[(k.expand(R, -1, -1, -1), v.expand(R, -1, -1, -1)) for k, v in head_kv])
+        res = self.doc_model.base_model(
+            input_ids=ids.to(self.device),
+            attention_mask=attn.to(self.device),
+            position_ids=torch.arange(P, P + L, device=self.device).expand(R, -1),
+            **kv_cache(cache),
+            use_cache=True,
+        )
+        layers = [(k[:, :, P:], v[:, :, P:]) for k, v, *_ in cache_of(res)]
+        return [[(k[i, :, : len(d)], v[i, :, : len(d)]) for k, v in layers] for i, d in enumerate(docs)]
 
     def _mask_and_cache(self, ctx: DecoderContext, log_w: torch.Tensor) -> tuple[torch.Tensor, DynamicCache]:
         B, M, _ = log_w.shape
@@ -183,3 +192,18 @@ class ParallelReader(DecoderReader):
     def _all_keys(self, ctx: DecoderContext) -> tuple[torch.Tensor, torch.Tensor]:
         assert ctx.key_doc is not None and ctx.key_valid is not None
         return torch.cat([ctx.key_doc, ctx.tok_doc], dim=1), torch.cat([ctx.key_valid, ctx.valid], dim=1)
+
+
+def length_buckets(docs: list[tuple[int, ...]], ratio: float) -> list[list[tuple[int, ...]]]:
+    """``docs`` longest first, cut into batches whose every doc is at least ``ratio`` times as long as the
+    batch's first (longest): a batch pads at most ``1 - ratio`` of its positions. HotpotQA's 10 paragraphs
+    a question (up to 160 tokens, mean 116) pad 28% of a single batch and under 10% bucketed at 0.8. The
+    encodings do not depend on the batching (padding is masked). ``ratio`` 0: one batch, as before."""
+    ordered = sorted(docs, key=len, reverse=True)
+    buckets: list[list[tuple[int, ...]]] = []
+    for d in ordered:
+        if buckets and len(d) >= ratio * len(buckets[-1][0]):
+            buckets[-1].append(d)
+        else:
+            buckets.append([d])
+    return buckets
