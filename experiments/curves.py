@@ -25,8 +25,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from gumbel_rerank.comparison.plan import load_plan
 from gumbel_rerank.comparison.report import Runs, load_results, markdown_table, paired_p, start_table, summarise
-from gumbel_rerank.comparison.sweep import load_plan
 from gumbel_rerank.objectives import OBJECTIVES, title
 
 HERE = Path(__file__).parent

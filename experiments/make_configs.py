@@ -46,6 +46,8 @@ BASE: dict[str, Any] = {
         "model": "smollm2-135m-instruct",
         "layout": "parallel",
         "max_doc_tokens": 160,
+        # docs encoded in fp32 (the committed results were; the library's default is now bf16 on a bf16 CPU)
+        "doc_dtype": "",
         "doc_cache_dtype": "float16",
         "doc_cache_mb": 12000,
     },

@@ -1,6 +1,7 @@
 """The paper's side of the reproduction: its numbers, the claims checked against ours, summary.md and
 the generated tables of experiments/README.md. The sweeps themselves run in the library
-(:mod:`gumbel_rerank.comparison.sweep`, :mod:`gumbel_rerank.comparison.report`)."""
+(:mod:`gumbel_rerank.comparison.plan`, :mod:`gumbel_rerank.comparison.sweep`,
+:mod:`gumbel_rerank.comparison.report`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from gumbel_rerank.comparison.plan import load_plan
 from gumbel_rerank.comparison.report import (
     Runs,
     bootstrap_ci,
@@ -21,7 +23,7 @@ from gumbel_rerank.comparison.report import (
     start_table,
     summarise,
 )
-from gumbel_rerank.comparison.sweep import load_group, load_plan
+from gumbel_rerank.comparison.sweep import load_group
 from gumbel_rerank.comparison.writer import gap_summary
 from gumbel_rerank.comparison.writer import write_report as write_group_report
 from gumbel_rerank.config import ConfigError

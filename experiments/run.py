@@ -22,7 +22,7 @@ from pathlib import Path
 from curves import write_curves
 from paper import planned_rows, report
 
-from gumbel_rerank.comparison.sweep import run_plan
+from gumbel_rerank.comparison.plan import run_plan
 from gumbel_rerank.config import ConfigError
 from gumbel_rerank.data import DataError
 
@@ -37,7 +37,8 @@ def ensure_adapters(groups: list[str]) -> None:
     training questions (adapt-reader: LoRA on the answer NLL with all candidates, no doc labels)."""
     import dataclasses
 
-    from gumbel_rerank.comparison.sweep import load_group, load_plan
+    from gumbel_rerank.comparison.plan import load_plan
+    from gumbel_rerank.comparison.sweep import load_group
     from gumbel_rerank.training import checkpoint
     from gumbel_rerank.training.adapt import AdaptSettings, adapt_reader
 

@@ -36,3 +36,15 @@ def fast_bf16(device: torch.device | str | None = None) -> bool:
     if kind == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     return kind == "cpu" and bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def doc_dtype(name: str, reader_dtype: torch.dtype, device: torch.device | str | None = None) -> torch.dtype | None:
+    """``reader.doc_dtype`` as the dtype the parallel reader encodes its docs in, or None for the reader's own.
+    ``auto``: bfloat16 under a float32 reader on a CPU where bf16 is native (:func:`fast_bf16`): the cold
+    training step 1.4x faster with the doc-weight gradient at cosine 0.999 (mean; min 0.985) with fp32's
+    (bench/precision.py, bench/train_step.py); elsewhere (a GPU, whose reader is bf16 already under
+    ``reader.dtype: auto``, or a CPU without bf16) the reader's dtype."""
+    if name == "auto":
+        cpu = torch.device(device or "cpu").type == "cpu"
+        return torch.bfloat16 if cpu and reader_dtype == torch.float32 and fast_bf16("cpu") else None
+    return dtype(name) if name else None

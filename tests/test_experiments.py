@@ -26,8 +26,9 @@ from experiments.paper import (
     sync_readme,
     time_table,
 )
+from gumbel_rerank.comparison.plan import load_plan, run_plan
 from gumbel_rerank.comparison.report import load_results
-from gumbel_rerank.comparison.sweep import _reuse, load_group, load_plan, run_group, run_plan
+from gumbel_rerank.comparison.sweep import _reuse, load_group, run_group
 from gumbel_rerank.config import ConfigError, dump
 from gumbel_rerank.evaluation.evaluate import retrieval_metrics
 from gumbel_rerank.readers import make_reader
@@ -401,12 +402,12 @@ def test_a_sweeps_rows_share_the_frozen_bottom_and_score_as_without_it(tmp_path:
 
 def test_a_plan_keeps_one_teacher_cache_that_its_groups_share(tmp_path: Path, bert_dir: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A group on the same questions and reader (here: another LR) reads the first group's teachers."""
-    import gumbel_rerank.comparison.sweep as sweep
+    import gumbel_rerank.comparison.plan as plan
 
     def tiny_reader(cfg, device=None):  # type: ignore[no-untyped-def]
         return make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
 
-    monkeypatch.setattr(sweep, "build_reader", tiny_reader)
+    monkeypatch.setattr(plan, "build_reader", tiny_reader)
     for group, lr in (("first", "1e-3"), ("other-lr", "1e-4")):
         folder = tmp_path / "configs" / group
         folder.mkdir(parents=True)
@@ -494,10 +495,10 @@ def test_a_grid_group_chooses_each_objectives_lr_by_validation_nll_and_tests_it_
 
 
 def test_only_the_named_rows_run_in_the_order_named(tmp_path: Path, bert_dir: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import gumbel_rerank.comparison.sweep as sweep
+    import gumbel_rerank.comparison.plan as plan
 
     monkeypatch.setattr(
-        sweep, "build_reader", lambda cfg, device=None: make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+        plan, "build_reader", lambda cfg, device=None: make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
     )
     folder = tmp_path / "configs" / "grid"
     folder.mkdir(parents=True)

@@ -260,6 +260,22 @@ def test_docs_encoded_in_length_buckets_equal_one_padded_batch() -> None:
     torch.testing.assert_close(a.token_logprobs, b.token_logprobs, atol=1e-5, rtol=0)
 
 
+def test_a_questions_doc_encodings_do_not_depend_on_the_questions_beside_it() -> None:
+    """Buckets are per question: a batch of 4 and two batches of 2 (one process or two) encode every doc
+    bitwise the same."""
+    from gumbel_rerank.data.synthetic import generate
+
+    questions = generate(4, num_docs=5, seed=0)
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+    prefix, docs = reader._prefix_ids(), [reader._doc_ids(ex) for ex in questions]
+    together = reader._encode_docs(docs, prefix)
+    apart = {**reader._encode_docs(docs[:2], prefix), **reader._encode_docs(docs[2:], prefix)}
+    assert together.keys() == apart.keys() and len(together) == 20
+    for d, layers in together.items():
+        for (k, v), (k2, v2) in zip(layers, apart[d], strict=True):
+            assert torch.equal(k, k2) and torch.equal(v, v2)
+
+
 def test_length_buckets_keep_every_doc_once_and_bound_the_padding() -> None:
     from gumbel_rerank.readers.parallel import length_buckets
 

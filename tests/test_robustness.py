@@ -76,10 +76,13 @@ def no_dropout_bert(tmp_path: Path) -> str:
     return save_tiny_bert(tmp_path / "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
-# ||two - one|| / ||one - start|| after 4 AdamW steps (measured: 7e-4 gumbel, 3.9e-3 pdist). Adam's first
-# steps move every weight by about +-lr whatever its gradient's size, so weights whose gradient is
-# rounding-sized flip direction between runs. The step-1 checks below are the sharp ones.
-MULTI_PROCESS_RTOL = 1e-2
+# ||two - one|| / ||one - start|| after 4 AdamW steps (measured: pdist 3.9e-3; gumbel 7e-4 with each batch's docs
+# encoded as one padded batch, 1.1e-2 with the default length buckets and 1.6e-2 with buckets at ratio 0.95,
+# though a question's doc encodings are then bitwise the same in one process and in two: test_readers.py).
+# Adam's first steps move every weight by about +-lr whatever its gradient's size, so weights whose gradient
+# is rounding-sized flip direction between runs, and which do moves with any rounding change. The step-1
+# checks below are the sharp ones.
+MULTI_PROCESS_RTOL = 3e-2
 
 
 @pytest.mark.parametrize("objective", ["gumbel", "pdist"])
@@ -95,6 +98,7 @@ def test_two_processes_train_the_same_reranker_as_one(tmp_path: Path, objective:
     bert = no_dropout_bert(tmp_path)
     # fp32 throughout: the claim is float32 agreement (bf16 autocast rounds each process's half batch on its own)
     args = ["train.steps=4", "train.checkpoint_every=0", f"objective.name={objective}", "reranker.precision=fp32"]
+    args.append("reader.doc_dtype=")
     one = worker(str(tmp_path / "one"), bert, *args, env={"OMP_NUM_THREADS": "1"})  # same threads per process
     assert one.returncode == 0, one.stderr
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]

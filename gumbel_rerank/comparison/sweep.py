@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from .. import devices, objectives
 from ..config import Config, ConfigError
@@ -75,17 +74,6 @@ def check_rows(rows: Sequence[Row], where: str = "") -> list[Row]:
                     "every row of a sweep must share data, reader, reranker and eval"
                 )
     return row_order(rows)
-
-
-def load_plan(path: str | Path) -> dict[str, list[int]]:
-    """``plan.yaml``: a mapping group -> list of seeds."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(raw, dict) or not all(
-        isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-        for seeds in raw.values()
-    ):
-        raise ConfigError(f"{path}: must map each group name to a non-empty list of integer seeds, e.g. hotpotqa: [0, 1, 2]")
-    return {str(group): list(seeds) for group, seeds in raw.items()}
 
 
 def load_group(group_dir: str | Path) -> list[Row]:
@@ -251,63 +239,3 @@ def run_group(
                 k = max(cfg.eval.ks)
                 on_result(f"{row.name} seed {seed}: R@{k} {res['held_out'][f'R@{k}']:.3f} ({seconds:.0f} s)")
     return out
-
-
-def run_plan(
-    experiments: str | Path,
-    *,
-    groups: Sequence[str] = (),
-    results: str | Path | None = None,
-    work: str | Path = "runs/experiments",
-    progress: bool = True,
-    max_seeds: int | None = None,
-    on_result: Callable[[str], None] | None = None,
-    after_group: Callable[[Path], None] | None = None,
-    only_rows: Sequence[str] = (),
-) -> list[Path]:
-    """Run a plan folder's groups (``plan.yaml`` + ``configs/<group>/*.yaml``; all, or those named) in
-    plan order, reusing one reader per reader config. ``max_seeds`` runs only each group's first seeds
-    (a first pass over every group; rerun without it to add the rest). ``on_result`` hears of every
-    finished run, ``after_group`` of every finished group's folder. ``only_rows`` (row names) runs only
-    those rows of the chosen groups, in that order."""
-    root = Path(experiments)
-    plan = {g: seeds[:max_seeds] if max_seeds else seeds for g, seeds in load_plan(root / "plan.yaml").items()}
-    unknown = [g for g in groups if g not in plan]
-    if unknown:
-        raise ConfigError(f"unknown group(s) {unknown}; plan.yaml has {', '.join(plan)}")
-    chosen = [g for g in plan if not groups or g in groups]
-    rows = {g: load_group(root / "configs" / g) for g in chosen}  # every config is checked before any model loads
-    if only_rows:
-        missing = [r for r in only_rows if not any(row.name == r for g in chosen for row in rows[g])]
-        if missing:
-            raise ConfigError(f"row(s) {missing} are in none of the groups {', '.join(chosen)}")
-        rows = {g: [row for row in rs if row.name in only_rows] for g, rs in rows.items()}
-        chosen = [g for g in chosen if rows[g]]
-    results = Path(results) if results is not None else root / "results"
-    readers: dict[Any, Reader] = {}
-    done = []
-    for group in chosen:
-        reader_cfg = rows[group][0].cfg.reader
-        if reader_cfg not in readers:
-            readers.clear()  # one reader in memory at a time
-            readers[reader_cfg] = build_reader(reader_cfg, device=devices.pick(rows[group][0].cfg.train.device))
-        note = (lambda text, g=group: on_result(f"{g}/{text}")) if on_result else None
-        if on_result:
-            on_result(f"{group}: {len(rows[group])} rows x seeds {plan[group]}")
-        out = run_group(
-            rows[group],
-            plan[group],
-            results / group,
-            Path(work) / group,
-            reader=readers[reader_cfg],
-            progress=progress,
-            on_result=note,
-            # one cache for the plan: keyed by question content and reader weights, so the learning-curve
-            # and other-LR groups read the main group's teachers and an adapted reader computes its own
-            teacher_dir=Path(work) / "teacher_cache",
-            order=only_rows,
-        )
-        done.append(out)
-        if after_group:
-            after_group(out)
-    return done

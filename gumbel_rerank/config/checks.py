@@ -55,11 +55,12 @@ def validate(cfg: Config) -> Config:
         (cfg.train.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
         (cfg.reader.dtype in ("auto", *DTYPES), f"reader.dtype must be auto or one of {', '.join(DTYPES)}"),
         (
-            cfg.reader.doc_dtype in ("", *DTYPES) and cfg.reader.doc_cache_dtype in ("", *DTYPES),
-            f"reader.doc_dtype and reader.doc_cache_dtype must be empty or one of {', '.join(DTYPES)}",
+            cfg.reader.doc_dtype in ("", "auto", *DTYPES) and cfg.reader.doc_cache_dtype in ("", *DTYPES),
+            f"reader.doc_dtype must be empty, auto or one of {', '.join(DTYPES)}, "
+            f"and reader.doc_cache_dtype empty or one of {', '.join(DTYPES)}",
         ),
         (
-            (cfg.reader.doc_dtype in ("", cfg.reader.dtype) and not cfg.reader.doc_cache_dtype)
+            (cfg.reader.doc_dtype in ("", "auto", cfg.reader.dtype) and not cfg.reader.doc_cache_dtype)
             or cfg.reader.layout == "parallel",
             "reader.doc_dtype and reader.doc_cache_dtype are for the parallel layout "
             "(with another layout set them empty: reader.doc_dtype= reader.doc_cache_dtype=)",

@@ -56,7 +56,9 @@ class ReaderConfig:
     gradient_checkpointing: bool = False  # sequential layout: recompute layers in the backward pass (less memory)
     device_map: str = ""  # "auto": shard a large reader over the visible GPUs (docs/training.md: "Beyond one machine")
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on a CPU) | float32 | bfloat16 | float16: the frozen reader's precision
-    doc_dtype: str = ""  # parallel: encode and cache the docs (no gradient) in this dtype; "" = reader.dtype
+    # parallel: encode and cache the docs (no gradient) in this dtype; "" = reader.dtype; auto = bfloat16 under
+    # a float32 reader on a CPU with native bf16 (AVX512-BF16 / AMX), else reader.dtype (devices.doc_dtype)
+    doc_dtype: str = "auto"
     doc_cache_dtype: str = ""  # parallel: keep the encoded docs' keys/values in this dtype (float16: half the memory)
     adapter: str = ""  # a LoRA adapter folder from `gumbel-rerank adapt-reader`, merged in, then frozen
 

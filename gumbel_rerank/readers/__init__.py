@@ -54,7 +54,9 @@ def build_reader(cfg: ReaderConfig, model: Any = None, tokenizer: Any = None, *,
     options: dict[str, Any] = {"max_doc_tokens": cfg.max_doc_tokens, "max_answer_tokens": cfg.max_answer_tokens}
     if cfg.layout == "parallel":
         options["doc_cache_mb"] = cfg.doc_cache_mb
-        options["doc_dtype"] = devices.dtype(cfg.doc_dtype) if cfg.doc_dtype else None
+        # a sharded reader (device_map) has no single-device doc copy: auto keeps its own dtype there
+        name = "" if cfg.device_map and cfg.doc_dtype == "auto" else cfg.doc_dtype
+        options["doc_dtype"] = devices.doc_dtype(name, model.dtype, model.device)
         options["doc_cache_dtype"] = devices.dtype(cfg.doc_cache_dtype) if cfg.doc_cache_dtype else None
     if cfg.gradient_checkpointing:
         options["gradient_checkpointing"] = True
