@@ -3,6 +3,9 @@
     git worktree add ../before <old commit>
     python bench/row_time.py --before ../before --config experiments/configs/hotpotqa/gumbel.yaml \
         --out bench/results/row_time.json
+    python bench/row_time.py --before ../before-tree --config experiments/configs/hotpotqa/gumbel.yaml \
+        --after-overrides reader.doc_dtype=auto --out bench/results/row_time_defaults.json \
+        train.steps=30 data.num_eval=40   # the after tree with its own defaults where the config pins the old ones
 
 Each tree runs ``gumbel-rerank train CONFIG`` (its own package, imported from its own root) into a
 fresh folder under ``--work``; the wall time is measured around the whole process. The table gives
@@ -45,14 +48,22 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/gumbel_rerank_row_time")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "row_time.json"))
     p.add_argument("overrides", nargs="*", help="key=value overrides for both runs (e.g. train.steps=50)")
+    p.add_argument(
+        "--after-overrides",
+        default="",
+        help="comma-separated key=value overrides for the after run only: a default the new tree changed but the "
+        "row's config pins (e.g. reader.doc_dtype=auto)",
+    )
     args = p.parse_args()
     runs = {}
     for name in ("before", "after"):
         tree = Path(getattr(args, name)).resolve()
-        runs[name] = run(tree, Path(args.config), Path(args.work) / name, args.overrides)
+        extra = [o for o in args.after_overrides.split(",") if o] if name == "after" else []
+        runs[name] = run(tree, Path(args.config), Path(args.work) / name, [*args.overrides, *extra])
         print(f"{name}: {runs[name]['wall_seconds']:.0f} s ({tree})", flush=True)
     ratio = runs["after"]["wall_seconds"] / runs["before"]["wall_seconds"]
-    Path(args.out).write_text(json.dumps({"config": args.config, "overrides": args.overrides, "ratio": ratio, **runs}, indent=2))
+    record = {"config": args.config, "overrides": args.overrides, "after_overrides": args.after_overrides, "ratio": ratio}
+    Path(args.out).write_text(json.dumps({**record, **runs}, indent=2))
     print(f"\nrow {args.config} {' '.join(args.overrides)}: after / before wall time = {ratio:.2f}")
     parts = runs["after"]["report"].get("seconds", {})
     if parts:

@@ -105,3 +105,21 @@ def test_device_and_dtype_settings() -> None:
             _accelerator(load(None, ["train.device=cuda"]))
     with pytest.raises(ValueError, match="reader.dtype"):
         devices.dtype("float8")
+
+
+def test_docs_default_to_bf16_only_under_an_fp32_reader_on_a_cpu_with_native_bf16(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from gumbel_rerank.config import ReaderConfig
+    from gumbel_rerank.readers import build_reader
+
+    assert ReaderConfig().doc_dtype == "auto"
+    for native in (True, False):
+        monkeypatch.setattr(devices, "fast_bf16", lambda device=None, native=native: native)
+        want = torch.bfloat16 if native else None
+        assert devices.doc_dtype("auto", torch.float32, "cpu") is want
+        assert devices.doc_dtype("auto", torch.bfloat16, "cpu") is None  # already bf16: no copy
+        assert devices.doc_dtype("auto", torch.float32, torch.device("meta")) is None  # not a CPU: the reader's own
+        assert devices.doc_dtype("", torch.float32, "cpu") is None
+        assert devices.doc_dtype("float16", torch.float32, "cpu") is torch.float16
+        reader = build_reader(ReaderConfig(layout="parallel"), tiny_llama(), byte_tokenizer("decoder"))
+        assert reader.doc_model.dtype == (torch.bfloat16 if native else torch.float32)  # type: ignore[attr-defined]
+        assert (reader.doc_model is reader.model) is not native  # type: ignore[attr-defined]
