@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from gumbel_rerank.comparison.plan import load_plan
-from gumbel_rerank.comparison.report import Runs, load_results, markdown_table, paired_p, start_table, summarise
+from gumbel_rerank.comparison.report import (
+    Runs,
+    grid_choice,
+    load_results,
+    markdown_table,
+    paired_p,
+    start_table,
+    summarise,
+)
 from gumbel_rerank.objectives import OBJECTIVES, title
 
 HERE = Path(__file__).parent
@@ -146,25 +154,6 @@ def lr_table(rows: list[dict[str, Any]]) -> str:
         cells.append("" if p is None else f"{p:.2f}")
         table.append(cells)
     return markdown_table(head, table)
-
-
-def grid_choice(by_row: Runs) -> tuple[list[dict[str, Any]], Runs]:
-    """A grid group's rows are named ``<objective>-lr<LR>``: per objective, each LR's selected validation
-    answer NLL (seed 0, label-free) and the LR with the lowest; and the group as if it had one row per
-    objective, the chosen LR's runs (with the zero-shot start), for :func:`start_table`."""
-    found: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for name, runs in by_row.items():
-        objective, sep, lr = name.rpartition("-lr")
-        if sep and objective in OBJECTIVES and runs[0].get("selection"):
-            found.setdefault(objective, {})[lr] = runs
-    rows, chosen_runs = [], {"zero-shot": by_row["zero-shot"]} if "zero-shot" in by_row else {}
-    for objective in sorted(found, key=list(OBJECTIVES).index):
-        by_lr = dict(sorted(found[objective].items(), key=lambda kv: -float(kv[0])))
-        nll = {lr: float(runs[0]["selection"]["selected_val_loss"]) for lr, runs in by_lr.items()}
-        lr = min(nll, key=lambda x: nll[x])
-        rows.append({"row": objective, "val_nll": nll, "lr": lr, "steps": by_lr[lr][0]["selection"]["selected_step"]})
-        chosen_runs[objective] = by_lr[lr]
-    return rows, chosen_runs
 
 
 def grid_text(group: str, by_row: Runs, lrs: tuple[str, ...]) -> str:

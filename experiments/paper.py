@@ -15,6 +15,7 @@ from gumbel_rerank.comparison.report import (
     bootstrap_ci,
     cell,
     ci_cell,
+    grid_choice,
     load_results,
     markdown_table,
     paired_p,
@@ -141,11 +142,18 @@ def sync_readme(readme: str | Path, results: str | Path, planned: dict[str, int]
         return m.group(1) + "\n".join(time_table(load_groups(results), planned)) + m.group(3)
 
     new = CLAIMS_BLOCK.sub(filler("claims", claims_text), TABLE_BLOCK.sub(filler("table", readme_table), text))
-    new = START_BLOCK.sub(filler("start", lambda group, by_row: start_table(by_row)), new)
+    # a grid group (rows <objective>-lr<LR>) shows each objective at the LR its validation NLL chose
+    new = START_BLOCK.sub(filler("start", lambda group, by_row: start_table(as_chosen(by_row))), new)
     new = TIME_BLOCK.sub(fill_time, new)
     if new != text:
         readme.write_text(new)
     return done
+
+
+def as_chosen(by_row: Runs) -> Runs:
+    """A grid group as one row per objective at its chosen LR (:func:`grid_choice`); any other group as it is."""
+    rows, chosen = grid_choice(by_row)
+    return chosen if rows else by_row
 
 
 def load_groups(results: Path) -> dict[str, Runs]:

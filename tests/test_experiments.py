@@ -461,7 +461,8 @@ def test_learning_rate_is_chosen_by_validation_nll_not_by_held_out_recall(tmp_pa
 def test_a_grid_group_chooses_each_objectives_lr_by_validation_nll_and_tests_it_against_the_start(tmp_path: Path) -> None:
     """Rows <objective>-lr<LR>: the lowest validation NLL wins whatever held-out recall says; the chosen
     supervised row is the positive control of the table against the start."""
-    from experiments.curves import GRID_GROUPS, grid_choice, write_curves
+    from experiments.curves import GRID_GROUPS, write_curves
+    from gumbel_rerank.comparison.report import grid_choice
 
     runs = tmp_path / GRID_GROUPS[0] / "runs"
     runs.mkdir(parents=True)
@@ -492,6 +493,12 @@ def test_a_grid_group_chooses_each_objectives_lr_by_validation_nll_and_tests_it_
     assert "| Subset REINFORCE | 1.300 | 1.350 | not run | 1e-4 (50) |" in text
     assert "Positive control: supervised R@5 +1.0" in text and "cannot separate the objectives" in text
     assert "| reinforce | +10.0 (p " in text and "1000% of supervised" in text
+    # a README start block of the grid group shows the same chosen rows against the start
+    readme = tmp_path / "README.md"
+    readme.write_text(f"<!-- start: {GRID_GROUPS[0]} (generated) -->\n<!-- /start -->\n")
+    assert sync_readme(readme, tmp_path) == [GRID_GROUPS[0]]
+    block = readme.read_text()
+    assert "| reinforce | +10.0 (p " in block and "| supervised | +1.0 (p " in block and "-lr" not in block
 
 
 def test_only_the_named_rows_run_in_the_order_named(tmp_path: Path, bert_dir: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -172,6 +172,25 @@ def summary_rows(by_row: Runs) -> dict[str, dict[str, Any]]:
     return out
 
 
+def grid_choice(by_row: Runs) -> tuple[list[dict[str, Any]], Runs]:
+    """A grid group's rows are named ``<objective>-lr<LR>``: per objective, each LR's selected validation
+    answer NLL (first seed, label-free) and the LR with the lowest; and the group as if it had one row per
+    objective, the chosen LR's runs (with the zero-shot start), for :func:`start_table`."""
+    found: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for name, runs in by_row.items():
+        objective, sep, lr = name.rpartition("-lr")
+        if sep and objective in OBJECTIVES and runs[0].get("selection"):
+            found.setdefault(objective, {})[lr] = runs
+    rows, chosen_runs = [], {"zero-shot": by_row["zero-shot"]} if "zero-shot" in by_row else {}
+    for objective in sorted(found, key=list(OBJECTIVES).index):
+        by_lr = dict(sorted(found[objective].items(), key=lambda kv: -float(kv[0])))
+        nll = {lr: float(runs[0]["selection"]["selected_val_loss"]) for lr, runs in by_lr.items()}
+        lr = min(nll, key=lambda x: nll[x])
+        rows.append({"row": objective, "val_nll": nll, "lr": lr, "steps": by_lr[lr][0]["selection"]["selected_step"]})
+        chosen_runs[objective] = by_lr[lr]
+    return rows, chosen_runs
+
+
 def start_table(by_row: Runs) -> str:
     """Each row's change against the zero-shot start with its paired p (R@2, R@k, MRR, answer NLL given
     the top k), and its gain as a share of the supervised row's: the positive control. The caption says
