@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="only each group's first N seeds (a first pass over every group; rerun without it for the rest)",
     )
-    p.add_argument("--rows", default="", help="comma-separated row names: only these rows of the chosen groups, in this order")
+    p.add_argument(
+        "--rows", default="", help="comma-separated row names: only these rows of the chosen groups, in exactly this order"
+    )
     p.add_argument("--no-progress", action="store_true", help="no per-step progress bars")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -529,7 +529,7 @@ def test_only_the_named_rows_run_in_the_order_named(tmp_path: Path, bert_dir: st
         on_result=heard.append,
     )
     finished = [h.split("/")[1].split(" ")[0] for h in heard if "seed 0" in h]
-    assert finished == ["supervised-lr1e-4", "pdist-lr1e-4", "lsr-lr1e-4"]  # the control first, then as named
+    assert finished == ["pdist-lr1e-4", "lsr-lr1e-4", "supervised-lr1e-4"]  # as named, the control too
     assert not (tmp_path / "results" / "grid" / "runs" / "pdist-lr1e-3.seed0.json").exists()
 
 

@@ -43,7 +43,7 @@ def run_plan(
     plan order, reusing one reader per reader config. ``max_seeds`` runs only each group's first seeds
     (a first pass over every group; rerun without it to add the rest). ``on_result`` hears of every
     finished run, ``after_group`` of every finished group's folder. ``only_rows`` (row names) runs only
-    those rows of the chosen groups, in that order."""
+    those rows of the chosen groups, exactly in that order."""
     root = Path(experiments)
     plan = {g: seeds[:max_seeds] if max_seeds else seeds for g, seeds in load_plan(root / "plan.yaml").items()}
     unknown = [g for g in groups if g not in plan]

@@ -127,11 +127,13 @@ def run_group(
 ) -> Path:
     """Train every (row, seed) not yet in ``out/runs`` (run folders under ``work``); return ``out``.
     Teachers are kept in ``train.teacher_cache``, else ``teacher_dir``, else ``work/teacher_cache``.
-    Rows run in registry order (``row_order``), or in ``order`` (row names) where given; the positive
-    control (``supervised``) first either way."""
+    Rows run in registry order (``row_order``) with the positive control (``supervised``) first, or
+    exactly in ``order`` (row names) where given."""
     rows = check_rows(rows)
     if order:
         rows = sorted(rows, key=lambda r: list(order).index(r.name) if r.name in order else len(order))
+    else:  # the positive control first: a group cut short still says whether its setting can separate anything
+        rows = sorted(rows, key=lambda r: r.cfg.objective.name != "supervised")
     cfg0 = rows[0].cfg
     out, work = Path(out), Path(work)
     runs = out / "runs"
@@ -171,8 +173,7 @@ def run_group(
             on_result("zero-shot")
     kept_bottom: Any = None  # a PrefixCache, once a row made one
     for seed in seeds:  # every row gets seed 0 before any row gets seed 1
-        # the positive control first: a group cut short still says whether its setting can separate anything
-        for row in sorted(rows, key=lambda r: r.cfg.objective.name != "supervised"):
+        for row in rows:
             path = runs / f"{row.name}.seed{seed}.json"
             if path.exists():
                 _reuse(path, row.cfg.to_dict(), f"{row.name}.yaml")
