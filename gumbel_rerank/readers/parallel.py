@@ -41,7 +41,8 @@ class ParallelReader(DecoderReader):
         self.doc_cache_dtype = doc_cache_dtype
         self._prefix_cache: dict[torch.dtype, tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         self.doc_model = self._doc_model(doc_dtype)
-        # docs encoded in batches whose shortest is at least this share of their longest (1 / 0: see length_buckets)
+        # each question's docs are encoded in batches whose every doc is at least this share of the batch's
+        # longest (length_buckets; 0: one padded batch)
         self.bucket_ratio = 0.8
 
     def _doc_model(self, doc_dtype: torch.dtype | None) -> Any:
@@ -135,6 +136,7 @@ class ParallelReader(DecoderReader):
         """
         out: dict[tuple[int, ...], Any] = {}
         keep = self.doc_cache_dtype
+        head_kv = self._prefix_kv(prefix, self.doc_model)
         for docs in questions:
             todo: list[tuple[int, ...]] = []
             for d in map(tuple, docs):
@@ -146,7 +148,6 @@ class ParallelReader(DecoderReader):
                 else:
                     out[d] = hit
             for chunk in length_buckets(todo, self.bucket_ratio):
-                head_kv = self._prefix_kv(prefix, self.doc_model)
                 for d, layers in zip(chunk, self._encode_chunk(chunk, head_kv), strict=True):
                     out[d] = [(k.to(keep or k.dtype, copy=True), v.to(keep or v.dtype, copy=True)) for k, v in layers]
                     if self.doc_cache is not None:
@@ -200,7 +201,7 @@ def length_buckets(docs: list[tuple[int, ...]], ratio: float) -> list[list[tuple
     """``docs`` longest first, cut into batches whose every doc is at least ``ratio`` times as long as the
     batch's first (longest): a batch pads at most ``1 - ratio`` of its positions. HotpotQA's 10 paragraphs
     a question (up to 160 tokens, mean 116) pad 27% of a single batch and 4% bucketed at 0.8. The
-    encodings do not depend on the batching (padding is masked). ``ratio`` 0: one batch, as before."""
+    encodings do not depend on the batching (padding is masked). ``ratio`` 0: one padded batch."""
     ordered = sorted(docs, key=len, reverse=True)
     buckets: list[list[tuple[int, ...]]] = []
     for d in ordered:
