@@ -96,9 +96,9 @@ def test_two_processes_train_the_same_reranker_as_one(tmp_path: Path, objective:
     (the tiny reader gives gradients near 1e-6, where Adam turns rounding into visible steps).
     """
     bert = no_dropout_bert(tmp_path)
-    # fp32 throughout: the claim is float32 agreement (bf16 autocast rounds each process's half batch on its own)
+    # fp32 throughout, reranker and docs: the claim is float32 agreement (bf16 rounds each process's half on its own)
     args = ["train.steps=4", "train.checkpoint_every=0", f"objective.name={objective}", "reranker.precision=fp32"]
-    args.append("reader.doc_dtype=")
+    args += ["reader.doc_dtype="]
     one = worker(str(tmp_path / "one"), bert, *args, env={"OMP_NUM_THREADS": "1"})  # same threads per process
     assert one.returncode == 0, one.stderr
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
