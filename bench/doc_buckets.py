@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 import torch
 from common import ROOT, hotpot_questions, median
@@ -41,7 +42,7 @@ def main() -> None:
     print("| docs | batch | " + " | ".join(f"{m} s/question" for m in MODES) + " |")
     print("|---|---|" + "---|" * len(MODES))
     for doc_dtype in (torch.bfloat16, None):
-        reader = make_reader("parallel", model, tokenizer, max_doc_tokens=160, doc_dtype=doc_dtype)  # no doc cache
+        reader: Any = make_reader("parallel", model, tokenizer, max_doc_tokens=160, doc_dtype=doc_dtype)  # no doc cache
         prefix = reader._prefix_ids()
         for size in (1, 2, 4):
             batches = [questions[i : i + size] for i in range(0, len(questions) - size + 1, size)]
