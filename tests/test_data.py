@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 
@@ -60,6 +61,29 @@ def test_eval_start_fixes_the_held_out_questions_whatever_num_train(tmp_path: Pa
         load(None, [f"data.source={path}", "data.num_train=6", "data.eval_start=4"])
     with pytest.raises(DataError, match="held-out end"):
         load_splits(load(None, [f"data.source={path}", "data.num_train=3", "data.num_eval=5", "data.eval_start=8"]).data)
+
+
+def test_eval_source_never_holds_out_a_training_question(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """data.eval_source: a held-out question whose id is one of the source's training questions is
+    dropped and counted (two files of one dataset share questions), before data.num_eval is applied."""
+    from gumbel_rerank.config import load
+    from gumbel_rerank.data import load_splits
+
+    source = generate(12)
+    write_jsonl(source, tmp_path / "x.jsonl")
+    other = [dataclasses.replace(ex, id=f"other-{i}") for i, ex in enumerate(generate(6, seed=9))]
+    write_jsonl([other[0], source[1], other[1], source[9], *other[2:]], tmp_path / "held.jsonl")  # 1 trained, 9 not
+    base = [f"data.source={tmp_path / 'x.jsonl'}", "data.num_train=6", f"data.eval_source={tmp_path / 'held.jsonl'}"]
+    with caplog.at_level("WARNING"):
+        train, held = load_splits(load(None, [*base, "data.num_eval=4"]).data)
+    assert [ex.id for ex in train] == [ex.id for ex in source[:6]]
+    assert [ex.id for ex in held] == ["other-0", "other-1", source[9].id, "other-2"]
+    assert "dropped 1 of 8 held-out questions" in caplog.text
+    # the synthetic source too: its training questions written to a file and named as the held-out one
+    synthetic_train, _ = load_splits(load(None, ["data.num_train=3", "data.num_eval=2"]).data)
+    write_jsonl([*synthetic_train[1:], other[0]], tmp_path / "mixed.jsonl")
+    _, held = load_splits(load(None, ["data.num_train=3", f"data.eval_source={tmp_path / 'mixed.jsonl'}"]).data)
+    assert [ex.id for ex in held] == ["other-0"]
 
 
 def test_extra_train_adds_questions_but_never_a_held_out_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -41,22 +41,40 @@ def _with_extra(cfg: DataConfig, train_set: list[Example], held_out: list[Exampl
 
 
 def _source_splits(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
-    held_out = _enough_docs(list(read_examples(cfg.eval_source)), cfg.min_docs, cfg.eval_source) if cfg.eval_source else None
     if cfg.source == "synthetic":
         examples = generate(cfg.num_train + cfg.num_eval, num_docs=cfg.num_docs, seed=cfg.seed, hard_negatives=cfg.hard_negatives)
-        return examples[: cfg.num_train], held_out[: cfg.num_eval] if held_out is not None else examples[cfg.num_train :]
-    examples = _enough_docs(list(read_examples(cfg.source)), cfg.min_docs, cfg.source)
-    if cfg.shuffle:  # files are often ordered (HotpotQA's IRCoT dev file: no yes/no question in its first 200)
-        random.Random(cfg.seed).shuffle(examples)
-    if held_out is not None:
-        return examples[: cfg.num_train], held_out[: cfg.num_eval]
+    else:
+        examples = _enough_docs(list(read_examples(cfg.source)), cfg.min_docs, cfg.source)
+        if cfg.shuffle:  # files are often ordered (HotpotQA's IRCoT dev file: no yes/no question in its first 200)
+            random.Random(cfg.seed).shuffle(examples)
+    train_set = examples[: cfg.num_train]
+    if cfg.eval_source:
+        held_out = _enough_docs(list(read_examples(cfg.eval_source)), cfg.min_docs, cfg.eval_source)
+        return train_set, _not_trained_on(held_out, train_set, cfg.eval_source)[: cfg.num_eval]
+    if cfg.source == "synthetic":
+        return train_set, examples[cfg.num_train :]
     start = cfg.eval_start or cfg.num_train  # a fixed held-out set whatever num_train (learning curves)
     if len(examples) < start + cfg.num_eval:
         raise DataError(
             f"{cfg.source} has {len(examples)} questions, fewer than the held-out end "
             f"(data.eval_start or data.num_train) + data.num_eval = {start + cfg.num_eval}; lower them"
         )
-    return examples[: cfg.num_train], examples[start : start + cfg.num_eval]
+    return train_set, examples[start : start + cfg.num_eval]
+
+
+def _not_trained_on(held_out: list[Example], train_set: list[Example], source: str) -> list[Example]:
+    """``data.eval_source``'s questions, less any whose id is a training question's (two files of one
+    dataset often share questions: HotpotQA's fullwiki and IRCoT dev subsets share 42)."""
+    taken = {ex.id for ex in train_set}
+    kept = [ex for ex in held_out if ex.id not in taken]
+    if len(kept) < len(held_out):
+        log.warning(
+            "%s: dropped %d of %d held-out questions whose id is a training question's",
+            source,
+            len(held_out) - len(kept),
+            len(held_out),
+        )
+    return kept
 
 
 def _enough_docs(examples: list[Example], min_docs: int, source: str) -> list[Example]:
