@@ -580,3 +580,51 @@ def test_a_row_cut_short_continues_from_its_last_checkpoint_as_if_never_cut(
     # the row's seconds count the first start up to its checkpoint, then the rest (at least its one step)
     first = json.loads((tmp_path / "cut" / "work" / "gumbel.seed0" / "sweep_time.json").read_text())["seconds"]
     assert first > 0 and cut["gumbel"]["seconds"] >= first + cut["gumbel"]["seconds_per_step"]
+
+
+def test_transfer_scores_every_trained_row_on_other_questions_paired_with_the_start(tmp_path: Path, bert_dir: str) -> None:
+    """experiments/transfer.py: the group's start and each trained row on a second question file, less
+    every question the group's data holds; the answer NLL as computed directly; a run folder whose
+    reranker does not reproduce its result file's held-out scores is refused."""
+    import dataclasses
+    import shutil
+
+    from experiments.transfer import transfer, transfer_examples
+    from gumbel_rerank.data import generate, load_splits
+    from gumbel_rerank.data.schema import write_jsonl
+    from gumbel_rerank.evaluation.evaluate import score_all, topk_answer_nll
+    from gumbel_rerank.rerankers import Reranker
+
+    folder = write_group(tmp_path, bert_dir, {"gumbel": [], "still": ["train.steps=0", "objective.name=pdist"]})
+    rows = load_group(folder)
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+    results, work = tmp_path / "results", tmp_path / "work"
+    run_group(rows, [0], results / "hotpotqa", work / "hotpotqa", reader=reader, progress=False)
+    cfg = rows[0].cfg
+    train_set, held_out = load_splits(cfg.data)
+    other = [dataclasses.replace(ex, id=f"other-{i}") for i, ex in enumerate(generate(4, num_docs=6, seed=7))]
+    source = tmp_path / "other.jsonl"
+    write_jsonl([other[0], train_set[0], other[1], held_out[0], *other[2:]], source)  # 2 the group holds
+    kwargs = {"configs": tmp_path / "configs", "results": results, "work": work, "source": str(source), "progress": False}
+    done = transfer("hotpotqa", reader=reader, **kwargs)  # type: ignore[arg-type]
+    assert done["questions"] == [f"other-{i}" for i in range(4)]
+    assert set(done["rows"]) == {"zero-shot", "gumbel.seed0", "still.seed0"}
+    assert done["rows"]["still.seed0"]["per_question"] == done["rows"]["zero-shot"]["per_question"]  # 0 steps: the start
+    trained_dir = work / "hotpotqa" / "gumbel.seed0" / "reranker"
+    examples = transfer_examples(cfg, str(source))
+    trained_scores = score_all(Reranker.from_pretrained(str(trained_dir)), examples)
+    expect = topk_answer_nll(reader, examples, trained_scores, k=cfg.objective.k)
+    assert done["rows"]["gumbel.seed0"]["per_question"]["answer_nll"] == pytest.approx(expect, rel=1e-5)
+    table = (results / "hotpotqa" / "transfer.md").read_text()
+    assert "| still.seed0 | +0.000 (p 1.000, n 4) | +0.0 (p 1.000, n 4) |" in table and "| gumbel.seed0 | " in table
+    # rows already scored are kept; a run folder holding another reranker than its result's is refused
+    assert transfer("hotpotqa", reader=reader, **kwargs) == done  # type: ignore[arg-type]
+    (results / "hotpotqa" / "transfer.json").unlink()
+    other_weights = Reranker.from_pretrained(str(trained_dir))
+    with torch.no_grad():
+        for param in other_weights.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    shutil.rmtree(work / "hotpotqa" / "still.seed0" / "reranker")
+    other_weights.save_pretrained(work / "hotpotqa" / "still.seed0" / "reranker")
+    with pytest.raises(ConfigError, match="away from its result file"):
+        transfer("hotpotqa", reader=reader, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,197 @@
+"""A second, larger held-out set for a group's trained rerankers: `python experiments/transfer.py --groups a,b`.
+
+The groups' own held-out set is 159 HotpotQA questions. There, the per-question change of the answer
+NLL given the top 5 has a standard deviation of about 1 nat per token, so a paired test detects a
+mean change of about 0.22 nats (80% power, two-sided 0.05), and even the supervised control's
+-0.156 (the fresh cross-encoder) has p 0.057. This script scores every trained row again on HotpotQA's
+fullwiki dev subset (``../shared/data/hotpotqa/hotpot_dev_fullwiki_500.jsonl``): 500 dev questions,
+each with the 10 paragraphs a retriever returned (both gold ones for only 151), which is also the
+candidate list a RAG user's retriever gives. Its 42 questions that are also in the IRCoT file the
+groups draw their training, validation and held-out questions from are dropped, so the set is
+disjoint from every split.
+
+Each row's selected reranker (``<work>/<group>/<row>.seed<s>/reranker``, checked against the held-out
+scores its result file holds) picks its top k of the 10 candidates, and the group's frozen reader
+gives its answer NLL per token (label-free); the recall columns use the questions with a gold
+paragraph among the 10. Each row is compared with the group's start, paired per question
+(the permutation test of the held-out tables). Fixed before any of its numbers were read: the file,
+the rows (every trained row the group has), the metric and the test.
+
+Writes ``<results>/<group>/transfer.json`` (per question, resumable row by row) and ``transfer.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from gumbel_rerank import devices
+from gumbel_rerank.comparison.results import AnswerMemo
+from gumbel_rerank.comparison.sweep import load_group, starting_reranker
+from gumbel_rerank.config import Config, ConfigError
+from gumbel_rerank.data import DataError, Example, load_splits, read_examples
+from gumbel_rerank.evaluation.evaluate import per_question, score_all
+from gumbel_rerank.evaluation.runfiles import paired_permutation_test
+from gumbel_rerank.jsonsafe import write_json
+from gumbel_rerank.objectives.teachers import reader_fingerprint
+from gumbel_rerank.readers import build_reader
+from gumbel_rerank.readers.base import Reader
+from gumbel_rerank.rerankers import Reranker
+
+HERE = Path(__file__).parent
+SOURCE = "../shared/data/hotpotqa/hotpot_dev_fullwiki_500.jsonl"
+SCORE_TOLERANCE = 1e-4  # a run folder's reranker must reproduce its result file's held-out scores to this
+METRICS = ("answer_nll", "R@{k}", "FullSupport@{k}", "RR")  # per question; k = the objective's k
+
+
+def transfer_examples(cfg: Config, source: str) -> list[Example]:
+    """``source``'s questions with the group's number of candidates, less any the group's data holds (its
+    training, validation and held-out questions, and every other question of its source file)."""
+    train_set, held_out = load_splits(cfg.data)
+    taken = {ex.id for ex in train_set + held_out}
+    if cfg.data.source != "synthetic":
+        taken |= {ex.id for ex in read_examples(cfg.data.source)}
+    return [ex for ex in read_examples(source) if len(ex.docs) >= cfg.data.min_docs and ex.id not in taken]
+
+
+def _metrics(cfg: Config) -> list[str]:
+    return [m.format(k=cfg.objective.k) for m in METRICS]
+
+
+def _entry(cfg: Config, examples: list[Example], scores: list[list[float]], memo: AnswerMemo) -> dict[str, Any]:
+    rows = per_question(examples, scores, [cfg.objective.k])
+    _, nll = memo(examples, scores, cfg.objective.k)
+    return {"per_question": {m: nll if m == "answer_nll" else [r[m] for r in rows] for m in _metrics(cfg)}}
+
+
+def _check_reranker(reranker: Reranker, held_out: list[Example], result: dict[str, Any], where: Path, batch: int) -> None:
+    """Refuse a run folder whose reranker is not the one its result file was scored with (rerun or moved)."""
+    scores = score_all(reranker, held_out, batch_size=batch)
+    gap = max(abs(a - b) for s, t in zip(scores, result["held_out_scores"], strict=True) for a, b in zip(s, t, strict=True))
+    if gap > SCORE_TOLERANCE:
+        raise ConfigError(f"{where}: its reranker scores the held-out questions {gap:.2g} away from its result file's")
+
+
+def transfer(
+    group: str,
+    *,
+    configs: Path = HERE / "configs",
+    results: Path = HERE / "results",
+    work: Path = Path("runs/experiments"),
+    source: str = SOURCE,
+    reader: Reader | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score the group's start and every trained row with a result file on ``source``; write and return
+    ``transfer.json`` (rows already in it are kept, if it was made from the same questions)."""
+    cfg = load_group(configs / group)[0].cfg
+    out = results / group / "transfer.json"
+    examples = transfer_examples(cfg, source)
+    ids = [ex.id for ex in examples]
+    done: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    if done.get("questions") != ids or done.get("source") != source:
+        done = {"source": source, "questions": ids, "k": cfg.objective.k, "rows": {}}
+    zero = json.loads((results / group / "runs" / "zero-shot.json").read_text())
+    reader = reader or build_reader(cfg.reader, device=devices.pick(cfg.train.device))
+    weights = reader_fingerprint(reader)
+    if zero.get("reader_fingerprint", weights) != weights:
+        raise ConfigError(f"{group}: the reader's weights are not the ones its results were made with (a remade adapter?)")
+    memo = AnswerMemo(reader, dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, generate=False)))
+    _, held_out = load_splits(cfg.data)
+    batch = cfg.eval.batch_size
+    todo: list[tuple[str, Path | None, dict[str, Any]]] = [("zero-shot", None, zero)]
+    for path in sorted((results / group / "runs").glob("*.seed*.json")):
+        todo.append((path.stem, work / group / path.stem / "reranker", json.loads(path.read_text())))
+    for name, folder, result in todo:
+        if name in done["rows"]:
+            continue
+        if folder is None:
+            reranker = starting_reranker(cfg)
+        else:
+            if not folder.is_dir():
+                print(f"{group}/{name}: no run folder {folder}; left out", flush=True)
+                continue
+            reranker = Reranker.from_pretrained(str(folder))
+        _check_reranker(reranker, held_out, result, folder or Path("zero-shot"), batch)
+        entry = _entry(cfg, examples, score_all(reranker, examples, batch_size=batch, progress=progress), memo)
+        done["rows"][name] = {"row": result.get("row", name), "seed": result.get("seed"), **entry}
+        write_json(out, done)
+        nll = entry["per_question"]["answer_nll"]
+        print(f"{group}/{name}: answer NLL given the top {cfg.objective.k} {sum(nll) / len(nll):.3f}", flush=True)
+    (results / group / "transfer.md").write_text(table(group, done))
+    return done
+
+
+def _mean(xs: list[float | None]) -> float:
+    vals = [x for x in xs if x is not None and not math.isnan(x)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def _values(xs: list[float | None]) -> list[float]:
+    return [math.nan if x is None else float(x) for x in xs]
+
+
+def table(group: str, done: dict[str, Any]) -> str:
+    """Each row's change against the start on the transfer set, with its paired p and n."""
+    rows = done["rows"]
+    if "zero-shot" not in rows:
+        return ""
+    start = rows["zero-shot"]["per_question"]
+    metrics = list(start)
+    k = done["k"]
+    head = (
+        f"# {group}: the trained rerankers on {len(done['questions'])} other HotpotQA questions (fullwiki candidates)\n\n"
+        f"Generated by `python experiments/transfer.py --groups {group}` from transfer.json. Change against the "
+        f"start (points of percent; answer NLL given the top {k} in nats per token, lower is better), paired "
+        "permutation p, and the number of questions where the metric is defined (a gold paragraph among the 10 "
+        "candidates for recall).\n\n"
+    )
+    lines = [
+        "| row | " + " | ".join(metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+    lines.append(
+        "| start | "
+        + " | ".join(f"{_mean(start[m]):.3f}" if m == "answer_nll" else f"{100 * _mean(start[m]):.1f}" for m in metrics)
+        + " |"
+    )
+    for name in sorted(n for n in rows if n != "zero-shot"):
+        cells = []
+        for m in metrics:
+            a, b = _values(start[m]), _values(rows[name]["per_question"][m])
+            pairs = [(x, y) for x, y in zip(a, b, strict=True) if not (math.isnan(x) or math.isnan(y))]
+            change = sum(y - x for x, y in pairs) / len(pairs) if pairs else math.nan
+            p = paired_permutation_test(a, b)
+            size = f"{change:+.3f}" if m == "answer_nll" else f"{100 * change:+.1f}"
+            cells.append(f"{size} (p {p:.3f}, n {len(pairs)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--groups", default="hotpotqa-cross-fresh,hotpotqa-adapted-grid", help="comma-separated groups")
+    p.add_argument("--results", default=str(HERE / "results"))
+    p.add_argument("--work", default="runs/experiments", help="the run folders of experiments/run.py")
+    p.add_argument("--source", default=SOURCE)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        for group in [g.strip() for g in args.groups.split(",") if g.strip()]:
+            transfer(group, results=Path(args.results), work=Path(args.work), source=args.source, progress=not args.no_progress)
+            print((Path(args.results) / group / "transfer.md").read_text())
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
