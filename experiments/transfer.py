@@ -36,6 +36,7 @@ from gumbel_rerank.comparison.results import AnswerMemo
 from gumbel_rerank.comparison.sweep import load_group, starting_reranker
 from gumbel_rerank.config import Config, ConfigError
 from gumbel_rerank.data import DataError, Example, load_splits, read_examples
+from gumbel_rerank.data.convert import load as load_file
 from gumbel_rerank.evaluation.evaluate import per_question, score_all
 from gumbel_rerank.evaluation.runfiles import paired_permutation_test
 from gumbel_rerank.jsonsafe import write_json
@@ -57,7 +58,10 @@ def transfer_examples(cfg: Config, source: str) -> list[Example]:
     taken = {ex.id for ex in train_set + held_out}
     if cfg.data.source != "synthetic":
         taken |= {ex.id for ex in read_examples(cfg.data.source)}
-    return [ex for ex in read_examples(source) if len(ex.docs) >= cfg.data.min_docs and ex.id not in taken]
+    loaded = load_file(source)  # every record, the bad ones counted (fullwiki has 2 questions with no paragraph)
+    for err in loaded.errors:
+        print(f"left out: {err}", flush=True)
+    return [ex for ex in loaded.examples if len(ex.docs) >= cfg.data.min_docs and ex.id not in taken]
 
 
 def _metrics(cfg: Config) -> list[str]:
