@@ -91,9 +91,11 @@ def transfer(
     source: str = SOURCE,
     reader: Reader | None = None,
     progress: bool = True,
+    only: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Score the group's start and every trained row with a result file on ``source``; write and return
-    ``transfer.json`` (rows already in it are kept, if it was made from the same questions)."""
+    """Score the group's start and every trained row with a result file (or those named in ``only``, as
+    ``<row>.seed<s>``) on ``source``; write and return ``transfer.json`` (rows already in it are kept, if
+    it was made from the same questions)."""
     cfg = load_group(configs / group)[0].cfg
     out = results / group / "transfer.json"
     examples = transfer_examples(cfg, source)
@@ -111,6 +113,8 @@ def transfer(
     batch = cfg.eval.batch_size
     todo: list[tuple[str, Path | None, dict[str, Any]]] = [("zero-shot", None, zero)]
     for path in sorted((results / group / "runs").glob("*.seed*.json")):
+        if only and path.stem not in only:
+            continue
         todo.append((path.stem, work / group / path.stem / "reranker", json.loads(path.read_text())))
     for name, folder, result in todo:
         if name in done["rows"]:
@@ -184,12 +188,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=str(HERE / "results"))
     p.add_argument("--work", default="runs/experiments", help="the run folders of experiments/run.py")
     p.add_argument("--source", default=SOURCE)
+    p.add_argument("--rows", default="", help="comma-separated <row>.seed<s>: only these trained rows (default: all)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         for group in [g.strip() for g in args.groups.split(",") if g.strip()]:
-            transfer(group, results=Path(args.results), work=Path(args.work), source=args.source, progress=not args.no_progress)
+            only = tuple(r.strip() for r in args.rows.split(",") if r.strip())
+            transfer(
+                group,
+                results=Path(args.results),
+                work=Path(args.work),
+                source=args.source,
+                progress=not args.no_progress,
+                only=only,
+            )
             print((Path(args.results) / group / "transfer.md").read_text())
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -606,9 +606,12 @@ def test_transfer_scores_every_trained_row_on_other_questions_paired_with_the_st
     source = tmp_path / "other.jsonl"
     write_jsonl([other[0], train_set[0], other[1], held_out[0], *other[2:]], source)  # 2 the group holds
     kwargs = {"configs": tmp_path / "configs", "results": results, "work": work, "source": str(source), "progress": False}
+    first = transfer("hotpotqa", reader=reader, only=("gumbel.seed0",), **kwargs)  # type: ignore[arg-type]
+    assert set(first["rows"]) == {"zero-shot", "gumbel.seed0"}
     done = transfer("hotpotqa", reader=reader, **kwargs)  # type: ignore[arg-type]
     assert done["questions"] == [f"other-{i}" for i in range(4)]
     assert set(done["rows"]) == {"zero-shot", "gumbel.seed0", "still.seed0"}
+    assert done["rows"]["gumbel.seed0"] == first["rows"]["gumbel.seed0"]  # kept, not redone
     assert done["rows"]["still.seed0"]["per_question"] == done["rows"]["zero-shot"]["per_question"]  # 0 steps: the start
     trained_dir = work / "hotpotqa" / "gumbel.seed0" / "reranker"
     examples = transfer_examples(cfg, str(source))
