@@ -631,3 +631,20 @@ def test_transfer_scores_every_trained_row_on_other_questions_paired_with_the_st
     other_weights.save_pretrained(work / "hotpotqa" / "still.seed0" / "reranker")
     with pytest.raises(ConfigError, match="away from its result file"):
         transfer("hotpotqa", reader=reader, **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_transfer_numbers_in_the_readmes_are_the_committed_transfer_results() -> None:
+    """The answer-NLL column of the hand-laid transfer tables (README.md, experiments/README.md) is what
+    experiments/transfer.py's table gives from the committed transfer.json."""
+    from experiments.transfer import table
+
+    root = Path(__file__).parents[1]
+    done = json.loads((root / "experiments" / "results" / "hotpotqa-cross-fresh" / "transfer.json").read_text())
+    lines = {line.split(" | ")[0][2:]: line for line in table("hotpotqa-cross-fresh", done).splitlines() if line.startswith("| ")}
+    names = {"gumbel.seed0": "G-Rerank", "pdist.seed0": "PDist", "reinforce.seed0": "Subset REINFORCE"}
+    names["supervised.seed0"] = "supervised (uses labels)"
+    for path in (root / "README.md", root / "experiments" / "README.md"):
+        text = path.read_text()
+        for row, title in names.items():
+            nll = lines[row].split(" | ")[1].split(", n ")[0] + ")"  # "-0.159 (p 0.001)"
+            assert any(line.startswith(f"| {title} | ") and nll in line for line in text.splitlines()), (path, row, nll)
