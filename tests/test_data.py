@@ -78,7 +78,7 @@ def test_eval_source_never_holds_out_a_training_question(tmp_path: Path, caplog:
         train, held = load_splits(load(None, [*base, "data.num_eval=4"]).data)
     assert [ex.id for ex in train] == [ex.id for ex in source[:6]]
     assert [ex.id for ex in held] == ["other-0", "other-1", source[9].id, "other-2"]
-    assert "dropped 1 of 8 held-out questions" in caplog.text
+    assert "skipped 1 of 8 questions whose id is a training question's" in caplog.text
     # the synthetic source too: its training questions written to a file and named as the held-out one
     synthetic_train, _ = load_splits(load(None, ["data.num_train=3", "data.num_eval=2"]).data)
     write_jsonl([*synthetic_train[1:], other[0]], tmp_path / "mixed.jsonl")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 
 from ..config import ConfigError, DataConfig
 from .formats import read_examples
@@ -66,27 +67,18 @@ def _not_trained_on(held_out: list[Example], train_set: list[Example], source: s
     """``data.eval_source``'s questions, less any whose id is a training question's (two files of one
     dataset often share questions: HotpotQA's fullwiki and IRCoT dev subsets share 42)."""
     taken = {ex.id for ex in train_set}
-    kept = [ex for ex in held_out if ex.id not in taken]
-    if len(kept) < len(held_out):
-        log.warning(
-            "%s: dropped %d of %d held-out questions whose id is a training question's",
-            source,
-            len(held_out) - len(kept),
-            len(held_out),
-        )
-    return kept
+    return _kept(held_out, lambda ex: ex.id not in taken, source, "whose id is a training question's (never held out)")
 
 
 def _enough_docs(examples: list[Example], min_docs: int, source: str) -> list[Example]:
-    kept = [ex for ex in examples if len(ex.docs) >= min_docs]
+    return _kept(examples, lambda ex: len(ex.docs) >= min_docs, source, f"with fewer than data.min_docs={min_docs} docs")
+
+
+def _kept(examples: list[Example], keep: Callable[[Example], bool], source: str, why: str) -> list[Example]:
+    """The examples ``keep`` accepts; the others are counted in a warning, never dropped silently."""
+    kept = [ex for ex in examples if keep(ex)]
     if len(kept) < len(examples):
-        log.warning(
-            "%s: skipped %d of %d questions with fewer than data.min_docs=%d docs",
-            source,
-            len(examples) - len(kept),
-            len(examples),
-            min_docs,
-        )
+        log.warning("%s: skipped %d of %d questions %s", source, len(examples) - len(kept), len(examples), why)
     return kept
 
 
