@@ -19,7 +19,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "synthetic"  # "synthetic" or a path to a data file
-    eval_source: str = ""  # separate held-out file; empty = split off `source`
+    # separate held-out file (a question of it that is also a training one is skipped and counted); "" = split off `source`
+    eval_source: str = ""
     # more training questions from another file (label-free objectives need only their answers); any whose id
     # is a held-out, validation or already-chosen training question's is dropped (and counted in the log)
     extra_train: str = ""
