@@ -51,11 +51,10 @@ SCORE_TOLERANCE = 1e-4  # a run folder's reranker must reproduce its result file
 METRICS = ("answer_nll", "R@{k}", "FullSupport@{k}", "RR")  # per question; k = the objective's k
 
 
-def transfer_examples(cfg: Config, source: str) -> list[Example]:
+def transfer_examples(cfg: Config, source: str, splits: tuple[list[Example], list[Example]]) -> list[Example]:
     """``source``'s questions with the group's number of candidates, less any the group's data holds (its
-    training, validation and held-out questions, and every other question of its source file)."""
-    train_set, held_out = load_splits(cfg.data)
-    taken = {ex.id for ex in train_set + held_out}
+    training, validation and held-out questions, ``splits``, and every other question of its source file)."""
+    taken = {ex.id for split in splits for ex in split}
     if cfg.data.source != "synthetic":
         taken |= {ex.id for ex in read_examples(cfg.data.source)}
     loaded = load_file(source)  # every record, the bad ones counted (fullwiki has 2 questions with no paragraph)
@@ -98,7 +97,9 @@ def transfer(
     it was made from the same questions)."""
     cfg = load_group(configs / group)[0].cfg
     out = results / group / "transfer.json"
-    examples = transfer_examples(cfg, source)
+    splits = load_splits(cfg.data)
+    held_out = splits[1]
+    examples = transfer_examples(cfg, source, splits)
     ids = [ex.id for ex in examples]
     done: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     if done.get("questions") != ids or done.get("source") != source:
@@ -109,7 +110,6 @@ def transfer(
     if zero.get("reader_fingerprint", weights) != weights:
         raise ConfigError(f"{group}: the reader's weights are not the ones its results were made with (a remade adapter?)")
     memo = AnswerMemo(reader, dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, generate=False)))
-    _, held_out = load_splits(cfg.data)
     batch = cfg.eval.batch_size
     todo: list[tuple[str, Path | None, dict[str, Any]]] = [("zero-shot", None, zero)]
     for path in sorted((results / group / "runs").glob("*.seed*.json")):
@@ -192,9 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    only = tuple(r.strip() for r in args.rows.split(",") if r.strip())
     try:
         for group in [g.strip() for g in args.groups.split(",") if g.strip()]:
-            only = tuple(r.strip() for r in args.rows.split(",") if r.strip())
             transfer(
                 group,
                 results=Path(args.results),

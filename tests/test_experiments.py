@@ -614,7 +614,7 @@ def test_transfer_scores_every_trained_row_on_other_questions_paired_with_the_st
     assert done["rows"]["gumbel.seed0"] == first["rows"]["gumbel.seed0"]  # kept, not redone
     assert done["rows"]["still.seed0"]["per_question"] == done["rows"]["zero-shot"]["per_question"]  # 0 steps: the start
     trained_dir = work / "hotpotqa" / "gumbel.seed0" / "reranker"
-    examples = transfer_examples(cfg, str(source))
+    examples = transfer_examples(cfg, str(source), (train_set, held_out))
     trained_scores = score_all(Reranker.from_pretrained(str(trained_dir)), examples)
     expect = topk_answer_nll(reader, examples, trained_scores, k=cfg.objective.k)
     assert done["rows"]["gumbel.seed0"]["per_question"]["answer_nll"] == pytest.approx(expect, rel=1e-5)
