@@ -648,3 +648,27 @@ def test_the_transfer_numbers_in_the_readmes_are_the_committed_transfer_results(
         for row, title in names.items():
             nll = lines[row].split(" | ")[1].split(", n ")[0] + ")"  # "-0.159 (p 0.001)"
             assert any(line.startswith(f"| {title} | ") and nll in line for line in text.splitlines()), (path, row, nll)
+
+
+def test_the_transfer_table_adds_a_seed_mean_row_per_objective_with_several_seeds() -> None:
+    """An objective with 2 seeds gets a row whose per-question values are its seeds' mean: its change is
+    the mean of the seeds' changes, its p the paired test of those means against the start; a question
+    undefined for recall (nan) stays out of its n; a single-seed objective gets no such row."""
+    from experiments.transfer import table
+    from gumbel_rerank.evaluation.runfiles import paired_permutation_test
+
+    nan = float("nan")
+    start = {"answer_nll": [3.0, 2.0, 4.0, 1.0], "R@5": [0.0, 0.5, nan, 1.0]}
+    seed0 = {"answer_nll": [2.0, 2.0, 3.0, 1.5], "R@5": [0.5, 1.0, nan, 1.0]}
+    seed1 = {"answer_nll": [2.6, 1.0, 3.8, 0.4], "R@5": [1.0, 0.5, nan, 0.5]}
+    rows = {"zero-shot": start, "gumbel.seed0": seed0, "gumbel.seed1": seed1, "pdist.seed0": seed0}
+    done = {"questions": ["a", "b", "c", "d"], "k": 5, "rows": {n: {"per_question": v} for n, v in rows.items()}}
+    cut = [ln.rstrip(" |").split(" | ") for ln in table("g", done).splitlines() if ln.startswith("| ")]
+    lines = {cells[0][2:]: cells[1:] for cells in cut}
+    assert "pdist (mean of 1 seeds)" not in lines and "pdist.seed0" in lines
+    nll, recall = lines["gumbel (mean of 2 seeds)"][:2]
+    mean_nll = [(a + b) / 2 for a, b in zip(seed0["answer_nll"], seed1["answer_nll"], strict=True)]
+    change = sum(m - s for m, s in zip(mean_nll, start["answer_nll"], strict=True)) / 4
+    assert nll == f"{change:+.3f} (p {paired_permutation_test(start['answer_nll'], mean_nll):.3f}, n 4)"
+    assert change == pytest.approx((-1.5 / 4 + -2.2 / 4) / 2)  # the mean of the two seeds' changes
+    assert recall.startswith(f"{100 * (0.75 - 0.0 + 0.75 - 0.5 + 0.75 - 1.0) / 3:+.1f} (p ") and recall.endswith(", n 3)")
