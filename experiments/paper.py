@@ -5,6 +5,7 @@ the generated tables of experiments/README.md. The sweeps themselves run in the 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from gumbel_rerank.comparison.report import (
     load_results,
     markdown_table,
     paired_p,
+    per_question_runs,
     reference_row,
     seeds_cell,
     start_table,
@@ -49,6 +51,7 @@ PAPER_BRIDGE_GAIN = 72.2 - 61.8  # HotpotQA bridge-doc Recall@5, G-Rerank over E
 TABLE_BLOCK = re.compile(r"(<!-- table: (\S+) [^>]*-->\n)(.*?)(<!-- /table -->)", re.DOTALL)
 CLAIMS_BLOCK = re.compile(r"(<!-- claims: (\S+) [^>]*-->\n)(.*?)(<!-- /claims -->)", re.DOTALL)
 START_BLOCK = re.compile(r"(<!-- start: (\S+) [^>]*-->\n)(.*?)(<!-- /start -->)", re.DOTALL)
+TRANSFER_BLOCK = re.compile(r"(<!-- transfer: (\S+) [^>]*-->\n)(.*?)(<!-- /transfer -->)", re.DOTALL)
 TIME_BLOCK = re.compile(r"(<!-- time: plan [^>]*-->\n)(.*?)(<!-- /time -->)", re.DOTALL)
 
 
@@ -118,7 +121,9 @@ def sync_readme(readme: str | Path, results: str | Path, planned: dict[str, int]
     :func:`readme_table` of that group's committed results, every ``<!-- claims: GROUP ... -->``
     ... ``<!-- /claims -->`` block with its :func:`claims`, every ``<!-- start: GROUP ... -->`` ...
     ``<!-- /start -->`` block with its change against the start and the positive control
-    (:func:`~gumbel_rerank.comparison.report.start_table`), and a ``<!-- time: plan ... -->`` ...
+    (:func:`~gumbel_rerank.comparison.report.start_table`), every ``<!-- transfer: GROUP ... -->`` ...
+    ``<!-- /transfer -->`` block with the same table of the group's transfer.json (experiments/transfer.py:
+    the trained rows on other questions), and a ``<!-- time: plan ... -->`` ...
     ``<!-- /time -->`` block with :func:`time_table` of every group against ``planned``; returns the
     groups written. A block naming a group without results is an error (the page would show numbers
     nothing produced), and so is a time block without ``planned``."""
@@ -136,6 +141,9 @@ def sync_readme(readme: str | Path, results: str | Path, planned: dict[str, int]
 
         return fill
 
+    def fill_transfer(m: re.Match[str]) -> str:
+        return m.group(1) + transfer_table(results / m.group(2) / "transfer.json") + "\n" + m.group(4)
+
     def fill_time(m: re.Match[str]) -> str:
         if planned is None:
             raise ConfigError(f"{readme}: a time block needs the plan's rows (planned_rows)")
@@ -144,10 +152,20 @@ def sync_readme(readme: str | Path, results: str | Path, planned: dict[str, int]
     new = CLAIMS_BLOCK.sub(filler("claims", claims_text), TABLE_BLOCK.sub(filler("table", readme_table), text))
     # a grid group (rows <objective>-lr<LR>) shows each objective at the LR its validation NLL chose
     new = START_BLOCK.sub(filler("start", lambda group, by_row: start_table(as_chosen(by_row))), new)
+    new = TRANSFER_BLOCK.sub(fill_transfer, new)
     new = TIME_BLOCK.sub(fill_time, new)
     if new != text:
         readme.write_text(new)
     return done
+
+
+def transfer_table(path: Path) -> str:
+    """The change of each trained row against the start on a group's second held-out set, from its
+    transfer.json, as :func:`~gumbel_rerank.comparison.report.start_table` shows the group's own."""
+    if not path.is_file():
+        raise ConfigError(f"a transfer block names {path}, which does not exist: run experiments/transfer.py first")
+    done = json.loads(path.read_text())
+    return start_table(per_question_runs(done["rows"], done["k"]))
 
 
 def as_chosen(by_row: Runs) -> Runs:

@@ -17,7 +17,8 @@ paragraph among the 10. Each row is compared with the group's start, paired per 
 (the permutation test of the held-out tables). Fixed before any of its numbers were read: the file,
 the rows (every trained row the group has), the metric and the test.
 
-Writes ``<results>/<group>/transfer.json`` (per question, resumable row by row) and ``transfer.md``.
+Writes ``<results>/<group>/transfer.json`` (per question, resumable row by row) and ``transfer.md``, and
+(for the committed results) rewrites the ``<!-- transfer: GROUP -->`` blocks of the READMEs from it.
 """
 
 from __future__ import annotations
@@ -222,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
                 only=only,
             )
             print((Path(args.results) / group / "transfer.md").read_text())
+        if Path(args.results).resolve() == (HERE / "results").resolve():
+            from paper import planned_rows, sync_readme  # run as a script: experiments/ is on the path
+
+            for readme in (HERE / "README.md", HERE.parent / "README.md", HERE.parent / "docs" / "results.md"):
+                sync_readme(readme, args.results, planned_rows(HERE))  # the transfer blocks, from transfer.json
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

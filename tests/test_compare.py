@@ -80,9 +80,29 @@ def test_the_start_table_states_whether_the_positive_control_moved() -> None:
     half = _fake_run("gumbel", [1.0] * (n // 2) + [0.5] * (n // 2), [0.5] * n, [2.9] * n)
     text = start_table({"zero-shot": [start], "gumbel": [half], "supervised": [moved]})
     assert "it moved, so this setting can separate the objectives" in text
-    gumbel_line = next(line for line in text.splitlines() if line.startswith("| gumbel"))
+    gumbel_line = next(line for line in text.splitlines() if line.startswith("| G-Rerank | 1 | "))
     assert "+25.0 (p 0.000, 50% of supervised)" in gumbel_line and "-0.100" in gumbel_line
+    assert "| zero-shot (the start, absolute) | - | 50.0 | 50.0 | 50.0 | 3.000 |" in text
     still = _fake_run("supervised", [0.5] * n, [0.5] * n, [3.0] * n)
     text = start_table({"zero-shot": [start], "gumbel": [half], "supervised": [still]})
     assert "cannot separate the objectives; read no verdict from it" in text
     assert start_table({"gumbel": [half]}) == ""  # no start row: nothing to compare against
+
+
+def test_per_question_runs_reads_bare_per_question_values_as_result_files() -> None:
+    """A second held-out set's per-question values (transfer.json's rows) become runs whose held-out
+    means skip the questions without a value, grouped by row over seeds, zero-shot first: start_table
+    gives the same table as for result files with those values."""
+    from gumbel_rerank.comparison.report import per_question_runs, start_table
+
+    n = 30
+    start = _fake_run("zero-shot", [0.5] * n, [0.5] * n, [3.0] * n)
+    half = _fake_run("gumbel", [1.0] * (n // 2) + [0.5] * (n // 2), [0.5] * n, [2.9] * n)
+    sup = _fake_run("supervised", [1.0] * n, [1.0] * n, [2.5] * n)
+    bare = {f"{r['row']}.seed0": {"row": r["row"], "seed": 0, "per_question": r["per_question"]} for r in (sup, half)}
+    runs = per_question_runs({**bare, "zero-shot": {"row": "zero-shot", "per_question": start["per_question"]}}, k=5)
+    assert list(runs) == ["zero-shot", "gumbel", "supervised"]
+    assert start_table(runs) == start_table({"zero-shot": [start], "gumbel": [half], "supervised": [sup]})
+    gap = {"row": "gumbel", "per_question": {"R@5": [None, 1.0, float("nan"), 0.0], "answer_nll": [1.0, 2.0, 3.0, 4.0]}}
+    two = per_question_runs({"gumbel.seed0": gap, "gumbel.seed1": gap}, k=5)
+    assert [r["held_out"] for r in two["gumbel"]] == [{"R@5": 0.5, "answer_nll": 2.5}] * 2

@@ -17,7 +17,7 @@ import numpy as np
 from ..evaluation.metrics import columns
 from ..evaluation.runfiles import paired_permutation_test
 from ..evaluation.tables import markdown_table
-from ..objectives import OBJECTIVES
+from ..objectives import OBJECTIVES, title
 
 Runs = dict[str, list[dict[str, Any]]]  # row name -> its result files (one per seed), zero-shot first
 
@@ -28,8 +28,29 @@ def load_results(sweep_dir: str | Path) -> Runs:
     for f in sorted((Path(sweep_dir) / "runs").glob("*.json")):
         res = json.loads(f.read_text())
         by_row.setdefault(res["row"], []).append(res)
-    rank = {name: i for i, name in enumerate(["zero-shot", *OBJECTIVES])}  # then the other rows (ablations) by name
+    return _ordered(by_row)
+
+
+def _ordered(by_row: Runs) -> Runs:
+    """Zero-shot first, then the objectives in registry order, then the other rows (ablations) by name."""
+    rank = {name: i for i, name in enumerate(["zero-shot", *OBJECTIVES])}
     return {name: by_row[name] for name in sorted(by_row, key=lambda n: (rank.get(n, len(rank)), n))}
+
+
+def per_question_runs(rows: dict[str, dict[str, Any]], k: int) -> Runs:
+    """:func:`load_results`' shape from bare per-question values, e.g. a second held-out set's
+    (``{"zero-shot" or "<row>.seed<s>": {"row", "seed", "per_question"}}``): each run's held-out value of
+    a metric is the mean over the questions that have one, so :func:`start_table` reads them as result files."""
+    by_row: Runs = {}
+    for name, entry in rows.items():
+        held_out = {}
+        for metric, vals in entry["per_question"].items():
+            real = [v for v in vals if v is not None and v == v]
+            if real:
+                held_out[metric] = sum(real) / len(real)
+        run = {**entry, "row": entry.get("row", name), "held_out": held_out, "config": {"eval": {"ks": [k]}}}
+        by_row.setdefault(run["row"], []).append(run)
+    return _ordered(by_row)
 
 
 def value(res: dict[str, Any], metric: str) -> float | None:
@@ -192,9 +213,10 @@ def grid_choice(by_row: Runs) -> tuple[list[dict[str, Any]], Runs]:
 
 
 def start_table(by_row: Runs) -> str:
-    """Each row's change against the zero-shot start with its paired p (R@2, R@k, MRR, answer NLL given
-    the top k), and its gain as a share of the supervised row's: the positive control. The caption says
-    whether the control moved; where it did not, this setting cannot separate the objectives."""
+    """The start's own values, then each row's change against it with its paired p (R@2, R@k, MRR, answer
+    NLL given the top k; per-question values averaged over the row's seeds), and its gain as a share of
+    the supervised row's: the positive control. The caption says whether the control moved; where it
+    did not, this setting cannot separate the objectives."""
     start, sup, k = by_row.get("zero-shot"), by_row.get("supervised"), test_k(by_row)
     if not start:
         return ""
@@ -208,18 +230,25 @@ def start_table(by_row: Runs) -> str:
     def fmt_change(d: float | None, m: str) -> str:
         return "n/a" if d is None else (f"{d:+.3f}" if "nll" in m else f"{100 * d:+.1f}")
 
-    rows = []
+    def absolute(m: str) -> str:
+        s = summarise(start, m)
+        return "n/a" if s is None else (f"{s[0]:.3f}" if "nll" in m else f"{100 * s[0]:.1f}")
+
+    rows = [["zero-shot (the start, absolute)", "-", *(absolute(m) for _, m in metrics)]]
     for name, runs in by_row.items():
         if name == "zero-shot":
             continue
-        cells = []
+        cells = [str(len(runs))]
         for _, m in metrics:
             p = paired_p(start, runs, m)
             d, control = change(runs, m), change(sup, m) if sup else None
-            share = f", {d / control:.0%} of supervised" if d is not None and control and name != "supervised" else ""
+            share = f", {d / control + 0.0:.0%} of supervised" if d is not None and control and name != "supervised" else ""
             cells.append(f"{fmt_change(d, m)} (p {'n/a' if p is None else f'{p:.3f}'}{share})")
-        rows.append([name, *cells])
-    caption = "Change against the zero-shot start (points of percent; NLL in nats per token, lower is better), paired p."
+        rows.append([title(name), *cells])
+    caption = (
+        "The zero-shot start's values, then each row's change against it (points of percent; NLL in nats per token, "
+        "lower is better) with its paired p."
+    )
     if sup and any(m == f"R@{k}" for _, m in metrics):
         d, p = change(sup, f"R@{k}"), paired_p(start, sup, f"R@{k}")
         moved = d is not None and d > 0 and p is not None and p < 0.05
@@ -228,7 +257,7 @@ def start_table(by_row: Runs) -> str:
             if moved
             else "it did not move clearly, so this setting cannot separate the objectives; read no verdict from it."
         )
-    return caption + "\n\n" + markdown_table(["row", *(label for label, _ in metrics)], rows)
+    return caption + "\n\n" + markdown_table(["row", "seeds", *(label for label, _ in metrics)], rows)
 
 
 def describe(by_row: Runs) -> str:
