@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from gumbel_rerank import devices
+from gumbel_rerank.comparison.report import per_question_runs, seed_mean_values
 from gumbel_rerank.comparison.results import AnswerMemo
 from gumbel_rerank.comparison.sweep import load_group, starting_reranker
 from gumbel_rerank.config import Config, ConfigError
@@ -146,19 +147,14 @@ def _values(xs: list[float | None]) -> list[float]:
     return [math.nan if x is None else float(x) for x in xs]
 
 
-def seed_means(rows: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+def seed_means(done: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
     """Per objective with 2 or more seeds scored, each question's value averaged over its seeds (the
-    group tables' way: the paired test then asks about the objective, not one run of it), keyed
-    ``<row> (mean of N seeds)``."""
-    seeds: dict[str, list[dict[str, Any]]] = {}
-    for name, entry in rows.items():
-        if name != "zero-shot":
-            seeds.setdefault(name.split(".seed")[0], []).append(entry["per_question"])
+    group tables' way, :func:`~gumbel_rerank.comparison.report.seed_mean_values`: the paired test then
+    asks about the objective, not one run of it), keyed ``<row> (mean of N seeds)``."""
     means = {}
-    for row, runs in sorted(seeds.items()):
-        if len(runs) > 1:
-            columns = {m: list(zip(*(_values(run[m]) for run in runs), strict=True)) for m in runs[0]}
-            means[f"{row} (mean of {len(runs)} seeds)"] = {m: [sum(v) / len(v) for v in col] for m, col in columns.items()}
+    for row, runs in per_question_runs(done["rows"], done["k"]).items():
+        if row != "zero-shot" and len(runs) > 1:
+            means[f"{row} (mean of {len(runs)} seeds)"] = {m: seed_mean_values(runs, m) or [] for m in runs[0]["per_question"]}
     return means
 
 
@@ -167,7 +163,7 @@ def table(group: str, done: dict[str, Any]) -> str:
     objective with several seeds, its seed mean's."""
     if "zero-shot" not in done["rows"]:
         return ""
-    rows = {n: e["per_question"] for n, e in sorted(done["rows"].items())} | seed_means(done["rows"])
+    rows = {n: e["per_question"] for n, e in sorted(done["rows"].items())} | seed_means(done)
     start = rows.pop("zero-shot")
     metrics = list(start)
     k = done["k"]

@@ -48,7 +48,7 @@ def per_question_runs(rows: dict[str, dict[str, Any]], k: int) -> Runs:
             real = [v for v in vals if v is not None and v == v]
             if real:
                 held_out[metric] = sum(real) / len(real)
-        run = {**entry, "row": entry.get("row", name), "held_out": held_out, "config": {"eval": {"ks": [k]}}}
+        run = {**entry, "row": entry.get("row", name.split(".seed")[0]), "held_out": held_out, "config": {"eval": {"ks": [k]}}}
         by_row.setdefault(run["row"], []).append(run)
     return _ordered(by_row)
 
@@ -80,7 +80,7 @@ def cell(s: tuple[float, float, int] | None, metric: str = "") -> str:
     return f"{m * scale:.{digits}f}" if n == 1 else f"{m * scale:.{digits}f} ± {sd * scale:.{digits}f}"
 
 
-def _per_question(runs: list[dict[str, Any]], metric: str) -> list[float] | None:
+def seed_mean_values(runs: list[dict[str, Any]], metric: str) -> list[float] | None:
     """Each question's value averaged over the row's seeds (NaN where no seed has one)."""
     if not runs or not all(metric in r.get("per_question", {}) for r in runs):
         return None
@@ -93,7 +93,7 @@ def _per_question(runs: list[dict[str, Any]], metric: str) -> list[float] | None
 
 def bootstrap_ci(runs: list[dict[str, Any]], metric: str, *, resamples: int = 2000) -> tuple[float, float] | None:
     """95% percentile bootstrap interval of the mean over questions (per-question values averaged over seeds)."""
-    vals = _per_question(runs, metric)
+    vals = seed_mean_values(runs, metric)
     kept = np.array([v for v in vals or [] if v == v])
     if not kept.size:
         return None
@@ -108,7 +108,7 @@ def ci_cell(ci: tuple[float, float] | None) -> str:
 
 def paired_p(base: list[dict[str, Any]], other: list[dict[str, Any]], metric: str) -> float | None:
     """Paired permutation test on per-question values averaged over each row's seeds."""
-    a, b = _per_question(base, metric), _per_question(other, metric)
+    a, b = seed_mean_values(base, metric), seed_mean_values(other, metric)
     if a is None or b is None:
         return None
     keep = [i for i in range(len(a)) if a[i] == a[i] and b[i] == b[i]]
@@ -221,7 +221,7 @@ def start_table(by_row: Runs) -> str:
     if not start:
         return ""
     metrics = [("R@2", "R@2"), (f"R@{k}", f"R@{k}"), ("MRR", "RR"), (f"answer NLL given the top {k}", "answer_nll")]
-    metrics = [(label, m) for label, m in metrics if _per_question(start, m) is not None]
+    metrics = [(label, m) for label, m in metrics if seed_mean_values(start, m) is not None]
 
     def change(runs: list[dict[str, Any]], m: str) -> float | None:
         a, b = summarise(start, m), summarise(runs, m)
