@@ -40,8 +40,9 @@ from gumbel_rerank.config import Config, ConfigError
 from gumbel_rerank.data import DataError, Example, load_splits, read_examples
 from gumbel_rerank.data.convert import load as load_file
 from gumbel_rerank.evaluation.evaluate import per_question, score_all
-from gumbel_rerank.evaluation.runfiles import paired_permutation_test
+from gumbel_rerank.evaluation.runfiles import holm, paired_permutation_test
 from gumbel_rerank.jsonsafe import write_json
+from gumbel_rerank.objectives import title
 from gumbel_rerank.objectives.teachers import reader_fingerprint
 from gumbel_rerank.readers import build_reader
 from gumbel_rerank.readers.base import Reader
@@ -187,14 +188,64 @@ def table(group: str, done: dict[str, Any]) -> str:
     for name, values in rows.items():
         cells = []
         for m in metrics:
-            a, b = _values(start[m]), _values(values[m])
-            pairs = [(x, y) for x, y in zip(a, b, strict=True) if not (math.isnan(x) or math.isnan(y))]
-            change = sum(y - x for x, y in pairs) / len(pairs) if pairs else math.nan
-            p = paired_permutation_test(a, b)
-            size = f"{change:+.3f}" if m == "answer_nll" else f"{100 * change:+.1f}"
-            cells.append(f"{size} (p {p:.3f}, n {len(pairs)})")
+            cells.append(_cell(m, *_change(_values(start[m]), _values(values[m]))))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return head + "\n".join(lines) + "\n"
+    return head + "\n".join(lines) + "\n" + against_reference(done)
+
+
+def _cell(metric: str, change: float, p: float, n: int) -> str:
+    size = f"{change:+.3f}" if metric == "answer_nll" else f"{100 * change:+.1f}"
+    return f"{size} (p {p:.3f}, n {n})"
+
+
+def _change(base: list[float], other: list[float]) -> tuple[float, float, int]:
+    """Mean of ``other - base`` over the questions where both are defined, its paired p, and that count."""
+    pairs = [(x, y) for x, y in zip(base, other, strict=True) if not (math.isnan(x) or math.isnan(y))]
+    change = sum(y - x for x, y in pairs) / len(pairs) if pairs else math.nan
+    return change, paired_permutation_test(base, other), len(pairs)
+
+
+def against_reference(done: dict[str, Any], reference: str = "gumbel") -> str:
+    """Each other objective against ``reference`` on the transfer set, paired per question on the values
+    averaged over each objective's seeds, with Holm's adjustment of the answer-NLL p-values over the
+    label-free objectives (the supervised control is shown, outside the family). Empty without the
+    reference row or another objective. Rows at the end: each later seed of the reference against its
+    first, the scale of the differences one run to the next makes."""
+    runs = per_question_runs(done["rows"], done["k"])
+    if reference not in runs:
+        return ""
+    metrics = [m for m in runs[reference][0]["per_question"] if m == "answer_nll" or m.startswith("R@")]
+    ref = {m: _values(seed_mean_values(runs[reference], m) or []) for m in metrics}
+    others = {row: rs for row, rs in runs.items() if row not in ("zero-shot", reference)}
+    if not others:
+        return ""
+    changes = {row: {m: _change(ref[m], _values(seed_mean_values(rs, m) or [])) for m in metrics} for row, rs in others.items()}
+    adjusted = holm({row: c["answer_nll"][1] for row, c in changes.items() if row != "supervised"})
+    lines = [
+        f"\n## Each objective against {title(reference)} ({len(runs[reference])} seeds)\n",
+        f"Paired per question on each objective's values averaged over its seeds: the other objective minus "
+        f"{title(reference)} (so a negative answer-NLL change is in the other's favour), the permutation p, and "
+        "Holm's adjustment of the answer-NLL p over the label-free objectives. The p is over questions: the "
+        "variation between seeds is not in it.\n",
+        "| objective | seeds | answer_nll | Holm p | " + " | ".join(m for m in metrics if m != "answer_nll") + " |",
+        "|---|---|---|---|" + "---|" * (len(metrics) - 1),
+    ]
+    for row, c in changes.items():
+        cells = [f"{title(row)} | {len(others[row])}"]
+        for m in metrics:
+            cells.append(_cell(m, *c[m]))
+            if m == "answer_nll":
+                cells.append(f"{adjusted[row]:.3f}" if row in adjusted else "(uses labels)")
+        lines.append("| " + " | ".join(cells) + " |")
+    first, *later = runs[reference]
+    for run in later:  # how far apart the reference's own seeds are: the scale of run-to-run noise
+        cells = [f"{title(reference)} seed {run.get('seed')} against its seed {first.get('seed')} | 1"]
+        for m in metrics:
+            cells.append(_cell(m, *_change(_values(first["per_question"][m]), _values(run["per_question"][m]))))
+            if m == "answer_nll":
+                cells.append("(a seed)")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -661,3 +661,37 @@ def test_the_transfer_table_adds_a_seed_mean_row_per_objective_with_several_seed
     assert nll == f"{change:+.3f} (p {paired_permutation_test(start['answer_nll'], mean_nll):.3f}, n 4)"
     assert change == pytest.approx((-1.5 / 4 + -2.2 / 4) / 2)  # the mean of the two seeds' changes
     assert recall.startswith(f"{100 * (0.75 - 0.0 + 0.75 - 0.5 + 0.75 - 1.0) / 3:+.1f} (p ") and recall.endswith(", n 3)")
+
+
+def test_the_transfer_table_pairs_every_objective_with_g_rerank_and_holm_adjusts_the_label_free_ones() -> None:
+    """transfer.md's second table: each objective's seed mean minus G-Rerank's, per question, with the
+    paired p; Holm over the label-free objectives only (the supervised control is outside the family);
+    G-Rerank's later seeds against its first; nothing without a G-Rerank row."""
+    from experiments.transfer import against_reference
+    from gumbel_rerank.evaluation.runfiles import holm, paired_permutation_test
+
+    nan = float("nan")
+    start = {"answer_nll": [3.0, 2.0, 4.0, 1.0, 2.5], "R@5": [0.0, 0.5, nan, 1.0, 0.5]}
+    g0 = {"answer_nll": [2.0, 2.0, 3.0, 1.5, 2.0], "R@5": [0.5, 1.0, nan, 1.0, 0.5]}
+    g1 = {"answer_nll": [2.6, 1.0, 3.8, 0.4, 2.2], "R@5": [1.0, 0.5, nan, 0.5, 1.0]}
+    pdist = {"answer_nll": [2.9, 2.1, 3.1, 1.2, 2.6], "R@5": [0.0, 1.0, nan, 1.0, 0.0]}
+    emdr = {"answer_nll": [1.0, 1.5, 2.0, 1.0, 1.0], "R@5": [1.0, 1.0, nan, 1.0, 1.0]}
+    rows = {"zero-shot": start, "gumbel.seed0": g0, "gumbel.seed1": g1, "pdist.seed0": pdist, "emdr.seed0": emdr}
+    rows["supervised.seed0"] = emdr
+    done = {"k": 5, "rows": {n: {"seed": int(n[-1]) if "seed" in n else None, "per_question": v} for n, v in rows.items()}}
+    text = against_reference(done)
+    lines = {ln.split(" | ")[0][2:]: ln.rstrip(" |").split(" | ")[1:] for ln in text.splitlines() if ln.startswith("| ")}
+    g = [(a + b) / 2 for a, b in zip(g0["answer_nll"], g1["answer_nll"], strict=True)]
+    ps = {name: paired_permutation_test(g, row["answer_nll"]) for name, row in (("pdist", pdist), ("emdr", emdr))}
+    adjusted = holm(ps)
+    change = sum(b - a for a, b in zip(g, pdist["answer_nll"], strict=True)) / 5
+    assert lines["PDist"][:3] == ["1", f"{change:+.3f} (p {ps['pdist']:.3f}, n 5)", f"{adjusted['pdist']:.3f}"]
+    assert lines["EMDR2"][2] == f"{adjusted['emdr']:.3f}"
+    assert min(adjusted.values()) == pytest.approx(2 * min(ps.values()))  # a family of 2: the control is not in it
+    assert lines["supervised (uses labels)"][2] == "(uses labels)"
+    g_recall = [(a + b) / 2 for a, b in zip(g0["R@5"], g1["R@5"], strict=True)]
+    recall = sum(b - a for a, b in zip(g_recall, pdist["R@5"], strict=True) if a == a) / 4  # question 3 undefined
+    assert lines["PDist"][3].startswith(f"{100 * recall:+.1f} (p ") and lines["PDist"][3].endswith(", n 4)")
+    seeds = sum(b - a for a, b in zip(g0["answer_nll"], g1["answer_nll"], strict=True)) / 5
+    assert lines["G-Rerank seed 1 against its seed 0"][1].startswith(f"{seeds:+.3f} (p ")
+    assert against_reference({"k": 5, "rows": {n: done["rows"][n] for n in ("zero-shot", "pdist.seed0")}}) == ""
