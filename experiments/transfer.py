@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ def _mean(xs: list[float | None]) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
-def _values(xs: list[float | None]) -> list[float]:
+def _values(xs: Sequence[float | None]) -> list[float]:
     return [math.nan if x is None else float(x) for x in xs]
 
 
