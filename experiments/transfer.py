@@ -228,8 +228,8 @@ def against_reference(done: dict[str, Any], reference: str = "gumbel") -> str:
         f"{title(reference)} (so a negative answer-NLL change is in the other's favour), the permutation p, and "
         "Holm's adjustment of the answer-NLL p over the label-free objectives. The p is over questions: the "
         "variation between seeds is not in it.\n",
-        "| objective | seeds | answer_nll | Holm p | " + " | ".join(m for m in metrics if m != "answer_nll") + " |",
-        "|---|---|---|---|" + "---|" * (len(metrics) - 1),
+        "| objective | seeds | " + " | ".join(f"{m} | Holm p" if m == "answer_nll" else m for m in metrics) + " |",
+        "|---|---|" + "---|" * (len(metrics) + 1),
     ]
     for row, c in changes.items():
         cells = [f"{title(row)} | {len(others[row])}"]
