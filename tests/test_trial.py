@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_hardening import saved_run, service  # noqa: F401  (service: a fixture)
 from test_serving import fake_run
@@ -419,6 +419,7 @@ def targets(tmp_path_factory: pytest.TempPathFactory, bert_dir: str) -> dict[str
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(bad=BAD_RECORD, position=st.integers(0, 2))
+@example(bad=[GOOD], position=0)  # a file that opens with "[" yet is JSON Lines: refused at line 1, not line 2
 def test_fuzzed_records_are_refused_by_every_reader_with_file_and_line(
     targets: dict[str, Any], capsys: pytest.CaptureFixture[str], bad: Any, position: int
 ) -> None:
