@@ -244,3 +244,16 @@ def test_real_hotpotqa_files_load_when_present() -> None:
     train = list(read_examples(root / "hotpot_train_distractor_100.json"))
     assert len(train) == 100
     assert json.dumps(train[0].to_json())
+
+
+def test_a_broken_json_array_and_json_lines_opening_with_an_array_are_refused_at_the_right_line(tmp_path: Path) -> None:
+    good = {"id": "q", "question": "Q?", "answers": ["A"], "docs": [{"id": "d0", "text": "x"}]}
+    pretty = tmp_path / "a.json"  # a JSON array with junk after it: the junk's line
+    pretty.write_text(json.dumps([good], indent=1) + "\n]\n")
+    junk_line = len(json.dumps([good], indent=1).splitlines()) + 1
+    with pytest.raises(DataError, match=rf"a\.json:{junk_line}: not valid JSON \(Extra data\)"):
+        list(read_examples(pretty))
+    lines = tmp_path / "b.jsonl"  # JSON Lines whose first record is wrapped in an array: line 1, not line 2
+    lines.write_text(json.dumps([good]) + "\n" + json.dumps(good) + "\n")
+    with pytest.raises(DataError, match=r"b\.jsonl:1: expected a JSON object, got list"):
+        list(read_examples(lines))
