@@ -127,17 +127,6 @@ def parse_record(r: Any, where: str, *, require_answers: bool = True) -> Example
     )
 
 
-def _first_line_is_json(text: str, err: json.JSONDecodeError) -> bool:
-    """Whether a whole-file parse stopped at "Extra data" because the first line is a JSON value of its own."""
-    if err.msg != "Extra data":
-        return False
-    try:
-        json.loads(text.lstrip().partition("\n")[0])
-    except ValueError:
-        return False
-    return True
-
-
 def _records(path: Path) -> Iterator[tuple[Any, str]]:
     """(record, 'file:line') pairs from JSON (list or pandas column layout), JSON Lines, optionally gzip."""
     opener = gzip.open if path.suffix == ".gz" else open
@@ -151,9 +140,10 @@ def _records(path: Path) -> Iterator[tuple[Any, str]]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            if head == "[" and not _first_line_is_json(text, err):
+            # "Extra data" after a first value that fits on line 1: JSON Lines whose first line is an array
+            if head == "[" and not (err.msg == "Extra data" and "\n" not in text[: err.pos].strip()):
                 raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
-            data = None  # JSON Lines whose first line is an array: refused below at that line
+            data = None  # refused below at its line
         except (ValueError, RecursionError) as err:  # an integer past the digit limit; nesting past the stack
             raise DataError(f"{path}: not a dataset file ({type(err).__name__}: {str(err)[:80]})") from None
         if isinstance(data, list):
