@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.schema import ranked
+from .data.schema import check_top_k, ranked
 
 ONNX_DIR = "onnx"
 FILES = {"fp32": "model.onnx", "int8": "model_qint8.onnx"}
@@ -126,5 +126,6 @@ class OnnxReranker:
         batch_size: int = 32,
     ) -> list[dict[str, Any]]:
         """``[{corpus_id, score, text?}]`` best first, as ``CrossEncoder.rank``."""
+        check_top_k(top_k)
         scores = self.predict([(query, d) for d in documents], batch_size=batch_size)
         return ranked(scores, documents, top_k=top_k, return_documents=return_documents)

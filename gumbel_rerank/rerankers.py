@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data.schema import Example, doc_text, doc_valid, num_docs, ranked
+from .data.schema import Example, check_top_k, doc_text, doc_valid, num_docs, ranked
 from .devices import fast_bf16
 from .jsonsafe import usual_mode
 from .models import resolve
@@ -193,8 +193,7 @@ class Reranker(nn.Module):
         batch_size: int = 32,
     ) -> list[dict[str, Any]]:
         """``[{corpus_id, score, text?}]`` best first, as ``CrossEncoder.rank``; equal scores keep input order."""
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be a positive number of documents (or None for all), got {top_k}")
+        check_top_k(top_k)
         scores = self.predict([(query, d) for d in documents], batch_size=batch_size)
         return ranked(scores, documents, top_k=top_k, return_documents=return_documents)
 

@@ -50,6 +50,12 @@ def test_fp32_scores_equal_pytorch_and_int8_runs(exported: tuple[Path, object]) 
         and (out / "onnx" / "model_qint8.onnx").stat().st_size < (out / "onnx" / "model.onnx").stat().st_size
     )
     assert [r["corpus_id"] for r in fp32.rank(QUERY, DOCS)] == [r["corpus_id"] for r in reranker.rank(QUERY, DOCS)]  # type: ignore[attr-defined]
+    scored = []
+    fp32.predict = lambda pairs, batch_size=32: scored.append(pairs) or [0.0] * len(pairs)  # type: ignore[method-assign]
+    for bad in (-1, 0):  # refused as the torch reranker refuses it, before any scoring
+        with pytest.raises(ValueError, match="top_k must be a positive"):
+            fp32.rank(QUERY, DOCS, top_k=bad)
+    assert scored == []
 
 
 def test_rerank_and_serve_take_the_onnx_backend(exported: tuple[Path, object], tmp_path: Path) -> None:

@@ -199,12 +199,17 @@ def rank(scores: Sequence[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
 
 
+def check_top_k(top_k: int | None) -> None:
+    """Refuse a ``top_k`` below 1 (None keeps every document); ``rank`` calls it before any scoring."""
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be a positive number of documents (or None for all), got {top_k}")
+
+
 def ranked(
     scores: Sequence[float], documents: Sequence[str], *, top_k: int | None, return_documents: bool
 ) -> list[dict[str, Any]]:
     """``[{corpus_id, score, text?}]`` best first (``CrossEncoder.rank``'s shape); equal scores keep input order."""
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be a positive number of documents (or None for all), got {top_k}")
+    check_top_k(top_k)
     results: list[dict[str, Any]] = []
     for i in rank(scores)[:top_k]:
         row: dict[str, Any] = {"corpus_id": i, "score": scores[i]}
