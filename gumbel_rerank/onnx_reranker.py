@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from .data.schema import check_top_k, ranked
+from .data.schema import Ranks
 
 ONNX_DIR = "onnx"
 FILES = {"fp32": "model.onnx", "int8": "model_qint8.onnx"}
 META = "gumbel_rerank.json"  # kind, max_length, temperature: the reranker's own settings
 
 
-class OnnxReranker:
+class OnnxReranker(Ranks):
     """``predict`` / ``rank`` as :class:`~gumbel_rerank.rerankers.Reranker` has them, over onnxruntime."""
 
     def __init__(self, session: Any, tokenizer: Any, meta: dict[str, Any], variant: str) -> None:
@@ -115,17 +115,3 @@ class OnnxReranker:
         d = self._batched(docs, batch_size)
         index = {text: i for i, text in enumerate(unique)}
         return [float(q[index[x]] @ d[i]) / self.temperature for i, x in enumerate(queries)]
-
-    def rank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        top_k: int | None = None,
-        return_documents: bool = False,
-        batch_size: int = 32,
-    ) -> list[dict[str, Any]]:
-        """``[{corpus_id, score, text?}]`` best first, as ``CrossEncoder.rank``."""
-        check_top_k(top_k)
-        scores = self.predict([(query, d) for d in documents], batch_size=batch_size)
-        return ranked(scores, documents, top_k=top_k, return_documents=return_documents)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data.schema import Example, check_top_k, doc_text, doc_valid, num_docs, ranked
+from .data.schema import Example, Ranks, doc_text, doc_valid, num_docs
 from .devices import fast_bf16
 from .jsonsafe import usual_mode
 from .models import resolve
@@ -37,7 +37,7 @@ def _autocast(precision: str, device: torch.device | None = None) -> Any:
 META_FILE = "gumbel_rerank.json"
 
 
-class Reranker(nn.Module):
+class Reranker(Ranks, nn.Module):
     """A cross- or bi-encoder reranker over a Hugging Face encoder."""
 
     def __init__(self, encoder: Any, tokenizer: Any, *, kind: str, max_length: int = 256, temperature: float = 0.05):
@@ -182,20 +182,6 @@ class Reranker(nn.Module):
         finally:
             self.train(was_training)
         return scores
-
-    def rank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        *,
-        top_k: int | None = None,
-        return_documents: bool = False,
-        batch_size: int = 32,
-    ) -> list[dict[str, Any]]:
-        """``[{corpus_id, score, text?}]`` best first, as ``CrossEncoder.rank``; equal scores keep input order."""
-        check_top_k(top_k)
-        scores = self.predict([(query, d) for d in documents], batch_size=batch_size)
-        return ranked(scores, documents, top_k=top_k, return_documents=return_documents)
 
     def forward(self, examples: list[Example]) -> torch.Tensor:
         """``score``: calling the module (as DistributedDataParallel does) scores a batch."""

@@ -9,7 +9,7 @@ import string
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -217,3 +217,27 @@ def ranked(
             row["text"] = documents[i]
         results.append(row)
     return results
+
+
+class _Scorer(Protocol):
+    def predict(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = ...) -> list[float]: ...
+
+
+class Ranks:
+    """``rank`` for any scorer with ``predict`` (the torch :class:`~gumbel_rerank.rerankers.Reranker` and the
+    torch-free ``OnnxReranker``): sentence-transformers' ``CrossEncoder.rank``."""
+
+    def rank(
+        self: _Scorer,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_k: int | None = None,
+        return_documents: bool = False,
+        batch_size: int = 32,
+    ) -> list[dict[str, Any]]:
+        """``[{corpus_id, score, text?}]`` best first; equal scores keep input order. A bad ``top_k`` is
+        refused before anything is scored."""
+        check_top_k(top_k)
+        scores = self.predict([(query, d) for d in documents], batch_size=batch_size)
+        return ranked(scores, documents, top_k=top_k, return_documents=return_documents)
