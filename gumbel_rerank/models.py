@@ -11,10 +11,12 @@ import importlib.util
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
@@ -127,7 +129,41 @@ def resolve(name_or_path: str | Path) -> str:
                 f"or one of the packaged models {sorted(PACKAGED)}"
             )
         return str(path)
-    return name_or_path  # a hub id, for users who have the hub
+    return _hub_id(name_or_path)
+
+
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _hub_unreachable() -> str | None:
+    """Why the hub certainly cannot answer (its host does not resolve, and no proxy would reach it), else None."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(v) for v in _PROXY_VARS):
+        return None  # offline mode already reads only the cache; a proxy may reach a host we cannot resolve
+    host = urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as err:
+        return f"{host} does not resolve ({err})"
+    return None
+
+
+def _hub_id(repo_id: str) -> str:
+    """A hub id as given, or, where the hub cannot be reached, its local snapshot folder, or an error at once
+    (without this, huggingface_hub retries every file with backoff: about 50 s before the same error)."""
+    why = _hub_unreachable()
+    if why is None:
+        return repo_id
+    from huggingface_hub import snapshot_download
+
+    try:
+        return str(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not in the local cache (or not a valid repo id)
+        raise FileNotFoundError(
+            f"cannot load the model {repo_id!r}: not a packaged name ({', '.join(sorted(PACKAGED))}), not a local "
+            f"model folder, and not in the hub's local cache; the hub cannot be reached ({why})"
+        ) from None
 
 
 def load_causal_lm(name_or_path: str, dtype: torch.dtype = torch.float32, device_map: str | None = None) -> tuple[Any, Any]:

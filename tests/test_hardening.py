@@ -267,11 +267,35 @@ def test_config_holes_are_closed(override: str, message: str) -> None:
         load(None, [override])
 
 
-def test_a_reader_that_does_not_exist_is_a_message_not_a_traceback() -> None:
-    from gumbel_rerank.models import load_causal_lm
+def test_a_reader_that_does_not_exist_is_a_message_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gumbel_rerank import models
 
-    with pytest.raises(FileNotFoundError, match="cannot load the model 'nonexistent'.*packaged name"):
-        load_causal_lm("nonexistent")
+    monkeypatch.setattr(models, "_hub_unreachable", lambda: "huggingface.co does not resolve (no network)")
+    start = time.perf_counter()
+    with pytest.raises(FileNotFoundError, match="cannot load the model 'nonexistent'.*packaged name.*cannot be reached"):
+        models.load_causal_lm("nonexistent")
+    assert time.perf_counter() - start < 10  # not huggingface_hub's retries with backoff (about 50 s offline)
+
+
+def test_without_the_hub_a_hub_id_in_the_local_cache_still_loads(
+    bert_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    from gumbel_rerank import models
+
+    snapshot = tmp_path / "models--org--tiny-bert" / "snapshots" / ("0" * 40)
+    snapshot.parent.mkdir(parents=True)
+    os.symlink(bert_dir, snapshot)
+    (tmp_path / "models--org--tiny-bert" / "refs").mkdir()
+    (tmp_path / "models--org--tiny-bert" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "_hub_unreachable", lambda: "huggingface.co does not resolve (no network)")
+    assert models.resolve("org/tiny-bert") == str(snapshot)
+    reranker = Reranker.from_pretrained("org/tiny-bert", kind="bi")
+    assert len(reranker.predict([("q", "d")])) == 1
+    monkeypatch.setattr(models, "_hub_unreachable", lambda: None)  # with the hub reachable: the id goes to it as given
+    assert models.resolve("org/tiny-bert") == "org/tiny-bert"
 
 
 def test_rerank_needs_no_answers_and_never_writes_a_non_finite_score(bert_dir: str, tmp_path: Path) -> None:
