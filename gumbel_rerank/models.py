@@ -159,11 +159,16 @@ def _hub_id(repo_id: str) -> str:
 
     try:
         return str(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # not in the local cache (or not a valid repo id)
-        raise FileNotFoundError(
-            f"cannot load the model {repo_id!r}: not a packaged name ({', '.join(sorted(PACKAGED))}), not a local "
-            f"model folder, and not in the hub's local cache; the hub cannot be reached ({why})"
-        ) from None
+    except (OSError, ValueError):  # not in the local cache (LocalEntryNotFoundError), or not a valid repo id
+        raise _not_loadable(repo_id, f"not in the hub's local cache; the hub cannot be reached ({why})") from None
+
+
+def _not_loadable(name: str, why: str) -> FileNotFoundError:
+    """The error for a model name that is no packaged name, no local folder, and that the hub did not give."""
+    return FileNotFoundError(
+        f"cannot load the model {name!r}: not a packaged name ({', '.join(sorted(PACKAGED))}), not a local "
+        f"model folder, and {why}"
+    )
 
 
 def load_causal_lm(name_or_path: str, dtype: torch.dtype = torch.float32, device_map: str | None = None) -> tuple[Any, Any]:
@@ -179,10 +184,7 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype = torch.float32, device
         tokenizer = AutoTokenizer.from_pretrained(path)
         config = AutoConfig.from_pretrained(path)
     except OSError as err:  # not a folder with a model, and no hub to ask (or no such hub id)
-        raise FileNotFoundError(
-            f"cannot load the model {name_or_path!r}: not a packaged name ({', '.join(sorted(PACKAGED))}), not a local "
-            f"model folder, and the hub did not give it ({str(err).splitlines()[0][:160]})"
-        ) from None
+        raise _not_loadable(name_or_path, f"the hub did not give it ({str(err).splitlines()[0][:160]})") from None
     cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     placement: dict[str, Any] = {"device_map": device_map} if device_map else {}
     model = cls.from_pretrained(path, dtype=dtype, **placement)
