@@ -29,6 +29,7 @@ from gumbel_rerank.comparison.plan import load_plan
 from gumbel_rerank.comparison.report import (
     Runs,
     grid_choice,
+    load_grid,
     load_results,
     markdown_table,
     paired_p,
@@ -116,7 +117,9 @@ def learning_table(rows: LearningRows, zero: dict[str, float]) -> str:
 
 
 LR_GROUPS = {"1e-5": "hotpotqa", "1e-4": "hotpotqa-lr1e-4"}
-GRID_GROUPS = ("hotpotqa-adapted-grid",)  # rows <objective>-lr<LR> (make_configs.py)
+# rows <objective>-lr<LR> (make_configs.py); the cross grid's rows at 1e-4 are hotpotqa-cross-fresh's seed 0
+# (its results folder's grid_base.json, report.load_grid)
+GRID_GROUPS = ("hotpotqa-adapted-grid", "hotpotqa-cross-grid")
 GRID_LRS = ("1e-4", "3e-5", "1e-5")
 
 
@@ -314,7 +317,7 @@ def write_curves(results: str | Path = HERE / "results") -> list[Path]:
         written += [results / "learning_curve.md", plot_learning(rows, zero, results / "learning_curve.png", last)]
     for group in GRID_GROUPS:
         if (results / group / "runs").is_dir():
-            (results / group / "lr_choice.md").write_text(grid_text(group, load_results(results / group), GRID_LRS))
+            (results / group / "lr_choice.md").write_text(grid_text(group, load_grid(results / group), GRID_LRS))
             written.append(results / group / "lr_choice.md")
     choice = lr_choice(results)
     if choice:

@@ -17,6 +17,7 @@ from gumbel_rerank.comparison.report import (
     cell,
     ci_cell,
     grid_choice,
+    load_grid,
     load_results,
     markdown_table,
     paired_p,
@@ -137,7 +138,7 @@ def sync_readme(readme: str | Path, results: str | Path, planned: dict[str, int]
             if not (results / group / "runs").is_dir():
                 raise ConfigError(f"{readme}: a {kind} block names group {group!r}, which has no results in {results}")
             done.append(group)
-            return m.group(1) + body(group, load_results(results / group)) + "\n" + m.group(4)
+            return m.group(1) + body(group, load_grid(results / group)) + "\n" + m.group(4)
 
         return fill
 

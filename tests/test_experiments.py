@@ -310,6 +310,52 @@ def test_every_committed_result_of_a_planned_group_matches_its_config_now() -> N
                 _reuse(path, row.cfg.to_dict(), path.name)
 
 
+def test_a_grid_base_group_ran_the_grids_config_at_its_lr() -> None:
+    """A grid group whose rows at one LR are another group's seed 0 (results/<grid>/grid_base.json): each
+    of that group's rows has the grid's config at that LR, so the grid's choice compares like with like."""
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    bases = sorted((root / "results").glob("*/grid_base.json"))
+    assert bases, "no grid group with a base group"
+    for path in bases:
+        base = json.loads(path.read_text())
+        grid = {row.name: row.cfg.to_dict() for row in load_group(root / "configs" / path.parent.name)}
+        rows = load_group(root / "configs" / base["group"])
+        assert rows
+        assert f"{rows[0].name}-lr{base['lr']}" not in grid  # the grid does not run them itself
+        for row in rows:
+            at_other_lrs = [cfg for name, cfg in grid.items() if name.rpartition("-lr")[0] == row.name]
+            assert at_other_lrs, f"{base['group']}/{row.name} has no row in {path.parent.name}"
+            for cfg in at_other_lrs:
+                want = json.loads(json.dumps(cfg))
+                want["train"]["lr"] = float(base["lr"])
+                assert json.loads(json.dumps(row.cfg.to_dict())) == want, f"{base['group']}/{row.name} is not {path.parent.name}'s config at LR {base['lr']}"
+
+
+def test_a_grid_takes_its_base_groups_seed_0_as_its_rows_at_that_lr(tmp_path: Path) -> None:
+    from gumbel_rerank.comparison.report import grid_choice, load_grid
+
+    def put(group: str, row: str, seed: int, val_loss: float) -> None:
+        (tmp_path / group / "runs").mkdir(parents=True, exist_ok=True)
+        res = {"row": row, "seed": seed, "selection": {"selected_val_loss": val_loss, "selected_step": 25}, "held_out": {}}
+        (tmp_path / group / "runs" / f"{row}.seed{seed}.json").write_text(json.dumps(res))
+
+    put("base", "gumbel", 0, 2.0)
+    put("base", "gumbel", 1, 1.0)  # another seed: not the grid's row
+    put("base", "pdist", 0, 2.5)
+    put("grid", "gumbel-lr3e-5", 0, 2.2)
+    put("grid", "pdist-lr3e-5", 0, 2.4)
+    assert set(load_grid(tmp_path / "grid")) == {"gumbel-lr3e-5", "pdist-lr3e-5"}  # no grid_base.json: as it is
+    (tmp_path / "grid" / "grid_base.json").write_text('{"group": "base", "lr": "1e-4"}')
+    runs = load_grid(tmp_path / "grid")
+    assert [r["seed"] for r in runs["gumbel-lr1e-4"]] == [0]
+    rows, _ = grid_choice(runs)
+    assert {r["row"]: r["lr"] for r in rows} == {"gumbel": "1e-4", "pdist": "3e-5"}
+    for bad in ('{"group": "../elsewhere", "lr": "1e-4"}', '{"group": "base"}', "[]"):
+        (tmp_path / "grid" / "grid_base.json").write_text(bad)
+        with pytest.raises(ValueError, match="grid_base.json"):
+            load_grid(tmp_path / "grid")
+
+
 def test_a_result_without_a_key_added_later_is_reused_and_a_changed_value_is_refused(tmp_path: Path) -> None:
     from gumbel_rerank.config import Config
 

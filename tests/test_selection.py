@@ -46,7 +46,7 @@ def test_generation_reads_the_kept_docs_as_the_masked_reader_does(bert_dir: str)
     assert got == masked
 
 
-def test_select_val_loss_keeps_and_restores_the_best_checkpoint(tmp_path: Path, bert_dir: str) -> None:
+def test_select_val_loss_keeps_and_restores_the_best_checkpoint(tmp_path: Path, bert_dir: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     cfg = small_config(
         tmp_path,
         bert_dir,
@@ -61,8 +61,23 @@ def test_select_val_loss_keeps_and_restores_the_best_checkpoint(tmp_path: Path, 
     )
     reranker = Reranker.from_pretrained(bert_dir, kind="cross", max_length=96)
     reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+    import gumbel_rerank.training.loop as loop_module
+    import gumbel_rerank.training.selection as selection_module
+
+    scored: list[int] = []  # the size of each question list scored, by the loop and the selector
+
+    def counting(reranker, examples, **kw):  # type: ignore[no-untyped-def]
+        scored.append(len(examples))
+        return score_all(reranker, examples, **kw)
+
+    monkeypatch.setattr(loop_module, "score_all", counting)
+    monkeypatch.setattr(selection_module, "score_all", counting)
     result = train(cfg, progress=False, reranker=reranker, reader=reader)
     run = result.run_dir
+    # the held-out questions are scored once for the start (step 0's point reads those scores) and once
+    # per later point; the final evaluation reads the selected point's scores instead of scoring again
+    held = len(result.held_out_scores)
+    assert held != 3 and scored.count(held) == 4 and scored.count(3) == 4  # 3 validation questions, 4 points
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     points = [x for x in lines if "val_loss" in x]
     assert [p["step"] for p in points] == [0, 2, 4, 6] and all("held_out_R@2" in p and "val_R@2" in p for p in points)
@@ -85,6 +100,10 @@ def test_select_val_loss_keeps_and_restores_the_best_checkpoint(tmp_path: Path, 
     final = Reranker.from_pretrained(str(run / "reranker"))
     kept = Reranker.from_pretrained(str(run / "best"))
     assert all(torch.equal(a, b) for a, b in zip(final.state_dict().values(), kept.state_dict().values(), strict=True))
+    from gumbel_rerank.training.run_state import load_splits
+
+    held_out = load_splits(cfg.data)[1]
+    assert score_all(final, held_out) == result.held_out_scores  # the kept scores are the saved reranker's
     assert (run / "selection.png").exists()
 
 

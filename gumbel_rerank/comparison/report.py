@@ -31,6 +31,30 @@ def load_results(sweep_dir: str | Path) -> Runs:
     return _ordered(by_row)
 
 
+GRID_BASE = "grid_base.json"  # in a grid group's folder: {"group": "<sibling group>", "lr": "<LR>"}
+
+
+def load_grid(sweep_dir: str | Path) -> Runs:
+    """:func:`load_results`, plus, for a grid group (rows ``<objective>-lr<LR>``) whose folder holds a
+    ``grid_base.json``, the seed-0 runs of the sibling group it names as the grid's rows at its LR: a grid
+    whose config at that LR is that group's (experiments/make_configs.py) does not run those rows twice.
+    A row the grid ran itself wins."""
+    sweep_dir = Path(sweep_dir)
+    by_row = load_results(sweep_dir)
+    path = sweep_dir / GRID_BASE
+    if not path.is_file():
+        return by_row
+    base = json.loads(path.read_text())
+    group, lr = (base.get("group"), base.get("lr")) if isinstance(base, dict) else (None, None)
+    if not (isinstance(group, str) and isinstance(lr, str) and group and Path(group).name == group):
+        raise ValueError(f'{path}: expected {{"group": "<a sibling group folder>", "lr": "<LR>"}}, got {base!r}')
+    for name, runs in load_results(sweep_dir.parent / group).items():
+        first = [r for r in runs if r.get("seed") == 0]
+        if name != "zero-shot" and first:
+            by_row.setdefault(f"{name}-lr{lr}", first)
+    return _ordered(by_row)
+
+
 def _ordered(by_row: Runs) -> Runs:
     """Zero-shot first, then the objectives in registry order, then the other rows (ablations) by name."""
     rank = {name: i for i, name in enumerate(["zero-shot", *OBJECTIVES])}

@@ -64,9 +64,14 @@ def _train(run: Run, progress: bool) -> TrainResult:
     """The loop: evaluate the start, step, log, validate, checkpoint; then select and report."""
     cfg = run.cfg
     parts = {"start_evaluation": 0.0, "steps": 0.0, "validation": 0.0, "checkpoints": 0.0}  # wall seconds, this process
+    start_scores = None  # the start's held-out scores, where this process computed them: step 0's validation reads them
     with _timed(parts, "start_evaluation"):
         if run.before is None:
-            run.before = evaluate(cfg, run.reranker, run.reader, run.held_out, progress=progress, detail=True) if run.main else {}
+            if run.main:
+                start_scores = score_all(run.reranker, run.held_out, batch_size=cfg.eval.batch_size, progress=progress)
+                run.before = evaluate(cfg, run.reranker, run.reader, run.held_out, progress=progress, scores=start_scores, detail=True)
+            else:
+                run.before = {}
     model = run.acc.prepare(run.reranker)  # DDP across processes; the same module in a single process
     model.train(cfg.train.dropout)  # dropout off: the reranker trains in eval mode
     t0, done = time.perf_counter(), run.first_step
@@ -82,7 +87,7 @@ def _train(run: Run, progress: bool) -> TrainResult:
     with MetricsLog(run.run_dir / "metrics.jsonl", write=run.main, keep_until=resumed_at, tracker=tracker) as log_file:
         if run.selector is not None and run.first_step == 0:  # the start is a candidate: selection can keep it
             with _timed(parts, "validation"):
-                log_file.write(run.selector.evaluate(0, run.reranker))
+                log_file.write(run.selector.evaluate(0, run.reranker, held_out_scores=start_scores))
         for step in bar:
             done, started = step + 1, time.perf_counter()  # done: steps run so far (an early stop ends sooner)
             metrics = _accumulate(run, model, step)
@@ -212,6 +217,15 @@ def _checkpoint(run: Run, step: int) -> None:
     )
 
 
+def kept_scores(run: Run) -> list[list[float]] | None:
+    """The restored best reranker's held-out scores, where its validation point in this sitting scored
+    them (the same weights, so the same scores): the final evaluation need not score them again."""
+    sel = run.selector
+    if sel is None or run.cfg.train.select != "val_loss" or sel.best_step is None:
+        return None
+    return sel.best_held_out_scores
+
+
 def _finish(run: Run, seconds_per_step: float, progress: bool, parts: dict[str, float]) -> TrainResult:
     """The selected reranker saved as reranker/, evaluated on the held-out questions; report.json
     (with ``seconds``: where this sitting's wall time went, by part)."""
@@ -229,7 +243,9 @@ def _finish(run: Run, seconds_per_step: float, progress: bool, parts: dict[str, 
         selection = {"select": cfg.train.select, **run.selector.summary()}
         run.selector.plot()
     checkpoint.save_reranker(reranker, run.run_dir / "reranker")
-    after_scores = score_all(reranker, run.held_out, batch_size=cfg.eval.batch_size, progress=progress)
+    after_scores = kept_scores(run)
+    if after_scores is None:
+        after_scores = score_all(reranker, run.held_out, batch_size=cfg.eval.batch_size, progress=progress)
     after = evaluate(cfg, reranker, run.reader, run.held_out, progress=progress, scores=after_scores, detail=True)
     parts["final_evaluation"] = time.perf_counter() - clock
     p_values = paired_tests(before, after)

@@ -47,6 +47,9 @@ class Selector:
     best_loss: float = math.inf
     best_step: int | None = None
     since_best: int = 0
+    # the held-out scores at best_step (this sitting's points only): the final evaluation of the restored
+    # reranker reads them instead of scoring the held-out questions again
+    best_held_out_scores: list[list[float]] | None = None
 
     def __post_init__(self) -> None:
         private = getattr(self.reader, "validation_cache", None)
@@ -55,8 +58,9 @@ class Selector:
             self.reader.doc_cache = private  # type: ignore[attr-defined]
 
     @torch.no_grad()
-    def evaluate(self, step: int, reranker: Reranker) -> dict[str, Any]:
-        """Record one point: ``val_loss`` (label-free) and, for the report only, gold recall."""
+    def evaluate(self, step: int, reranker: Reranker, held_out_scores: list[list[float]] | None = None) -> dict[str, Any]:
+        """Record one point: ``val_loss`` (label-free) and, for the report only, gold recall.
+        ``held_out_scores``: the reranker's scores of the held-out questions where the caller has them."""
         scores = score_all(reranker, self.validation, batch_size=self.batch_size)
         loss = mean(topk_answer_nll(self.reader, self.validation, scores, k=self.k, batch_size=self.batch_size))
         point: dict[str, Any] = {"step": step, "val_loss": loss}
@@ -69,11 +73,14 @@ class Selector:
             }
         )
         if self.held_out:
-            held = retrieval_metrics(self.held_out, score_all(reranker, self.held_out, batch_size=self.batch_size), ks)
+            if held_out_scores is None:
+                held_out_scores = score_all(reranker, self.held_out, batch_size=self.batch_size)
+            held = retrieval_metrics(self.held_out, held_out_scores, ks)
             point.update({f"held_out_{m}": v for m, v in held.items() if m.startswith(("R@", "FullSupport@", "bridge_R@"))})
         self.points.append(point)
         if loss < self.best_loss:
             self.best_loss, self.best_step, self.since_best = loss, step, 0
+            self.best_held_out_scores = held_out_scores
             self._save_best(reranker)
         else:
             self.since_best += 1
