@@ -328,7 +328,9 @@ def test_a_grid_base_group_ran_the_grids_config_at_its_lr() -> None:
             for cfg in at_other_lrs:
                 want = json.loads(json.dumps(cfg))
                 want["train"]["lr"] = float(base["lr"])
-                assert json.loads(json.dumps(row.cfg.to_dict())) == want, f"{base['group']}/{row.name} is not {path.parent.name}'s config at LR {base['lr']}"
+                assert json.loads(json.dumps(row.cfg.to_dict())) == want, (
+                    f"{base['group']}/{row.name} is not {path.parent.name}'s config at LR {base['lr']}"
+                )
 
 
 def test_a_grid_takes_its_base_groups_seed_0_as_its_rows_at_that_lr(tmp_path: Path) -> None:

@@ -65,3 +65,23 @@ def test_from_config_carries_the_precision(bert_dir: str) -> None:
 
     reranker = Reranker.from_config(RerankerConfig(model=bert_dir, kind="cross", precision="bf16"))
     assert reranker.precision == "bf16"
+
+
+def test_score_all_sorts_cross_encoder_pairs_across_questions_and_keeps_each_questions_scores(bert_dir: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Evaluation scores a cross-encoder's pairs longest first across questions (little padding); the
+    scores are each question's own, as scoring it alone gives them, and the reranker's mode comes back."""
+    import gumbel_rerank.evaluation.evaluate as evaluate_module
+    from gumbel_rerank.evaluation.evaluate import score_all
+
+    r = Reranker.from_pretrained(bert_dir, kind="cross", max_length=64)
+    examples = [*make_examples(), *reversed(make_examples())]
+    with torch.no_grad():  # float32 (with a gradient the reranker may train in bf16)
+        want = [r.score([ex])[0, : len(ex.docs)].tolist() for ex in examples]
+    r.train()
+    monkeypatch.setattr(evaluate_module, "PAIR_BLOCK", 5)  # blocks that split a question's pairs
+    got = score_all(r, examples, batch_size=1)
+    assert r.training  # restored
+    assert [len(s) for s in got] == [len(ex.docs) for ex in examples]
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-5, rtol=0)
+    assert score_all(r, []) == []

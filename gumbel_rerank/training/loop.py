@@ -69,7 +69,9 @@ def _train(run: Run, progress: bool) -> TrainResult:
         if run.before is None:
             if run.main:
                 start_scores = score_all(run.reranker, run.held_out, batch_size=cfg.eval.batch_size, progress=progress)
-                run.before = evaluate(cfg, run.reranker, run.reader, run.held_out, progress=progress, scores=start_scores, detail=True)
+                run.before = evaluate(
+                    cfg, run.reranker, run.reader, run.held_out, progress=progress, scores=start_scores, detail=True
+                )
             else:
                 run.before = {}
     model = run.acc.prepare(run.reranker)  # DDP across processes; the same module in a single process
