@@ -149,8 +149,10 @@ class Reranker(Ranks, nn.Module):
     ) -> list[float]:
         """Scores of (query, document) pairs, as ``CrossEncoder.predict`` (eval mode, no gradient).
 
-        Pairs are tokenised once, sorted by token length (batches carry little padding) and scored
-        in that order; the scores come back in input order. ``precision="bf16"`` runs the encoder
+        Pairs (a bi-encoder: each distinct text) are tokenised once, sorted by token length (batches
+        carry little padding) and scored in that order; the scores come back in input order. A
+        bi-encoder's score is the cosine of the two embeddings over ``temperature``, as in
+        :meth:`score`. ``precision="bf16"`` runs the encoder
         under CPU bfloat16 autocast: faster where the CPU has bf16 instructions, scores within about
         1e-2 of float32 (rankings can swap near-ties; measured in bench/rerank_throughput.py).
         """
@@ -164,11 +166,17 @@ class Reranker(Ranks, nn.Module):
         scores = [0.0] * len(pairs)
         try:
             if self.kind == "bi":
-                for i in tqdm(range(0, len(pairs), batch_size), desc="predict", disable=not show_progress_bar):
+                texts = list(dict.fromkeys(queries + docs))  # each text embedded once
+                lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
+                order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+                parts = []
+                for i in tqdm(range(0, len(order), batch_size), desc="predict", disable=not show_progress_bar):
                     with _autocast(precision, self.device):
-                        out = self.score_pairs(queries[i : i + batch_size], docs[i : i + batch_size]).float()
-                    scores[i : i + batch_size] = out.tolist()
-                return scores
+                        parts.append(self.embed([texts[j] for j in order[i : i + batch_size]]).float())
+                emb = torch.cat(parts)[torch.tensor(order).argsort()] if parts else torch.empty(0)  # back in text order
+                at = {text: i for i, text in enumerate(texts)}
+                q, d = emb[[at[x] for x in queries]], emb[[at[x] for x in docs]]
+                return ((q * d).sum(-1) / self.temperature).tolist()
             enc = self.encode_pairs(queries, docs)
             order = sorted(range(len(pairs)), key=lambda i: -len(enc["input_ids"][i]))
             for i in tqdm(range(0, len(order), batch_size), desc="predict", disable=not show_progress_bar):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import make_examples
 
@@ -67,13 +68,14 @@ def test_from_config_carries_the_precision(bert_dir: str) -> None:
     assert reranker.precision == "bf16"
 
 
-def test_score_all_sorts_cross_encoder_pairs_across_questions_and_keeps_each_questions_scores(bert_dir: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Evaluation scores a cross-encoder's pairs longest first across questions (little padding); the
-    scores are each question's own, as scoring it alone gives them, and the reranker's mode comes back."""
+@pytest.mark.parametrize("kind", ["cross", "bi"])
+def test_score_all_sorts_pairs_across_questions_and_keeps_each_questions_scores(bert_dir: str, kind: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Evaluation scores pairs (a bi-encoder: texts) longest first across questions (little padding);
+    the scores are each question's own, as scoring it alone gives them, and the reranker's mode comes back."""
     import gumbel_rerank.evaluation.evaluate as evaluate_module
     from gumbel_rerank.evaluation.evaluate import score_all
 
-    r = Reranker.from_pretrained(bert_dir, kind="cross", max_length=64)
+    r = Reranker.from_pretrained(bert_dir, kind=kind, max_length=64)
     examples = [*make_examples(), *reversed(make_examples())]
     with torch.no_grad():  # float32 (with a gradient the reranker may train in bf16)
         want = [r.score([ex])[0, : len(ex.docs)].tolist() for ex in examples]

@@ -16,36 +16,24 @@ from ..rerankers import Reranker
 from ..topk import hard_topk
 from .metrics import exact_match, f1_score, full_support_at_k, mean, ndcg_at_k, recall_at_k, reciprocal_rank
 
-PAIR_BLOCK = 8192  # a cross-encoder's pairs tokenised and sorted per block of this many
+PAIR_BLOCK = 8192  # pairs tokenised, sorted and scored per block of this many
 
 
 @torch.no_grad()
 def score_all(
     reranker: Reranker, examples: Sequence[Example], *, batch_size: int = 8, progress: bool = False
 ) -> list[list[float]]:
-    """Deterministic reranker scores, one list per question (its own number of docs), in float32.
+    """Deterministic float32 reranker scores, one list per question (its own number of docs).
 
-    A cross-encoder scores the (question, doc) pairs of many questions together, longest first
-    (:meth:`Reranker.predict`, ``batch_size`` x 4 pairs a batch): batches of whole questions, padded to
-    their longest pair, were 46% padding on HotpotQA (bench/score_all.py)."""
-    if reranker.kind == "cross":
-        return _score_pairs_sorted(reranker, examples, batch_size=4 * batch_size, progress=progress)
-    was_training = reranker.training
-    reranker.eval()
-    out: list[list[float]] = []
-    for i in tqdm(range(0, len(examples), batch_size), desc="rerank", disable=not progress, leave=False):
-        batch = list(examples[i : i + batch_size])
-        scores = reranker.score(batch)
-        out += [scores[b, : len(ex.docs)].tolist() for b, ex in enumerate(batch)]
-    reranker.train(was_training)
-    return out
-
-
-def _score_pairs_sorted(reranker: Reranker, examples: Sequence[Example], *, batch_size: int, progress: bool) -> list[list[float]]:
+    The (question, doc) pairs of many questions are scored together, longest first
+    (:meth:`Reranker.predict`, ``batch_size`` x 4 pairs, or texts of a bi-encoder, a batch): batches of
+    whole questions, padded to their longest pair, were 46% padding for a cross-encoder on HotpotQA
+    (bench/score_all.py)."""
     pairs = [(ex.question, doc_text(d.title, d.text)) for ex in examples for d in ex.docs]
     flat: list[float] = []
-    for i in tqdm(range(0, len(pairs), PAIR_BLOCK), desc="rerank", disable=not progress or len(pairs) <= PAIR_BLOCK, leave=False):
-        flat += reranker.predict(pairs[i : i + PAIR_BLOCK], batch_size=batch_size, show_progress_bar=progress)
+    blocks = range(0, len(pairs), PAIR_BLOCK)
+    for i in tqdm(blocks, desc="rerank", disable=not progress or len(blocks) < 2, leave=False):
+        flat += reranker.predict(pairs[i : i + PAIR_BLOCK], batch_size=4 * batch_size, show_progress_bar=progress)
     out, start = [], 0
     for ex in examples:
         out.append(flat[start : start + len(ex.docs)])
