@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from conftest import byte_tokenizer, tiny_llama
+from conftest import byte_tokenizer, make_examples, tiny_llama
 from test_train import small_config
 
 from gumbel_rerank.cli import main
@@ -106,3 +106,48 @@ def test_per_question_runs_reads_bare_per_question_values_as_result_files() -> N
     gap = {"row": "gumbel", "per_question": {"R@5": [None, 1.0, float("nan"), 0.0], "answer_nll": [1.0, 2.0, 3.0, 4.0]}}
     two = per_question_runs({"gumbel.seed0": gap, "gumbel.seed1": gap}, k=5)
     assert [r["held_out"] for r in two["gumbel"]] == [{"R@5": 0.5, "answer_nll": 2.5}] * 2
+
+
+def test_a_sweep_hands_each_row_the_starts_held_out_scores(tmp_path: Path, bert_dir: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The zero-shot row scores the held-out questions once; each trained row's step-0 point reads those
+    scores and its final evaluation the selected point's, so a row scores them only at its later points."""
+    import json
+
+    import gumbel_rerank.comparison.sweep as sweep_module
+    import gumbel_rerank.training.loop as loop_module
+    import gumbel_rerank.training.selection as selection_module
+    from gumbel_rerank.evaluation.evaluate import score_all
+
+    cfg = small_config(
+        tmp_path,
+        bert_dir,
+        "eval.generate=false",
+        "train.checkpoint_every=0",
+        "train.steps=2",
+        "train.grad_accum=1",
+        "train.eval_every=2",
+        "train.select=val_loss",
+        "data.num_train=10",
+        "data.num_val=2",
+    )
+    scored: list[int] = []
+
+    def counting(reranker, examples, **kw):  # type: ignore[no-untyped-def]
+        scored.append(len(examples))
+        return score_all(reranker, examples, **kw)
+
+    for module in (sweep_module, loop_module, selection_module):
+        monkeypatch.setattr(module, "score_all", counting)
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+    out = compare(cfg, ["gumbel", "pdist"], tmp_path / "cmp", progress=False, reader=reader).out_dir
+    assert scored.count(4) == 1 + 2  # 4 held-out questions: the zero-shot row, then each row's step-2 point
+    zero = json.loads((out / "runs" / "zero-shot.json").read_text())["held_out"]
+    for row in ("gumbel", "pdist"):
+        first = json.loads((out / f"{row}.seed0" / "metrics.jsonl").read_text().splitlines()[0])
+        assert first["step"] == 0 and first["held_out_R@2"] == zero["R@2"]
+    # stored scores are handed over only where they fit the questions: one number per doc
+    examples = make_examples()
+    good = [[0.0] * len(ex.docs) for ex in examples]
+    assert sweep_module._fits(good, examples)
+    assert not sweep_module._fits(None, examples) and not sweep_module._fits(good[:1], examples)
+    assert not sweep_module._fits([[None] * len(ex.docs) for ex in examples], examples)

@@ -33,7 +33,7 @@ import torch
 from .. import devices, objectives
 from ..config import Config, ConfigError
 from ..config import load as load_config
-from ..data import load_splits
+from ..data import Example, load_splits
 from ..evaluation.evaluate import score_all
 from ..jsonsafe import write_json
 from ..objectives import OBJECTIVES, TeacherCache
@@ -156,7 +156,7 @@ def run_group(
                 f"{stored['reader_fingerprint']}, now {weights}; a remade reader adapter?): restore those weights, "
                 f"or move {out} away to rerun the whole group"
             )
-        before = stored["held_out"]
+        before, before_scores = stored["held_out"], stored.get("held_out_scores")
     else:
         res = _result(
             held_out,
@@ -168,7 +168,7 @@ def run_group(
         )
         res.update(row="zero-shot", seed=None, seconds=0.0, steps=[], config=None, setup=setup, reader_fingerprint=weights)
         write_json(zero, res)
-        before = res["held_out"]
+        before, before_scores = res["held_out"], res["held_out_scores"]
         if on_result:
             on_result("zero-shot")
     kept_bottom: Any = None  # a PrefixCache, once a row made one
@@ -205,6 +205,7 @@ def run_group(
                     reader=reader,
                     teachers=teachers,
                     before=before,
+                    before_scores=before_scores if _fits(before_scores, held_out) else None,
                     resume=resumed_from is not None,
                     overwrite=True,  # the sweep's own row folder: a row cut short before its first checkpoint restarts
                 )
@@ -240,3 +241,15 @@ def run_group(
                 k = max(cfg.eval.ks)
                 on_result(f"{row.name} seed {seed}: R@{k} {res['held_out'][f'R@{k}']:.3f} ({seconds:.0f} s)")
     return out
+
+
+def _fits(scores: Any, examples: list[Example]) -> bool:
+    """Stored scores (a result file's) that hold one number per doc of each question."""
+    return (
+        isinstance(scores, list)
+        and len(scores) == len(examples)
+        and all(
+            isinstance(s, list) and len(s) == len(ex.docs) and all(isinstance(v, int | float) for v in s)
+            for s, ex in zip(scores, examples, strict=True)
+        )
+    )

@@ -39,11 +39,13 @@ def train(
     resume: bool = False,
     splits: tuple[list[Example], list[Example]] | None = None,
     overwrite: bool = False,
+    before_scores: list[list[float]] | None = None,
 ) -> TrainResult:
     """Train ``cfg``; the run directory gets config.yaml, metrics.jsonl, checkpoints, reranker/ and report.json.
 
     ``reranker``, ``reader`` and ``teachers`` skip loading or share them across runs (``compare``);
-    ``before`` is the starting reranker's held-out evaluation when the caller already has it;
+    ``before`` is the starting reranker's held-out evaluation when the caller already has it, and
+    ``before_scores`` its held-out scores (step 0's validation point reads them instead of scoring again);
     ``splits`` (training, held-out questions) replace the data ``cfg.data`` describes.
     A run directory that holds another run is refused unless ``resume`` or ``overwrite`` (which removes
     only that run's files); it is locked while the run lasts.
@@ -55,16 +57,16 @@ def train(
     with torch.random.fork_rng(devices=[]):  # the run seeds the global RNG (dropout); the caller's state comes back
         run = setup(cfg, reranker, reader, teachers, before, resume, splits, overwrite)
         try:
-            return _train(run, progress)
+            return _train(run, progress, before_scores)
         finally:
             run.release()
 
 
-def _train(run: Run, progress: bool) -> TrainResult:
-    """The loop: evaluate the start, step, log, validate, checkpoint; then select and report."""
+def _train(run: Run, progress: bool, start_scores: list[list[float]] | None = None) -> TrainResult:
+    """The loop: evaluate the start, step, log, validate, checkpoint; then select and report.
+    ``start_scores``: the start's held-out scores, where known; step 0's validation point reads them."""
     cfg = run.cfg
     parts = {"start_evaluation": 0.0, "steps": 0.0, "validation": 0.0, "checkpoints": 0.0}  # wall seconds, this process
-    start_scores = None  # the start's held-out scores, where this process computed them: step 0's validation reads them
     with _timed(parts, "start_evaluation"):
         if run.before is None:
             if run.main:
