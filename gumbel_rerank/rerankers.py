@@ -160,6 +160,8 @@ class Reranker(Ranks, nn.Module):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         from tqdm.auto import tqdm
 
+        if not pairs:
+            return []
         was_training = self.training
         self.eval()
         queries, docs = [str(p[0]) for p in pairs], [str(p[1]) for p in pairs]

@@ -86,4 +86,4 @@ def test_score_all_sorts_pairs_across_questions_and_keeps_each_questions_scores(
     assert [len(s) for s in got] == [len(ex.docs) for ex in examples]
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-5, rtol=0)
-    assert score_all(r, []) == []
+    assert score_all(r, []) == [] and r.predict([]) == [] and r.training

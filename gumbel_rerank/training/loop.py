@@ -221,7 +221,7 @@ def _checkpoint(run: Run, step: int) -> None:
     )
 
 
-def kept_scores(run: Run) -> list[list[float]] | None:
+def _kept_scores(run: Run) -> list[list[float]] | None:
     """The restored best reranker's held-out scores, where its validation point in this sitting scored
     them (the same weights, so the same scores): the final evaluation need not score them again."""
     sel = run.selector
@@ -247,7 +247,7 @@ def _finish(run: Run, seconds_per_step: float, progress: bool, parts: dict[str, 
         selection = {"select": cfg.train.select, **run.selector.summary()}
         run.selector.plot()
     checkpoint.save_reranker(reranker, run.run_dir / "reranker")
-    after_scores = kept_scores(run)
+    after_scores = _kept_scores(run)
     if after_scores is None:
         after_scores = score_all(reranker, run.held_out, batch_size=cfg.eval.batch_size, progress=progress)
     after = evaluate(cfg, reranker, run.reader, run.held_out, progress=progress, scores=after_scores, detail=True)
