@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,10 @@ class Reranker(Ranks, nn.Module):
     def embed(self, texts: list[str]) -> torch.Tensor:
         """Mean-pooled, L2-normalised embeddings (X, H) of ``texts``."""
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        enc = enc.to(self.device)
+        return self._embed_encoded(enc.to(self.device))
+
+    def _embed_encoded(self, enc: Any) -> torch.Tensor:
+        """:meth:`embed` of tokenised, padded inputs on the device."""
         if self.prefix_cache is not None and not self.training and not torch.is_grad_enabled():
             hidden = self.prefix_cache.last_hidden_state(enc)  # the same, the frozen bottom read back
         else:
@@ -158,33 +161,24 @@ class Reranker(Ranks, nn.Module):
         """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        from tqdm.auto import tqdm
-
         if not pairs:
             return []
         was_training = self.training
         self.eval()
         queries, docs = [str(p[0]) for p in pairs], [str(p[1]) for p in pairs]
-        scores = [0.0] * len(pairs)
         try:
             if self.kind == "bi":
                 texts = list(dict.fromkeys(queries + docs))  # each text embedded once
-                lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]]
-                order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-                parts = []
-                for i in tqdm(range(0, len(order), batch_size), desc="predict", disable=not show_progress_bar):
+                rows: dict[int, torch.Tensor] = {}
+                enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+                for chunk, batch in self._longest_first(enc, batch_size, show_progress_bar):
                     with _autocast(precision, self.device):
-                        parts.append(self.embed([texts[j] for j in order[i : i + batch_size]]).float())
-                emb = torch.cat(parts)[torch.tensor(order).argsort()] if parts else torch.empty(0)  # back in text order
+                        rows.update(zip(chunk, self._embed_encoded(batch).float(), strict=True))
                 at = {text: i for i, text in enumerate(texts)}
-                q, d = emb[[at[x] for x in queries]], emb[[at[x] for x in docs]]
+                q, d = torch.stack([rows[at[x]] for x in queries]), torch.stack([rows[at[x]] for x in docs])
                 return ((q * d).sum(-1) / self.temperature).tolist()
-            enc = self.encode_pairs(queries, docs)
-            order = sorted(range(len(pairs)), key=lambda i: -len(enc["input_ids"][i]))
-            for i in tqdm(range(0, len(order), batch_size), desc="predict", disable=not show_progress_bar):
-                chunk = order[i : i + batch_size]
-                batch = self.tokenizer.pad({k: [enc[k][j] for j in chunk] for k in enc}, return_tensors="pt")
-                batch = batch.to(self.device)
+            enc, scores = self.encode_pairs(queries, docs), [0.0] * len(pairs)
+            for chunk, batch in self._longest_first(enc, batch_size, show_progress_bar):
                 with _autocast(precision, self.device):
                     logits = self.encoder(**batch).logits[:, 0].float()
                 for j, value in zip(chunk, logits.tolist(), strict=True):
@@ -192,6 +186,16 @@ class Reranker(Ranks, nn.Module):
         finally:
             self.train(was_training)
         return scores
+
+    def _longest_first(self, enc: Any, batch_size: int, progress: bool) -> Iterator[tuple[list[int], Any]]:
+        """Tokenised inputs (unpadded) in batches of ``batch_size``, longest first (little padding), each
+        padded and on the device, with the indices of its inputs."""
+        from tqdm.auto import tqdm
+
+        order = sorted(range(len(enc["input_ids"])), key=lambda i: -len(enc["input_ids"][i]))
+        for i in tqdm(range(0, len(order), batch_size), desc="predict", disable=not progress):
+            chunk = order[i : i + batch_size]
+            yield chunk, self.tokenizer.pad({k: [enc[k][j] for j in chunk] for k in enc}, return_tensors="pt").to(self.device)
 
     def forward(self, examples: list[Example]) -> torch.Tensor:
         """``score``: calling the module (as DistributedDataParallel does) scores a batch."""
