@@ -356,3 +356,23 @@ def test_a_half_precision_doc_cache_moves_the_answer_nll_by_under_1e_2_nats_and_
     assert 0 < (nll[0] - nll[1]).abs().max().item() < 1e-2
     assert half.doc_cache.used * 2 == fp32.doc_cache.used
     assert all(k.dtype == torch.float16 for layers in half.doc_cache.items.values() for k, _ in layers)
+
+
+def test_first_line_complete_only_when_more_text_cannot_change_the_answer() -> None:
+    """Generation stops once this holds; it must never hold while a continuation could change first_line."""
+    import random
+
+    from gumbel_rerank.readers.decoder import first_line, first_line_complete
+
+    cases = {"": False, "\n": False, "  \n \n": False, "Paris": False, "\n\nParis": False, "Paris\n": True, " x\r": True}
+    assert {t: first_line_complete(t) for t in cases} == cases
+    rng, alphabet = random.Random(0), "ab \n\r\t\x85\u2028"
+    text = lambda: "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))  # noqa: E731
+    tight = 0
+    for _ in range(5000):
+        head, tail = text(), text()
+        if first_line_complete(head):
+            assert first_line(head + tail) == first_line(head), (head, tail)
+        elif first_line(head + "z\n") != first_line(head):
+            tight += 1  # not complete: some continuation does change the answer
+    assert tight > 1000

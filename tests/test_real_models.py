@@ -101,3 +101,28 @@ def test_the_demo_is_deterministic_a_seeded_short_run_prints_the_same_table_twic
         reports.append((out / "run" / "report.md").read_text())
     assert adapters[0].keys() == adapters[1].keys() and all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
     assert "| p (paired) |" in reports[0] and reports[0].replace("try0", "try1") == reports[1]
+
+
+@needs
+def test_generation_stops_at_the_first_answer_line_with_the_same_answers(smollm2, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Greedy answers end at a line break; stopping there returns what decoding every token returns."""
+    from gumbel_rerank.readers import decoder
+
+    model, tokenizer = smollm2
+    reader = make_reader("parallel", model, tokenizer)
+    examples = generate(6, seed=5)
+    keep = torch.ones(6, 8, dtype=torch.bool)
+    steps: list[int] = []  # one per decoding step: a forward over one new token per question
+    hook = model.register_forward_pre_hook(
+        lambda _m, _a, kw: steps.append(1) if kw.get("input_ids", torch.empty(0, 0)).shape[1:] == (1,) else None,
+        with_kwargs=True,
+    )
+    try:
+        early = reader.generate(examples, keep, max_new_tokens=16)
+        early_steps = len(steps)
+        monkeypatch.setattr(decoder, "first_line_complete", lambda text: False)
+        full = reader.generate(examples, keep, max_new_tokens=16)
+    finally:
+        hook.remove()
+    assert early == full and all(early)
+    assert 0 < early_steps < len(steps) - early_steps  # fewer decoding steps (here 10 against 15)
