@@ -125,3 +125,37 @@ def test_a_merged_adapter_gives_the_reader_another_teacher_fingerprint(tmp_path:
     first = one_doc_teacher(cache, plain, batch).token_logprobs
     second = one_doc_teacher(cache, adapted, batch).token_logprobs
     assert cache.hits == 0 and not torch.equal(first, second)  # computed for each, not read from the other's
+
+
+def test_the_report_encodes_each_doc_once_and_equals_encoding_every_pass(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """reader_report's chunk cache (parallel layout): the gold docs' encodings are taken from the all-docs
+    pass, the numbers stay those of encoding every pass afresh, and the reader is left without a cache."""
+    from gumbel_rerank.readers.parallel import ParallelReader
+    from gumbel_rerank.training import adapt
+
+    cfg, _ = small(Path("unused"))
+    _, held = load_splits(cfg.data)
+    reader = make_reader("parallel", tiny_llama(0), byte_tokenizer("decoder"))
+    encoded: list[int] = []
+    real = ParallelReader._encode_chunk
+    monkeypatch.setattr(ParallelReader, "_encode_chunk", lambda self, docs, kv: encoded.append(len(docs)) or real(self, docs, kv))
+    cached = reader_report(reader, held[:4], max_new_tokens=3)
+    once = sum(encoded)
+    assert reader.doc_cache is None
+
+    class NoCache:  # every get misses: each pass encodes its docs again
+        def __init__(self, _mb: float) -> None:
+            pass
+
+        def get(self, _key):  # type: ignore[no-untyped-def]
+            return None
+
+        def put(self, _key, _value) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    monkeypatch.setattr(adapt, "DocCache", NoCache)
+    encoded.clear()
+    fresh = reader_report(reader, held[:4], max_new_tokens=3)
+    distinct = sum(len({d.text for d in ex.docs}) for ex in held[:4])
+    assert once == distinct < sum(encoded)
+    assert cached == pytest.approx(fresh, abs=1e-5)
