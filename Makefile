@@ -23,7 +23,7 @@ READER_ADAPTER := runs/default-reader/adapter
 
 demo: $(STAMP)  # the reader adapted to the task first (LoRA, answers only, no doc labels; made once), then G-Rerank
 	test -f $(READER_ADAPTER)/adapter_config.json || \
-		$(BIN)/gumbel-rerank adapt-reader configs/default.yaml --steps 80 --eval-questions 30 --out $(dir $(READER_ADAPTER))
+		$(BIN)/gumbel-rerank adapt-reader configs/default.yaml --steps 40 --eval-questions 20 --out $(dir $(READER_ADAPTER))
 	$(BIN)/gumbel-rerank train configs/default.yaml reader.adapter=$(READER_ADAPTER) --overwrite
 
 lint: $(STAMP)

@@ -83,7 +83,7 @@ def test_minilm_bf16_training_gradient_matches_fp32(kind: str) -> None:
 
 @needs
 def test_the_demo_is_deterministic_a_seeded_short_run_prints_the_same_table_twice(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """`make demo`'s two commands, shortened (the real models, configs/default.yaml, bf16 autocast, the doc
+    """`make demo`'s two commands, shortened (the real models, configs/default.yaml with its pinned precision, the doc
     cache, label-free selection): run twice, the adapter's weights are equal and the report is byte-identical."""
     from safetensors.torch import load_file
 

@@ -138,7 +138,7 @@ def test_cli_layout_the_model_cannot_do(tmp_path: Path, bert_dir: str, capsys: p
         "reader.layout=fid",
         f"train.out_dir={tmp_path / 'run'}",
     ]
-    assert main(["train", "configs/default.yaml", *args, "-q"]) == 2  # the default's bf16 docs are parallel-only
+    assert main(["train", "configs/default.yaml", *args, "-q"]) == 2  # the default's fp16 doc cache is parallel-only
     assert "with another layout set them empty: reader.doc_dtype= reader.doc_cache_dtype=" in capsys.readouterr().err
     assert main(["train", "configs/default.yaml", *args, "reader.doc_dtype=", "reader.doc_cache_dtype=", "-q"]) == 2
     assert "use layout 'parallel' or 'sequential'" in capsys.readouterr().err
