@@ -120,6 +120,11 @@ def transfer(
         if only and path.stem not in only:
             continue
         todo.append((path.stem, work / group / path.stem / "reranker", json.loads(path.read_text())))
+    if "zero-shot" in done["rows"] and any(name not in done["rows"] for name, _, _ in todo):
+        # the start's answer NLLs, from the process that scored them: a row that keeps a question's start docs
+        # gets exactly the start's value (AnswerMemo.remember), not the same docs recomputed in other batches
+        start_scores = score_all(starting_reranker(cfg), examples, batch_size=cfg.eval.batch_size, progress=progress)
+        memo.remember(examples, start_scores, cfg.objective.k, done["rows"]["zero-shot"]["per_question"]["answer_nll"])
     for name, folder, result in todo:
         if name in done["rows"]:
             continue

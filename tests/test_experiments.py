@@ -662,11 +662,18 @@ def test_transfer_scores_every_trained_row_on_other_questions_paired_with_the_st
     kwargs = {"configs": tmp_path / "configs", "results": results, "work": work, "source": str(source), "progress": False}
     first = transfer("hotpotqa", reader=reader, only=("gumbel.seed0",), **kwargs)  # type: ignore[arg-type]
     assert set(first["rows"]) == {"zero-shot", "gumbel.seed0"}
+    # as if another process had scored the start: the same docs in other batches differ by float rounding
+    stored = json.loads((results / "hotpotqa" / "transfer.json").read_text())
+    start = stored["rows"]["zero-shot"]["per_question"]
+    start["answer_nll"] = [v + 1e-3 for v in start["answer_nll"]]
+    (results / "hotpotqa" / "transfer.json").write_text(json.dumps(stored))
+    first["rows"]["zero-shot"] = stored["rows"]["zero-shot"]
     done = transfer("hotpotqa", reader=reader, **kwargs)  # type: ignore[arg-type]
     assert done["questions"] == [f"other-{i}" for i in range(4)]
     assert set(done["rows"]) == {"zero-shot", "gumbel.seed0", "still.seed0"}
     assert done["rows"]["gumbel.seed0"] == first["rows"]["gumbel.seed0"]  # kept, not redone
-    assert done["rows"]["still.seed0"]["per_question"] == done["rows"]["zero-shot"]["per_question"]  # 0 steps: the start
+    # 0 steps: the start, with the start's stored values (not recomputed: a change of exactly 0, p 1)
+    assert done["rows"]["still.seed0"]["per_question"] == done["rows"]["zero-shot"]["per_question"]
     trained_dir = work / "hotpotqa" / "gumbel.seed0" / "reranker"
     examples = transfer_examples(cfg, str(source), (train_set, held_out))
     trained_scores = score_all(Reranker.from_pretrained(str(trained_dir)), examples)
@@ -743,3 +750,22 @@ def test_the_transfer_table_pairs_every_objective_with_g_rerank_and_holm_adjusts
     seeds = sum(b - a for a, b in zip(g0["answer_nll"], g1["answer_nll"], strict=True)) / 5
     assert lines["G-Rerank seed 1 against its seed 0"][1].startswith(f"{seeds:+.3f} (p ")
     assert against_reference({"k": 5, "rows": {n: done["rows"][n] for n in ("zero-shot", "pdist.seed0")}}) == ""
+
+
+def test_a_later_process_gives_a_row_that_keeps_the_start_the_starts_stored_answer_nll(tmp_path: Path, bert_dir: str) -> None:
+    """A plan resumed in another process takes the start's per-question answer NLL from zero-shot.json
+    (AnswerMemo.remember): a row that keeps a question's start docs gets that value exactly, not the same
+    docs recomputed in other batches (float rounding, which a paired test would call systematic)."""
+    rows = load_group(write_group(tmp_path, bert_dir, {"gumbel": [], "still": ["train.steps=0", "objective.name=pdist"]}))
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+    out = tmp_path / "results" / "hotpotqa"
+    run_group([r for r in rows if r.name == "gumbel"], [0], out, tmp_path / "work", reader=reader, progress=False)
+    zero = out / "runs" / "zero-shot.json"
+    stored = json.loads(zero.read_text())
+    stored["per_question"]["answer_nll"] = [v + 1e-3 for v in stored["per_question"]["answer_nll"]]  # another process's rounding
+    zero.write_text(json.dumps(stored))
+    later = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))  # a new process: an empty memo
+    run_group(rows, [0], out, tmp_path / "work", reader=later, progress=False)
+    still = json.loads((out / "runs" / "still.seed0.json").read_text())
+    assert still["held_out_scores"] == stored["held_out_scores"]
+    assert still["per_question"]["answer_nll"] == stored["per_question"]["answer_nll"]

@@ -157,6 +157,8 @@ def run_group(
                 f"or move {out} away to rerun the whole group"
             )
         before, before_scores = stored["held_out"], stored.get("held_out_scores")
+        if before_scores is not None and "answer_nll" in stored.get("per_question", {}):
+            memo.remember(held_out, before_scores, cfg0.objective.k, stored["per_question"]["answer_nll"])
     else:
         res = _result(
             held_out,
