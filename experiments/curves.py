@@ -25,11 +25,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from gumbel_rerank.comparison.grid import grid_choice, load_grid
 from gumbel_rerank.comparison.plan import load_plan
 from gumbel_rerank.comparison.report import (
     Runs,
-    grid_choice,
-    load_grid,
     load_results,
     markdown_table,
     paired_p,
@@ -118,7 +117,7 @@ def learning_table(rows: LearningRows, zero: dict[str, float]) -> str:
 
 LR_GROUPS = {"1e-5": "hotpotqa", "1e-4": "hotpotqa-lr1e-4"}
 # rows <objective>-lr<LR> (make_configs.py); the cross grid's rows at 1e-4 are hotpotqa-cross-fresh's seed 0
-# (its results folder's grid_base.json, report.load_grid)
+# (its results folder's grid_base.json, grid.load_grid)
 GRID_GROUPS = ("hotpotqa-adapted-grid", "hotpotqa-cross-grid")
 GRID_LRS = ("1e-4", "3e-5", "1e-5")
 

@@ -10,14 +10,13 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from gumbel_rerank.comparison.grid import grid_choice, load_grid
 from gumbel_rerank.comparison.plan import load_plan
 from gumbel_rerank.comparison.report import (
     Runs,
     bootstrap_ci,
     cell,
     ci_cell,
-    grid_choice,
-    load_grid,
     load_results,
     markdown_table,
     paired_p,

@@ -28,6 +28,7 @@ from experiments.paper import (
     time_table,
     transfer_table,
 )
+from gumbel_rerank.comparison.grid import load_grid
 from gumbel_rerank.comparison.plan import load_plan, run_plan
 from gumbel_rerank.comparison.report import load_results
 from gumbel_rerank.comparison.sweep import _reuse, load_group, run_group
@@ -286,10 +287,10 @@ def test_the_readme_tables_are_the_committed_results() -> None:
         blocks = {m.group(2): m.group(3) for m in TABLE_BLOCK.finditer(text)}
         assert set(blocks) <= have and (set(blocks) == have or not every_group), page
         for group, shown in blocks.items():
-            assert shown == readme_table(group, load_results(results / group)) + "\n", f"{page}: table {group!r} is stale"
+            assert shown == readme_table(group, load_grid(results / group)) + "\n", f"{page}: table {group!r} is stale"
         for m in CLAIMS_BLOCK.finditer(text):
             assert m.group(2) in have, page
-            assert m.group(3) == claims_text(m.group(2), load_results(results / m.group(2))) + "\n", f"{page}: stale claims"
+            assert m.group(3) == claims_text(m.group(2), load_grid(results / m.group(2))) + "\n", f"{page}: stale claims"
         for m in TRANSFER_BLOCK.finditer(text):
             shown = transfer_table(results / m.group(2) / "transfer.json") + "\n"
             assert m.group(3) == shown, f"{page}: transfer table {m.group(2)!r} is stale"
@@ -334,7 +335,7 @@ def test_a_grid_base_group_ran_the_grids_config_at_its_lr() -> None:
 
 
 def test_a_grid_takes_its_base_groups_seed_0_as_its_rows_at_that_lr(tmp_path: Path) -> None:
-    from gumbel_rerank.comparison.report import grid_choice, load_grid
+    from gumbel_rerank.comparison.grid import grid_choice, load_grid
 
     def put(group: str, row: str, seed: int, val_loss: float) -> None:
         (tmp_path / group / "runs").mkdir(parents=True, exist_ok=True)
@@ -356,6 +357,39 @@ def test_a_grid_takes_its_base_groups_seed_0_as_its_rows_at_that_lr(tmp_path: Pa
         (tmp_path / "grid" / "grid_base.json").write_text(bad)
         with pytest.raises(ValueError, match="grid_base.json"):
             load_grid(tmp_path / "grid")
+
+
+def test_a_grid_pairs_a_borrowed_row_that_kept_the_start_with_the_starts_own_values(tmp_path: Path) -> None:
+    """The base group's row kept its start's docs on question 0 only; its answer NLL there, computed in
+    another process, differs from the grid's start by float rounding. Paired against the grid's start it
+    must be exactly the start's value there (else a row that kept its start shows a systematic change)."""
+    from gumbel_rerank.comparison.grid import grid_choice, load_grid
+    from gumbel_rerank.comparison.report import start_table
+
+    def put(group: str, row: str, scores: list[list[float]], nll: list[float]) -> None:
+        (tmp_path / group / "runs").mkdir(parents=True, exist_ok=True)
+        res = {
+            "row": row,
+            "seed": None if row == "zero-shot" else 0,
+            "selection": {"selected_val_loss": 2.0, "selected_step": 0},
+            "held_out": {"answer_nll": sum(nll) / len(nll), "R@2": 0.5},
+            "held_out_scores": scores,
+            "per_question": {"answer_nll": nll, "R@2": [0.5] * len(nll)},
+            "config": {"objective": {"k": 2}, "eval": {"ks": [2]}},
+        }
+        name = f"{row}.json" if row == "zero-shot" else f"{row}.seed0.json"
+        (tmp_path / group / "runs" / name).write_text(json.dumps(res))
+
+    start = [[3.0, 2.0, 1.0], [3.0, 2.0, 1.0]]
+    put("grid", "zero-shot", start, [2.0, 3.0])
+    put("base", "zero-shot", start, [2.0001, 3.0001])
+    put("base", "adist", [[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]], [2.0001, 2.5])  # question 0: the start's docs
+    (tmp_path / "grid" / "grid_base.json").write_text('{"group": "base", "lr": "1e-4"}')
+    run = load_grid(tmp_path / "grid")["adist-lr1e-4"][0]
+    assert run["per_question"]["answer_nll"] == [2.0, 2.5]  # the start's value where the docs are the start's
+    assert run["held_out"]["answer_nll"] == pytest.approx(2.25)
+    _, chosen = grid_choice(load_grid(tmp_path / "grid"))
+    assert "| -0.250 (p 1.000) |" in start_table(chosen)  # (2.0 - 2.0 + 2.5 - 3.0) / 2
 
 
 def test_a_result_without_a_key_added_later_is_reused_and_a_changed_value_is_refused(tmp_path: Path) -> None:
@@ -515,7 +549,7 @@ def test_a_grid_group_chooses_each_objectives_lr_by_validation_nll_and_tests_it_
     """Rows <objective>-lr<LR>: the lowest validation NLL wins whatever held-out recall says; the chosen
     supervised row is the positive control of the table against the start."""
     from experiments.curves import GRID_GROUPS, write_curves
-    from gumbel_rerank.comparison.report import grid_choice
+    from gumbel_rerank.comparison.grid import grid_choice
 
     runs = tmp_path / GRID_GROUPS[0] / "runs"
     runs.mkdir(parents=True)

@@ -28,34 +28,10 @@ def load_results(sweep_dir: str | Path) -> Runs:
     for f in sorted((Path(sweep_dir) / "runs").glob("*.json")):
         res = json.loads(f.read_text())
         by_row.setdefault(res["row"], []).append(res)
-    return _ordered(by_row)
+    return ordered(by_row)
 
 
-GRID_BASE = "grid_base.json"  # in a grid group's folder: {"group": "<sibling group>", "lr": "<LR>"}
-
-
-def load_grid(sweep_dir: str | Path) -> Runs:
-    """:func:`load_results`, plus, for a grid group (rows ``<objective>-lr<LR>``) whose folder holds a
-    ``grid_base.json``, the seed-0 runs of the sibling group it names as the grid's rows at its LR: a grid
-    whose config at that LR is that group's (experiments/make_configs.py) does not run those rows twice.
-    A row the grid ran itself wins."""
-    sweep_dir = Path(sweep_dir)
-    by_row = load_results(sweep_dir)
-    path = sweep_dir / GRID_BASE
-    if not path.is_file():
-        return by_row
-    base = json.loads(path.read_text())
-    group, lr = (base.get("group"), base.get("lr")) if isinstance(base, dict) else (None, None)
-    if not (isinstance(group, str) and isinstance(lr, str) and group and Path(group).name == group):
-        raise ValueError(f'{path}: expected {{"group": "<a sibling group folder>", "lr": "<LR>"}}, got {base!r}')
-    for name, runs in load_results(sweep_dir.parent / group).items():
-        first = [r for r in runs if r.get("seed") == 0]
-        if name != "zero-shot" and first:
-            by_row.setdefault(f"{name}-lr{lr}", first)
-    return _ordered(by_row)
-
-
-def _ordered(by_row: Runs) -> Runs:
+def ordered(by_row: Runs) -> Runs:
     """Zero-shot first, then the objectives in registry order, then the other rows (ablations) by name."""
     rank = {name: i for i, name in enumerate(["zero-shot", *OBJECTIVES])}
     return {name: by_row[name] for name in sorted(by_row, key=lambda n: (rank.get(n, len(rank)), n))}
@@ -74,7 +50,7 @@ def per_question_runs(rows: dict[str, dict[str, Any]], k: int) -> Runs:
                 held_out[metric] = sum(real) / len(real)
         run = {**entry, "row": entry.get("row", name.split(".seed")[0]), "held_out": held_out, "config": {"eval": {"ks": [k]}}}
         by_row.setdefault(run["row"], []).append(run)
-    return _ordered(by_row)
+    return ordered(by_row)
 
 
 def value(res: dict[str, Any], metric: str) -> float | None:
@@ -215,25 +191,6 @@ def summary_rows(by_row: Runs) -> dict[str, dict[str, Any]]:
                 row[f"p_vs_{ref}_{m}"] = paired_p(by_row[ref], runs, m)
         out[name] = row
     return out
-
-
-def grid_choice(by_row: Runs) -> tuple[list[dict[str, Any]], Runs]:
-    """A grid group's rows are named ``<objective>-lr<LR>``: per objective, each LR's selected validation
-    answer NLL (first seed, label-free) and the LR with the lowest; and the group as if it had one row per
-    objective, the chosen LR's runs (with the zero-shot start), for :func:`start_table`."""
-    found: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for name, runs in by_row.items():
-        objective, sep, lr = name.rpartition("-lr")
-        if sep and objective in OBJECTIVES and runs[0].get("selection"):
-            found.setdefault(objective, {})[lr] = runs
-    rows, chosen_runs = [], {"zero-shot": by_row["zero-shot"]} if "zero-shot" in by_row else {}
-    for objective in sorted(found, key=list(OBJECTIVES).index):
-        by_lr = dict(sorted(found[objective].items(), key=lambda kv: -float(kv[0])))
-        nll = {lr: float(runs[0]["selection"]["selected_val_loss"]) for lr, runs in by_lr.items()}
-        lr = min(nll, key=lambda x: nll[x])
-        rows.append({"row": objective, "val_nll": nll, "lr": lr, "steps": by_lr[lr][0]["selection"]["selected_step"]})
-        chosen_runs[objective] = by_lr[lr]
-    return rows, chosen_runs
 
 
 def start_table(by_row: Runs) -> str:

@@ -15,6 +15,7 @@ from ..evaluation.evaluate import per_question, reader_metrics, retrieval_metric
 from ..evaluation.metrics import exact_match, f1_score
 from ..jsonsafe import dumps
 from ..readers.base import Reader
+from .grid import topk_doc_set
 
 PER_QUESTION = ("R@{k}", "bridge_R@{k}", "FullSupport@{k}")  # kept per question (every eval.ks) for paired tests
 PER_QUESTION_ONCE = ("RR",)  # and these, with the answer NLL given the top k where a reader ran
@@ -34,9 +35,7 @@ class AnswerMemo:
     @staticmethod
     def _keys(examples: Sequence[Example], scores: Sequence[Sequence[float]], k: int) -> list[tuple[str, tuple[int, ...]]]:
         """Each question's hard top-k doc set (ties to the lower index, as hard_topk)."""
-        return [
-            (ex.id, tuple(sorted(sorted(range(len(s)), key=lambda i: -s[i])[:k]))) for ex, s in zip(examples, scores, strict=True)
-        ]
+        return [(ex.id, topk_doc_set(list(s), k)) for ex, s in zip(examples, scores, strict=True)]
 
     def remember(self, examples: Sequence[Example], scores: Sequence[Sequence[float]], k: int, nll: Sequence[float]) -> None:
         """Take answer NLLs computed earlier (another process: a resumed plan) for these rankings' top-k.

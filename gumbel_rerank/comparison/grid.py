@@ -1,0 +1,85 @@
+"""Grid groups (rows ``<objective>-lr<LR>``): each objective's LR chosen by its own validation answer NLL,
+with the rows at one LR borrowed from a sibling group that ran the same configs (``grid_base.json``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..objectives import OBJECTIVES
+from .report import Runs, load_results, ordered
+
+GRID_BASE = "grid_base.json"  # in a grid group's folder: {"group": "<sibling group>", "lr": "<LR>"}
+
+
+def load_grid(sweep_dir: str | Path) -> Runs:
+    """:func:`load_results`, plus, for a grid group (rows ``<objective>-lr<LR>``) whose folder holds a
+    ``grid_base.json``, the seed-0 runs of the sibling group it names as the grid's rows at its LR: a grid
+    whose config at that LR is that group's (experiments/make_configs.py) does not run those rows twice.
+    A row the grid ran itself wins."""
+    sweep_dir = Path(sweep_dir)
+    by_row = load_results(sweep_dir)
+    path = sweep_dir / GRID_BASE
+    if not path.is_file():
+        return by_row
+    base = json.loads(path.read_text())
+    group, lr = (base.get("group"), base.get("lr")) if isinstance(base, dict) else (None, None)
+    if not (isinstance(group, str) and isinstance(lr, str) and group and Path(group).name == group):
+        raise ValueError(f'{path}: expected {{"group": "<a sibling group folder>", "lr": "<LR>"}}, got {base!r}')
+    start = by_row.get("zero-shot", [None])[0]
+    for name, runs in load_results(sweep_dir.parent / group).items():
+        first = [r for r in runs if r.get("seed") == 0]
+        if name != "zero-shot" and first and f"{name}-lr{lr}" not in by_row:
+            by_row[f"{name}-lr{lr}"] = [_start_values(r, start) for r in first]
+    return ordered(by_row)
+
+
+def topk_doc_set(scores: list[float], k: int) -> tuple[int, ...]:
+    """The hard top-k's doc indices, sorted (ties to the lower index, as hard_topk)."""
+    return tuple(sorted(sorted(range(len(scores)), key=lambda i: -scores[i])[:k]))
+
+
+def _start_values(run: dict[str, Any], start: dict[str, Any] | None) -> dict[str, Any]:
+    """``run`` (another group's, same questions) with the answer NLL of each question whose top-k docs are
+    the start's taken from ``start``: the same docs, so the same value, but computed in another process it
+    differs by float rounding (up to 2e-4 nats per token), all one way, and a paired test against the start
+    finds that systematic (a row that kept its start: +0.000 with p 0.012). ``AnswerMemo.remember`` does this
+    within a group."""
+    k = (run.get("config") or {}).get("objective", {}).get("k")
+    mine, theirs = run.get("per_question", {}).get("answer_nll"), (start or {}).get("per_question", {}).get("answer_nll")
+    scores, start_scores = run.get("held_out_scores"), (start or {}).get("held_out_scores")
+    if not (k and mine and theirs and scores and start_scores):
+        return run
+    if not len(mine) == len(theirs) == len(scores) == len(start_scores):
+        return run
+    nll = [
+        t if topk_doc_set(s, k) == topk_doc_set(z, k) else m
+        for m, t, s, z in zip(mine, theirs, scores, start_scores, strict=True)
+    ]
+    real = [v for v in nll if v is not None and v == v]
+    held_out = (
+        {**run["held_out"], "answer_nll": sum(real) / len(real)}
+        if real and "answer_nll" in run.get("held_out", {})
+        else run["held_out"]
+    )
+    return {**run, "held_out": held_out, "per_question": {**run["per_question"], "answer_nll": nll}}
+
+
+def grid_choice(by_row: Runs) -> tuple[list[dict[str, Any]], Runs]:
+    """A grid group's rows are named ``<objective>-lr<LR>``: per objective, each LR's selected validation
+    answer NLL (first seed, label-free) and the LR with the lowest; and the group as if it had one row per
+    objective, the chosen LR's runs (with the zero-shot start), for :func:`start_table`."""
+    found: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for name, runs in by_row.items():
+        objective, sep, lr = name.rpartition("-lr")
+        if sep and objective in OBJECTIVES and runs[0].get("selection"):
+            found.setdefault(objective, {})[lr] = runs
+    rows, chosen_runs = [], {"zero-shot": by_row["zero-shot"]} if "zero-shot" in by_row else {}
+    for objective in sorted(found, key=list(OBJECTIVES).index):
+        by_lr = dict(sorted(found[objective].items(), key=lambda kv: -float(kv[0])))
+        nll = {lr: float(runs[0]["selection"]["selected_val_loss"]) for lr, runs in by_lr.items()}
+        lr = min(nll, key=lambda x: nll[x])
+        rows.append({"row": objective, "val_nll": nll, "lr": lr, "steps": by_lr[lr][0]["selection"]["selected_step"]})
+        chosen_runs[objective] = by_lr[lr]
+    return rows, chosen_runs
