@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..data.schema import top_k_set
 from ..objectives import OBJECTIVES
-from .report import Runs, load_results, ordered
+from .report import Runs, defined_mean, load_results, ordered
 
 GRID_BASE = "grid_base.json"  # in a grid group's folder: {"group": "<sibling group>", "lr": "<LR>"}
 
@@ -35,11 +36,6 @@ def load_grid(sweep_dir: str | Path) -> Runs:
     return ordered(by_row)
 
 
-def topk_doc_set(scores: list[float], k: int) -> tuple[int, ...]:
-    """The hard top-k's doc indices, sorted (ties to the lower index, as hard_topk)."""
-    return tuple(sorted(sorted(range(len(scores)), key=lambda i: -scores[i])[:k]))
-
-
 def _start_values(run: dict[str, Any], start: dict[str, Any] | None) -> dict[str, Any]:
     """``run`` (another group's, same questions) with the answer NLL of each question whose top-k docs are
     the start's taken from ``start``: the same docs, so the same value, but computed in another process it
@@ -53,15 +49,10 @@ def _start_values(run: dict[str, Any], start: dict[str, Any] | None) -> dict[str
         return run
     if not len(mine) == len(theirs) == len(scores) == len(start_scores):
         return run
-    nll = [
-        t if topk_doc_set(s, k) == topk_doc_set(z, k) else m
-        for m, t, s, z in zip(mine, theirs, scores, start_scores, strict=True)
-    ]
-    real = [v for v in nll if v is not None and v == v]
+    nll = [t if top_k_set(s, k) == top_k_set(z, k) else m for m, t, s, z in zip(mine, theirs, scores, start_scores, strict=True)]
+    mean = defined_mean(nll)
     held_out = (
-        {**run["held_out"], "answer_nll": sum(real) / len(real)}
-        if real and "answer_nll" in run.get("held_out", {})
-        else run["held_out"]
+        {**run["held_out"], "answer_nll": mean} if mean is not None and "answer_nll" in run["held_out"] else run["held_out"]
     )
     return {**run, "held_out": held_out, "per_question": {**run["per_question"], "answer_nll": nll}}
 

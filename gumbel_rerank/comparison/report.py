@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,18 @@ def per_question_runs(rows: dict[str, dict[str, Any]], k: int) -> Runs:
     for name, entry in rows.items():
         held_out = {}
         for metric, vals in entry["per_question"].items():
-            real = [v for v in vals if v is not None and v == v]
-            if real:
-                held_out[metric] = sum(real) / len(real)
+            mean = defined_mean(vals)
+            if mean is not None:
+                held_out[metric] = mean
         run = {**entry, "row": entry.get("row", name.split(".seed")[0]), "held_out": held_out, "config": {"eval": {"ks": [k]}}}
         by_row.setdefault(run["row"], []).append(run)
     return ordered(by_row)
+
+
+def defined_mean(vals: Sequence[float | None]) -> float | None:
+    """The mean of the values that are defined (not None, not NaN); None when none is."""
+    real = [v for v in vals if v is not None and v == v]
+    return sum(real) / len(real) if real else None
 
 
 def value(res: dict[str, Any], metric: str) -> float | None:

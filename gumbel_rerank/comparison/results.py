@@ -11,11 +11,11 @@ from typing import Any
 
 from ..config import Config, ConfigError, from_dict
 from ..data import Example
+from ..data.schema import top_k_set
 from ..evaluation.evaluate import per_question, reader_metrics, retrieval_metrics, topk_answer_nll
 from ..evaluation.metrics import exact_match, f1_score
 from ..jsonsafe import dumps
 from ..readers.base import Reader
-from .grid import topk_doc_set
 
 PER_QUESTION = ("R@{k}", "bridge_R@{k}", "FullSupport@{k}")  # kept per question (every eval.ks) for paired tests
 PER_QUESTION_ONCE = ("RR",)  # and these, with the answer NLL given the top k where a reader ran
@@ -35,7 +35,7 @@ class AnswerMemo:
     @staticmethod
     def _keys(examples: Sequence[Example], scores: Sequence[Sequence[float]], k: int) -> list[tuple[str, tuple[int, ...]]]:
         """Each question's hard top-k doc set (ties to the lower index, as hard_topk)."""
-        return [(ex.id, topk_doc_set(list(s), k)) for ex, s in zip(examples, scores, strict=True)]
+        return [(ex.id, top_k_set(s, k)) for ex, s in zip(examples, scores, strict=True)]
 
     def remember(self, examples: Sequence[Example], scores: Sequence[Sequence[float]], k: int, nll: Sequence[float]) -> None:
         """Take answer NLLs computed earlier (another process: a resumed plan) for these rankings' top-k.

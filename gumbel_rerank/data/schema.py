@@ -199,6 +199,11 @@ def rank(scores: Sequence[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
 
 
+def top_k_set(scores: Sequence[float], k: int) -> tuple[int, ...]:
+    """The indices of the top-k docs of :func:`rank` (as hard_topk keeps them), in index order."""
+    return tuple(sorted(rank(scores)[:k]))
+
+
 def check_top_k(top_k: int | None) -> None:
     """Refuse a ``top_k`` below 1 (None keeps every document); ``rank`` calls it before any scoring."""
     if top_k is not None and top_k < 1:
