@@ -107,6 +107,52 @@ def test_select_val_loss_keeps_and_restores_the_best_checkpoint(tmp_path: Path, 
     assert (run / "selection.png").exists()
 
 
+def test_a_run_that_keeps_its_start_reports_the_starts_evaluation_without_running_it_again(
+    tmp_path: Path, bert_dir: str, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """An LR below float32 resolution: the weights never change, every validation point ties the start,
+    so step 0 is selected and the restored reranker is the start. Its held-out evaluation is the
+    start's, taken as is (one evaluation, not two)."""
+    cfg = small_config(
+        tmp_path,
+        bert_dir,
+        "data.num_train=10",
+        "data.num_val=3",
+        "train.steps=2",
+        "train.eval_every=1",
+        "train.select=val_loss",
+        "train.checkpoint_every=0",
+        "eval.generate=false",
+        "train.lr=1e-30",
+    )
+    import gumbel_rerank.training.loop as loop_module
+    from gumbel_rerank.evaluation.evaluate import evaluate
+
+    calls: list[int] = []
+
+    def counting(*args, **kw):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return evaluate(*args, **kw)
+
+    monkeypatch.setattr(loop_module, "evaluate", counting)
+    reader = make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+    result = train(cfg, progress=False, reader=reader)
+    full = json.loads((result.run_dir / "report.json").read_text())
+    assert full["selection"]["selected_step"] == 0 and full["selection"]["points"] == 3
+    assert len(calls) == 1  # the start's; the final evaluation reused it
+    assert full["after"] == full["before"] and "answer_nll" in full["after"]
+    assert set(full["p_values"].values()) == {1.0}
+    detail = json.loads((result.run_dir / "held_out_per_question.json").read_text())
+    assert detail["after"] == detail["before"]
+    # and the reused evaluation is what evaluating the saved reranker gives
+    saved = Reranker.from_pretrained(str(result.run_dir / "reranker"))
+    from gumbel_rerank.training.run_state import load_splits
+
+    again = evaluate(cfg, saved, reader, load_splits(cfg.data)[1], progress=False)
+    for name, value in full["after"].items():
+        assert again[name] == pytest.approx(value, abs=1e-5), name
+
+
 def test_patience_stops_early(tmp_path: Path, bert_dir: str) -> None:
     cfg = small_config(
         tmp_path,

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -137,17 +137,11 @@ ADIST_AGGREGATIONS = ("scores", "value_norm")
 ATLAS_NORM_TOKENS = 256  # Atlas divides its value-norm attention scores by 256 x layers x answer tokens
 
 
-@contextmanager
-def eager_attention(model: Any) -> Iterator[None]:
+def eager_attention(model: Any) -> AbstractContextManager[None]:
     """Attention probabilities are only returned by the eager kernel: switch to it for one call."""
-    old = model.config._attn_implementation
-    if old != "eager":
-        model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        if old != "eager":
-            model.set_attn_implementation(old)
+    from .attention import attention_kernel
+
+    return attention_kernel(model, "eager")
 
 
 def attention_per_doc(

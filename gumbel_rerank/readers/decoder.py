@@ -19,6 +19,7 @@ from transformers import DynamicCache
 
 from ..data.schema import Example, doc_text
 from ..masking import key_bias, log_weights
+from .attention import answer_kernel, attention_kernel
 from .base import (
     AnswerScores,
     attention_per_doc,
@@ -160,15 +161,18 @@ class DecoderReader:
         mask, cache = self._mask_and_cache(ctx, log_weights(doc_weights.to(device=ctx.ids.device, dtype=self.model.dtype)))
         checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
         self.model.train(checkpointed)  # HF recomputes layers only in training mode (no dropout is active: checked)
+        # checkpointed layers are recomputed in the backward, after the block: they keep the model's own kernel
+        kernel = self.model.config._attn_implementation if checkpointed else answer_kernel(self.model)
         try:
-            out = self.model(
-                input_ids=_repeat(ctx.ids, M),
-                attention_mask=mask,
-                position_ids=_repeat(ctx.pos, M),
-                **kv_cache(None if checkpointed else cache),
-                use_cache=not checkpointed,
-                logits_to_keep=T + 1,
-            )
+            with attention_kernel(self.model, kernel):
+                out = self.model(
+                    input_ids=_repeat(ctx.ids, M),
+                    attention_mask=mask,
+                    position_ids=_repeat(ctx.pos, M),
+                    **kv_cache(None if checkpointed else cache),
+                    use_cache=not checkpointed,
+                    logits_to_keep=T + 1,
+                )
         finally:
             self.model.eval()
         logp = torch.log_softmax(upcast(out.logits[:, :-1]), dim=-1)  # (B*M, T, V): predictions of the last T tokens

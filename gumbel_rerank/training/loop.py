@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -230,6 +231,17 @@ def _kept_scores(run: Run) -> list[list[float]] | None:
     return sel.best_held_out_scores
 
 
+def _kept_start(run: Run) -> dict[str, Any] | None:
+    """The start's held-out evaluation when selection kept the start (step 0): the restored reranker is
+    the start, so evaluating it again would give the same numbers (up to float rounding) at full cost."""
+    sel = run.selector
+    if sel is None or run.cfg.train.select != "val_loss" or sel.best_step != 0:
+        return None
+    if not run.before or "per_question" not in run.before:
+        return None
+    return copy.deepcopy(run.before)
+
+
 def _finish(run: Run, seconds_per_step: float, progress: bool, parts: dict[str, float]) -> TrainResult:
     """The selected reranker saved as reranker/, evaluated on the held-out questions; report.json
     (with ``seconds``: where this sitting's wall time went, by part)."""
@@ -250,7 +262,9 @@ def _finish(run: Run, seconds_per_step: float, progress: bool, parts: dict[str, 
     after_scores = _kept_scores(run)
     if after_scores is None:
         after_scores = score_all(reranker, run.held_out, batch_size=cfg.eval.batch_size, progress=progress)
-    after = evaluate(cfg, reranker, run.reader, run.held_out, progress=progress, scores=after_scores, detail=True)
+    after = _kept_start(run)
+    if after is None:
+        after = evaluate(cfg, reranker, run.reader, run.held_out, progress=progress, scores=after_scores, detail=True)
     parts["final_evaluation"] = time.perf_counter() - clock
     p_values = paired_tests(before, after)
     detail = {"before": before.pop("per_question", None), "after": after.pop("per_question", None)}
