@@ -25,7 +25,8 @@ rivals ``adist``/``emdr``/``pdist``/``loop``, ``cold`` (teacher computed in the 
 ``train.dropout: false``) except ``supervised-dropout`` (bf16, dropout on: the loop's default).
 ``-padded``/``-fastpadded``: ``gumbel``/``gumbel-fast`` with each question's docs encoded as one batch
 padded to the longest (``bucket_ratio`` 0, as before the length buckets of ``readers/parallel.py``).
-``-rbf16``: the reranker's forward and backward under
+``-fastsdpa``: ``gumbel-fast`` with the answer pass on transformers' ``sdpa`` kernel, as before the grouped
+kernel of ``readers/attention.py``. ``-rbf16``: the reranker's forward and backward under
 bf16 autocast (``reranker.precision: bf16``); ``gumbel-fast``: that and bf16 docs together. For
 these the run also reports the cosine between the reranker's bf16 and fp32 gradients on the same
 questions and noise (``grad_cosine``: mean, min over 4 questions).
@@ -36,6 +37,9 @@ questions and noise (``grad_cosine``: mean, min over 4 questions).
     python bench/train_step.py --sizes '' --rounds 3 --steps 3 \
         --variants supervised-rbf16,gumbel,gumbel-padded,gumbel-fast,gumbel-fastpadded \
         --out bench/results/train_step_buckets.json   # docs encoded in length buckets (issue 44)
+    python bench/train_step.py --sizes '' --rounds 3 --steps 3 \
+        --variants supervised-rbf16,gumbel,gumbel-fast,gumbel-fastsdpa,gumbel-cached \
+        --out bench/results/train_step_grouped.json   # the grouped answer kernel (issue 44)
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ VARIANTS = [
     "gumbel-fast",
     "gumbel-padded",
     "gumbel-fastpadded",
+    "gumbel-fastsdpa",
     "supervised-dropout",
     "adist-cold",
     "adist-cached",
@@ -120,7 +125,7 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
     model, tokenizer = load_causal_lm("smollm2-135m-instruct", dtype=torch.bfloat16 if teacher == "bf16" else torch.float32)
     if name == "naive":
         reader, name = naive_reader(model, tokenizer), "gumbel"
-    elif teacher in ("bf16docs", "fast", "fastpadded"):
+    elif teacher in ("bf16docs", "fast", "fastpadded", "fastsdpa"):
         reader = make_reader("parallel", model, tokenizer, max_doc_tokens=160, doc_dtype=torch.bfloat16)
     else:
         layout = "sequential" if teacher in ("sequential", "checkpointed") else "parallel"  # "bf16", "rbf16": parallel
@@ -132,6 +137,10 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
         reader = make_reader(layout, model, tokenizer, max_doc_tokens=160, **options)
     if teacher.endswith("padded"):  # the docs as one batch padded to the longest (before length buckets)
         reader.bucket_ratio = 0.0
+    if teacher.endswith("sdpa"):  # the answer pass on transformers' sdpa kernel (before readers/attention.py)
+        import gumbel_rerank.readers.decoder as decoder
+
+        decoder.answer_kernel = lambda model: model.config._attn_implementation
     cfg = ObjectiveConfig(name=name, k=5, log_hard_loss=False)
     cache = TeacherCache()
     objective: Any = OBJECTIVES[name](cfg, cache)
@@ -140,7 +149,7 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
         if teacher in ("rbf16", "fast")
         else []
     )
-    reranker.precision = "bf16" if teacher in ("rbf16", "fast", "fastpadded", "dropout") else "fp32"
+    reranker.precision = "bf16" if teacher in ("rbf16", "fast", "fastpadded", "fastsdpa", "dropout") else "fp32"
     reranker.train(teacher == "dropout")  # every other variant: eval mode (no dropout), as train.dropout=false
     optimizer = torch.optim.AdamW(reranker.parameters(), lr=1e-5)
     generator = torch.Generator().manual_seed(0)
@@ -213,6 +222,7 @@ def ratios(s: dict[str, float]) -> list[str]:
         ("G-Rerank cached / its floor (fp32)", "gumbel-cached", "supervised", "target <= 1.3"),
         ("G-Rerank, docs in length buckets / one padded batch (fp32)", "gumbel", "gumbel-padded", ""),
         ("G-Rerank fast, length buckets / one padded batch", "gumbel-fast", "gumbel-fastpadded", ""),
+        ("G-Rerank fast, grouped answer kernel / sdpa", "gumbel-fast", "gumbel-fastsdpa", "readers/attention.py"),
         ("supervised floor, dropout on / off (bf16)", "supervised-dropout", "supervised-rbf16", "what train.dropout costs"),
     ]
     return [f"{label} = {s[a] / s[b]:.2f}" + (f" ({note})" if note else "") for label, a, b, note in want if a in s and b in s]

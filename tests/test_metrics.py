@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import random
+import re
+import string
 
 import ir_measures
 import pytest
 from ir_measures import RR, R, ScoredDoc, nDCG
 
-from gumbel_rerank.data.schema import rank
+from gumbel_rerank.data.schema import normalize_answer, rank
 from gumbel_rerank.evaluation.metrics import (
     exact_match,
     f1_score,
@@ -76,3 +78,29 @@ def test_rank_ties_go_to_lower_index() -> None:
 def test_em_f1_hand_checked_official_logic(pred: str, gold: list[str], em: float, f1: float) -> None:
     assert exact_match(pred, gold) == em
     assert f1_score(pred, gold) == pytest.approx(f1)
+
+
+def official_normalize(s: str) -> str:
+    """normalize_answer of the official SQuAD v1.1 / HotpotQA evaluation script, as published."""
+
+    def remove_articles(text: str) -> str:
+        return re.sub(r"\b(a|an|the)\b", " ", text)
+
+    def white_space_fix(text: str) -> str:
+        return " ".join(text.split())
+
+    def remove_punc(text: str) -> str:
+        exclude = set(string.punctuation)
+        return "".join(ch for ch in text if ch not in exclude)
+
+    return white_space_fix(remove_articles(remove_punc(s.lower())))
+
+
+def test_answer_normalisation_equals_the_official_script() -> None:
+    rng = random.Random(0)
+    alphabet = string.printable + "éÉß—–“”‘’…ﬁ°½"
+    cases = ["The  Eiffel-Tower!", "an apple a day", "A.B.C", "\u00a0the\tend\n"] + [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80))) for _ in range(2000)
+    ]
+    for text in cases:
+        assert normalize_answer(text) == official_normalize(text), repr(text)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import make_examples
 
+from gumbel_rerank.buckets import length_groups
+from gumbel_rerank.data.schema import doc_text
 from gumbel_rerank.rerankers import MISSING, Reranker
 
 
@@ -87,3 +90,31 @@ def test_score_all_sorts_pairs_across_questions_and_keeps_each_questions_scores(
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-5, rtol=0)
     assert score_all(r, []) == [] and r.predict([]) == [] and r.training
+
+
+@pytest.mark.parametrize("kind", ["cross", "bi"])
+def test_scoring_in_length_groups_equals_one_padded_batch_scores_and_gradients(bert_dir: str, kind: str) -> None:
+    """score() runs its inputs in groups of similar length; padding is masked, so the scores and the
+    gradients equal those of one batch padded to the longest input (bucket_ratio 0)."""
+    r = Reranker.from_pretrained(bert_dir, kind=kind, max_length=64)
+    examples = [  # docs of very different lengths (some cut at max_length), as real paragraphs are
+        dataclasses.replace(ex, docs=tuple(dataclasses.replace(d, text=d.text[: 3 + 9 * n]) for n, d in enumerate(ex.docs)))
+        for ex in make_examples()
+    ]
+    texts = [doc_text(d.title, d.text) for ex in examples for d in ex.docs]
+    queries = [ex.question for ex in examples for _ in ex.docs]
+    enc = r.encode_pairs(queries, texts) if kind == "cross" else r.tokenizer(texts, truncation=True, max_length=64)
+    lengths = [len(ids) for ids in enc["input_ids"]]
+    assert len(length_groups(lengths, r.bucket_ratio)) >= 2  # the fixture's docs do split into groups
+    out = {}
+    for ratio in (r.bucket_ratio, 0.0):
+        r.bucket_ratio = ratio
+        r.zero_grad()
+        scores = r.score(examples)
+        scores.sum().backward()
+        out[ratio] = (scores.detach(), [p.grad.clone() for p in r.parameters() if p.grad is not None])
+    (grouped, g_grads), (padded, p_grads) = out.values()
+    torch.testing.assert_close(grouped, padded, atol=1e-5, rtol=0)
+    assert len(g_grads) == len(p_grads) > 0
+    for a, b in zip(g_grads, p_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

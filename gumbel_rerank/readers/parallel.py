@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from ..buckets import BUCKET_RATIO, length_groups
 from ..data.schema import Example, num_docs
 from ..masking import causal_block, key_bias, padding_bias
 from .base import cache_of, kv_cache, to_device
@@ -43,7 +44,7 @@ class ParallelReader(DecoderReader):
         self.doc_model = self._doc_model(doc_dtype)
         # each question's docs are encoded in batches whose every doc is at least this share of the batch's
         # longest (length_buckets; 0: one padded batch)
-        self.bucket_ratio = 0.8
+        self.bucket_ratio = BUCKET_RATIO
 
     def _doc_model(self, doc_dtype: torch.dtype | None) -> Any:
         """The model the docs are encoded with: the reader itself, or a frozen copy in ``doc_dtype``
@@ -202,11 +203,4 @@ def length_buckets(docs: list[tuple[int, ...]], ratio: float) -> list[list[tuple
     batch's first (longest): a batch pads at most ``1 - ratio`` of its positions. HotpotQA's 10 paragraphs
     a question (up to 160 tokens, mean 116) pad 27% of a single batch and 4% bucketed at 0.8. The
     encodings do not depend on the batching (padding is masked). ``ratio`` 0: one padded batch."""
-    ordered = sorted(docs, key=len, reverse=True)
-    buckets: list[list[tuple[int, ...]]] = []
-    for d in ordered:
-        if buckets and len(d) >= ratio * len(buckets[-1][0]):
-            buckets[-1].append(d)
-        else:
-            buckets.append([d])
-    return buckets
+    return [[docs[i] for i in group] for group in length_groups([len(d) for d in docs], ratio)]
