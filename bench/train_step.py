@@ -22,11 +22,15 @@ AVX512-BF16 on the no-gradient part only), ``gumbel-bf16`` and ``naive-bf16`` (t
 bf16, ``reader.dtype``, so that naive / ours compares equal precisions); the
 rivals ``adist``/``emdr``/``pdist``/``loop``, ``cold`` (teacher computed in the step) and
 ``cached`` (teacher already in the cache). Every variant scores in eval mode (no dropout; the loop's
-``train.dropout: false``) except ``supervised-dropout`` (bf16, dropout on: the loop's default).
-``-padded``/``-fastpadded``: ``gumbel``/``gumbel-fast`` with each question's docs encoded as one batch
-padded to the longest (``bucket_ratio`` 0, as before the length buckets of ``readers/parallel.py``).
-``-fastsdpa``: ``gumbel-fast`` with the answer pass on transformers' ``sdpa`` kernel, as before the grouped
-kernel of ``readers/attention.py``. ``-rbf16``: the reranker's forward and backward under
+``train.dropout: false``) except ``supervised-dropout`` (bf16, dropout on: the loop's default) and
+``-default``. ``-padded``/``-fastpadded``: ``gumbel``/``gumbel-fast`` with each question's docs encoded
+as one batch padded to the longest (``bucket_ratio`` 0, as before the length buckets of
+``readers/parallel.py``). ``-default``: what ``gumbel-rerank train`` runs by default on this machine
+(``reader.doc_dtype`` and ``reranker.precision`` auto, dropout on, the hard-top-k loss logged);
+``-defaultbefore``: the same with the reranker's inputs in one padded batch and the answer pass on
+``sdpa``, as before the reranker's length groups and ``readers/attention.py``;
+``supervised-dropoutpadded``: the dropout floor with one padded batch. ``-fastsdpa``: ``gumbel-fast``
+with the answer pass on ``sdpa``. ``-rbf16``: the reranker's forward and backward under
 bf16 autocast (``reranker.precision: bf16``); ``gumbel-fast``: that and bf16 docs together. For
 these the run also reports the cosine between the reranker's bf16 and fp32 gradients on the same
 questions and noise (``grad_cosine``: mean, min over 4 questions).
@@ -40,6 +44,9 @@ questions and noise (``grad_cosine``: mean, min over 4 questions).
     python bench/train_step.py --sizes '' --rounds 3 --steps 3 \
         --variants supervised-rbf16,gumbel,gumbel-fast,gumbel-fastsdpa,gumbel-cached \
         --out bench/results/train_step_grouped.json   # the grouped answer kernel (issue 44)
+    python bench/train_step.py --sizes '' --rounds 3 --steps 3 \
+        --variants gumbel,supervised-dropout,supervised-dropoutpadded,gumbel-default,gumbel-defaultbefore \
+        --out bench/results/train_step_default.json   # the default step against its floor (issue 44)
 """
 
 from __future__ import annotations
@@ -72,6 +79,9 @@ VARIANTS = [
     "gumbel-fastpadded",
     "gumbel-fastsdpa",
     "supervised-dropout",
+    "supervised-dropoutpadded",
+    "gumbel-default",
+    "gumbel-defaultbefore",
     "adist-cold",
     "adist-cached",
     "emdr-cold",
@@ -112,6 +122,7 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
     """Time ``steps`` training steps of one variant in this process (after one warm-up step)."""
     import torch
 
+    from gumbel_rerank import devices
     from gumbel_rerank.config import ObjectiveConfig
     from gumbel_rerank.models import load_causal_lm
     from gumbel_rerank.objectives import OBJECTIVES, Batch, TeacherCache
@@ -122,11 +133,15 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
     questions = hotpot_questions(steps + 1, num_docs)
     reranker = Reranker.from_pretrained("all-minilm-l6-v2", kind="cross", max_length=256)
     name, _, teacher = variant.partition("-")
+    default = teacher.startswith("default")  # what `gumbel-rerank train` runs by default on this machine
     model, tokenizer = load_causal_lm("smollm2-135m-instruct", dtype=torch.bfloat16 if teacher == "bf16" else torch.float32)
     if name == "naive":
         reader, name = naive_reader(model, tokenizer), "gumbel"
     elif teacher in ("bf16docs", "fast", "fastpadded", "fastsdpa"):
         reader = make_reader("parallel", model, tokenizer, max_doc_tokens=160, doc_dtype=torch.bfloat16)
+    elif default:  # reader.doc_dtype auto, as the loop resolves it
+        docs = devices.doc_dtype("auto", model.dtype, model.device)
+        reader = make_reader("parallel", model, tokenizer, max_doc_tokens=160, doc_dtype=docs, doc_cache_mb=0)
     else:
         layout = "sequential" if teacher in ("sequential", "checkpointed") else "parallel"  # "bf16", "rbf16": parallel
         options = (
@@ -137,11 +152,13 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
         reader = make_reader(layout, model, tokenizer, max_doc_tokens=160, **options)
     if teacher.endswith("padded"):  # the docs as one batch padded to the longest (before length buckets)
         reader.bucket_ratio = 0.0
-    if teacher.endswith("sdpa"):  # the answer pass on transformers' sdpa kernel (before readers/attention.py)
+    if teacher in ("dropoutpadded", "defaultbefore"):  # the reranker's inputs as one padded batch (before length groups)
+        reranker.bucket_ratio = 0.0
+    if teacher.endswith(("sdpa", "before")):  # the answer pass on transformers' sdpa kernel (before readers/attention.py)
         import gumbel_rerank.readers.decoder as decoder
 
         decoder.answer_kernel = lambda model: model.config._attn_implementation
-    cfg = ObjectiveConfig(name=name, k=5, log_hard_loss=False)
+    cfg = ObjectiveConfig(name=name, k=5, log_hard_loss=default)  # the default logs the hard-top-k loss too
     cache = TeacherCache()
     objective: Any = OBJECTIVES[name](cfg, cache)
     cosines = (
@@ -149,8 +166,10 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
         if teacher in ("rbf16", "fast")
         else []
     )
-    reranker.precision = "bf16" if teacher in ("rbf16", "fast", "fastpadded", "fastsdpa", "dropout") else "fp32"
-    reranker.train(teacher == "dropout")  # every other variant: eval mode (no dropout), as train.dropout=false
+    bf16 = ("rbf16", "fast", "fastpadded", "fastsdpa", "dropout", "dropoutpadded")
+    reranker.precision = "auto" if default else "bf16" if teacher in bf16 else "fp32"
+    # dropout on, as the loop trains by default; every other variant in eval mode, as train.dropout=false
+    reranker.train(default or teacher.startswith("dropout"))
     optimizer = torch.optim.AdamW(reranker.parameters(), lr=1e-5)
     generator = torch.Generator().manual_seed(0)
     if teacher == "cached":  # fill the cache first, outside the timing
@@ -224,6 +243,9 @@ def ratios(s: dict[str, float]) -> list[str]:
         ("G-Rerank fast, length buckets / one padded batch", "gumbel-fast", "gumbel-fastpadded", ""),
         ("G-Rerank fast, grouped answer kernel / sdpa", "gumbel-fast", "gumbel-fastsdpa", "readers/attention.py"),
         ("supervised floor, dropout on / off (bf16)", "supervised-dropout", "supervised-rbf16", "what train.dropout costs"),
+        ("supervised floor with dropout, length groups / one padded batch", "supervised-dropout", "supervised-dropoutpadded", ""),
+        ("G-Rerank default / its floor (dropout on, as the loop)", "gumbel-default", "supervised-dropout", "target <= 2.0"),
+        ("G-Rerank default / as before length groups and the grouped kernel", "gumbel-default", "gumbel-defaultbefore", ""),
     ]
     return [f"{label} = {s[a] / s[b]:.2f}" + (f" ({note})" if note else "") for label, a, b, note in want if a in s and b in s]
 
