@@ -171,7 +171,7 @@ LAYERS = {
     "ground": ("ground",),
 }
 GROUND = {"data", "config", "jsonsafe", "models", "devices"}
-METHOD = {"topk", "masking", "readers", "rerankers", "onnx_reranker", "prefix_cache", "objectives"}
+METHOD = {"topk", "masking", "buckets", "readers", "rerankers", "onnx_reranker", "prefix_cache", "objectives"}
 
 
 def layer_of(module: str) -> str | None:
