@@ -53,7 +53,8 @@ class Reranker(Ranks, nn.Module):
         self.prefix_cache: Any = None  # see keep_frozen_prefix
         self.precision = "fp32"  # reranker.precision: auto | fp32 | bf16, for scoring with a gradient (training)
         # score()'s inputs run in groups whose every input is at least this share of the group's longest
-        # (0: one padded batch); 0.65 was the fastest of {0, 0.5, 0.65, 0.8} for MiniLM in training mode
+        # (0: one padded batch); with dropout, 0.65 was the fastest of {0, 0.5, 0.65, 0.8} for the MiniLM
+        # bi-encoder and within 9% of the fastest for the cross-encoder (bench/reranker_step.py)
         self.bucket_ratio = 0.65
 
     def keep_frozen_prefix(self, budget_mb: float) -> bool:
@@ -153,7 +154,7 @@ class Reranker(Ranks, nn.Module):
         each padded to its own longest; the outputs in input order. Padding costs the encoder linearly
         and its attention quadratically: in training mode more so, since attention dropout takes
         PyTorch's unfused kernel (HotpotQA's 20 paragraphs a step padded to 256 tokens, mean about 100:
-        MiniLM's training step with dropout 2.2 s -> 0.8 s, docs/benchmarks.md)."""
+        MiniLM's training step with dropout 2.43 s -> 1.03 s, bench/reranker_step.py)."""
         outs, order = [], []
         for group in length_groups([len(ids) for ids in enc["input_ids"]], self.bucket_ratio):
             batch = self.tokenizer.pad({k: [enc[k][i] for i in group] for k in enc}, return_tensors="pt")
