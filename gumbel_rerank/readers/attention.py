@@ -9,7 +9,7 @@ which scales the copied keys too. :func:`grouped_attention` computes the same so
 with the query heads of a key/value head stacked into one matrix product: no copies, the scale
 applied to the few query rows. On the CPU it is what the answer pass runs
 (:meth:`~gumbel_rerank.readers.decoder.DecoderReader.answer_logprob`); results agree with ``sdpa``
-to float rounding (tests/test_readers.py). Measured in docs/benchmarks.md.
+to float rounding (tests/test_attention.py). Measured in docs/benchmarks.md.
 """
 
 from __future__ import annotations
