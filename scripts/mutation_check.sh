@@ -26,3 +26,5 @@ run gumbel_rerank/prefix_cache.py "        return self._run(layers[depth:], hidd
 run gumbel_rerank/objectives/reinforce.py "base = (reward.sum(1, keepdim=True) - reward) / (S - 1)  # leave-one-out" "base = reward.sum(1, keepdim=True) / S  # leave-one-out" tests/test_reinforce.py
 run gumbel_rerank/objectives/reinforce.py "                base = answer_nll(reader, batch, greedy.unsqueeze(1))" "                base = reward" tests/test_reinforce.py
 run gumbel_rerank/objectives/reinforce.py "out = out + theta.gather(-1, pick).squeeze(-1) - torch.logsumexp(remaining, dim=-1)" "out = out + theta.gather(-1, pick).squeeze(-1) - torch.logsumexp(theta, dim=-1)" tests/test_reinforce.py
+run gumbel_rerank/readers/attention.py "torch.finfo(logits.dtype).min) if is_bool else logits + mask" "torch.finfo(logits.dtype).min) if is_bool else logits" tests/test_attention.py
+run gumbel_rerank/rerankers.py "        return out[torch.argsort(torch.tensor(order, device=out.device))]" "        return out" tests/test_rerankers.py
