@@ -77,7 +77,7 @@ def main() -> None:
             t_back = time.perf_counter() - t
             reranker.zero_grad(set_to_none=True)
             if r:
-                for key, value in zip(parts, (t_scores, t_plain, t_log, t_back)):
+                for key, value in zip(parts, (t_scores, t_plain, t_log, t_back), strict=True):
                     parts[key].append(value)
     result = {key: median(values) for key, values in parts.items()}
     result["hard_loss_log"] = result["forward_with_log"] - result["objective_forward"]

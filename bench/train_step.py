@@ -28,8 +28,9 @@ as one batch padded to the longest (``bucket_ratio`` 0, as before the length buc
 ``readers/parallel.py``). ``-default``: what ``gumbel-rerank train`` runs by default on this machine
 (``reader.doc_dtype`` and ``reranker.precision`` auto, dropout on, the hard-top-k loss logged);
 ``-defaultcached``: the default with the docs' encodings already in the reader's doc cache (as from
-the second epoch on, or in any row after the first of a group); ``-defaultbefore``: the same with the reranker's inputs in one padded batch and the answer pass on
-``sdpa``, as before the reranker's length groups and ``readers/attention.py``;
+the second epoch on, or in any row after the first of a group); ``-defaultbefore``: ``-default`` with
+the reranker's inputs in one padded batch and the answer pass on ``sdpa``, as before the reranker's
+length groups and ``readers/attention.py``;
 ``supervised-dropoutpadded``: the dropout floor with one padded batch. ``-fastsdpa``: ``gumbel-fast``
 with the answer pass on ``sdpa``. ``-rbf16``: the reranker's forward and backward under
 bf16 autocast (``reranker.precision: bf16``); ``gumbel-fast``: that and bf16 docs together. For

@@ -589,6 +589,17 @@ def test_a_grid_group_chooses_each_objectives_lr_by_validation_nll_and_tests_it_
     assert "| supervised (uses labels) | 1 | +1.0 (p " in block
 
 
+def test_an_lr_within_float_rounding_of_the_lowest_validation_nll_is_a_tie_that_the_grids_first_lr_wins() -> None:
+    """ADist kept its start at 1e-4 and at 3e-5 in the cross grid: the same reranker, whose validation NLL
+    the two processes rounded 7e-6 apart. That is no reason to rerun it at 3e-5; a real gap still wins."""
+    from gumbel_rerank.comparison.grid import LR_TIE, choose_lr
+
+    assert choose_lr({"1e-4": 2.4284094989, "3e-5": 2.4284021537, "1e-5": 2.5}) == "1e-4"
+    assert choose_lr({"1e-4": 2.174, "3e-5": 2.174 - 2 * LR_TIE, "1e-5": 2.3}) == "3e-5"
+    assert choose_lr({"1e-4": 2.3, "3e-5": 2.2, "1e-5": 2.2 - LR_TIE / 2}) == "3e-5"  # within the tie: the earlier
+    assert choose_lr({"3e-5": 2.0}) == "3e-5"
+
+
 def test_only_the_named_rows_run_in_the_order_named(tmp_path: Path, bert_dir: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import gumbel_rerank.comparison.plan as plan
 

@@ -12,6 +12,17 @@ from ..objectives import OBJECTIVES
 from .report import Runs, defined_mean, load_results, ordered
 
 GRID_BASE = "grid_base.json"  # in a grid group's folder: {"group": "<sibling group>", "lr": "<LR>"}
+# Validation answer NLLs closer than this (nats per token) are a tie. The same checkpoint evaluated in two
+# processes differs by float rounding (7e-6 for ADist's start in the cross grid, up to 2e-4 a question).
+LR_TIE = 1e-3
+
+
+def choose_lr(val_nll: dict[str, float]) -> str:
+    """The LR whose selected checkpoint has the lowest validation answer NLL; within :data:`LR_TIE` of the
+    lowest, the first in ``val_nll``'s order (the grids list their base LR first, the one already run
+    with every seed). Two rows that both kept their start (step 0) are the same reranker: a tie."""
+    best = min(val_nll.values())
+    return next(lr for lr, nll in val_nll.items() if nll <= best + LR_TIE)
 
 
 def load_grid(sweep_dir: str | Path) -> Runs:
@@ -59,7 +70,8 @@ def _start_values(run: dict[str, Any], start: dict[str, Any] | None) -> dict[str
 
 def grid_choice(by_row: Runs) -> tuple[list[dict[str, Any]], Runs]:
     """A grid group's rows are named ``<objective>-lr<LR>``: per objective, each LR's selected validation
-    answer NLL (first seed, label-free) and the LR with the lowest; and the group as if it had one row per
+    answer NLL (first seed, label-free) and the LR with the lowest (:func:`choose_lr`, ties to the higher
+    LR); and the group as if it had one row per
     objective, the chosen LR's runs (with the zero-shot start), for :func:`start_table`."""
     found: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for name, runs in by_row.items():
@@ -70,7 +82,7 @@ def grid_choice(by_row: Runs) -> tuple[list[dict[str, Any]], Runs]:
     for objective in sorted(found, key=list(OBJECTIVES).index):
         by_lr = dict(sorted(found[objective].items(), key=lambda kv: -float(kv[0])))
         nll = {lr: float(runs[0]["selection"]["selected_val_loss"]) for lr, runs in by_lr.items()}
-        lr = min(nll, key=lambda x: nll[x])
+        lr = choose_lr(nll)
         rows.append({"row": objective, "val_nll": nll, "lr": lr, "steps": by_lr[lr][0]["selection"]["selected_step"]})
         chosen_runs[objective] = by_lr[lr]
     return rows, chosen_runs
