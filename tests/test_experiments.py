@@ -632,6 +632,41 @@ def test_only_the_named_rows_run_in_the_order_named(tmp_path: Path, bert_dir: st
     assert not (tmp_path / "results" / "grid" / "runs" / "pdist-lr1e-3.seed0.json").exists()
 
 
+def test_a_row_the_plan_gives_its_own_seeds_runs_those_and_the_others_the_groups(
+    tmp_path: Path, bert_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grid row whose LR its objective chose gets every seed; the group's other rows keep seed 0."""
+    import gumbel_rerank.comparison.plan as plan
+    from experiments.paper import planned_rows
+    from gumbel_rerank.comparison.plan import load_row_seeds
+
+    monkeypatch.setattr(
+        plan, "build_reader", lambda cfg, device=None: make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
+    )
+    folder = tmp_path / "configs" / "grid"
+    folder.mkdir(parents=True)
+    for row, name in {"pdist-lr1e-4": "pdist", "lsr-lr1e-4": "lsr"}.items():
+        cfg = small_config(tmp_path, bert_dir, f"objective.name={name}", "train.checkpoint_every=0", "train.steps=1")
+        (folder / f"{row}.yaml").write_text(dump(cfg))
+    for bad in ("grid: {seeds: [0], rows: {lsr-lr1e-4: []}}", "grid: {seeds: [0], other: 1}", "grid: {rows: {}}"):
+        (tmp_path / "plan.yaml").write_text(bad + "\n")
+        with pytest.raises(ConfigError, match="group 'grid'"):
+            load_plan(tmp_path / "plan.yaml")
+    (tmp_path / "plan.yaml").write_text("grid: {seeds: [0], rows: {lsr-lr9: [0, 1]}}\n")
+    with pytest.raises(ConfigError, match=r"gives seeds to row\(s\) \['lsr-lr9'\] it does not have"):
+        run_plan(tmp_path, work=tmp_path / "work", progress=False)
+    (tmp_path / "plan.yaml").write_text("grid: {seeds: [0], rows: {lsr-lr1e-4: [0, 1]}}\n")
+    assert load_plan(tmp_path / "plan.yaml") == {"grid": [0]}
+    assert load_row_seeds(tmp_path / "plan.yaml") == {"grid": {"lsr-lr1e-4": [0, 1]}}
+    assert planned_rows(tmp_path) == {"grid": 3}
+    run_plan(tmp_path, work=tmp_path / "work", progress=False)
+    runs = sorted(p.name for p in (tmp_path / "results" / "grid" / "runs").glob("*.seed*.json"))
+    assert runs == ["lsr-lr1e-4.seed0.json", "lsr-lr1e-4.seed1.json", "pdist-lr1e-4.seed0.json"]
+    heard: list[str] = []
+    run_plan(tmp_path, work=tmp_path / "work", progress=False, max_seeds=1, on_result=heard.append)
+    assert heard == ["grid: 2 rows x seeds [0], lsr-lr1e-4 x seeds [0]"]  # nothing left to run at seed 0
+
+
 class SittingEndedError(Exception):
     """The end of a sitting, in the middle of a row."""
 

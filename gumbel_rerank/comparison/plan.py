@@ -1,5 +1,6 @@
-"""A plan: ``plan.yaml`` (group -> seeds) over ``configs/<group>/*.yaml``, run group by group with one
-reader per reader config (:func:`run_plan`; ``experiments/run.py`` is its command line)."""
+"""A plan: ``plan.yaml`` (group -> seeds, some rows may have their own) over ``configs/<group>/*.yaml``,
+run group by group with one reader per reader config (:func:`run_plan`; ``experiments/run.py`` is its
+command line)."""
 
 from __future__ import annotations
 
@@ -15,16 +16,49 @@ from ..readers import build_reader
 from ..readers.base import Reader
 from .sweep import load_group, run_group
 
+PLAN_FORMAT = (
+    "must map each group name to a non-empty list of integer seeds, e.g. hotpotqa: [0, 1, 2], or to "
+    "{seeds: [0], rows: {<row>: [0, 1, 2]}} where some rows get other seeds than the group's"
+)
+
+
+def _seeds(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
+
+
+def _entries(path: str | Path) -> dict[str, tuple[list[int], dict[str, list[int]]]]:
+    """Group -> (its seeds, the rows that get other seeds -> theirs)."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {PLAN_FORMAT}")
+    out = {}
+    for group, value in raw.items():
+        if isinstance(value, dict):
+            rows = value.get("rows", {})
+            if not (
+                set(value) <= {"seeds", "rows"}
+                and _seeds(value.get("seeds"))
+                and isinstance(rows, dict)
+                and all(isinstance(r, str) and _seeds(s) for r, s in rows.items())
+            ):
+                raise ConfigError(f"{path}: group {group!r}: {PLAN_FORMAT}")
+            out[str(group)] = (list(value["seeds"]), {r: list(s) for r, s in rows.items()})
+        elif _seeds(value):
+            out[str(group)] = (list(value), {})
+        else:
+            raise ConfigError(f"{path}: group {group!r}: {PLAN_FORMAT}")
+    return out
+
 
 def load_plan(path: str | Path) -> dict[str, list[int]]:
-    """``plan.yaml``: a mapping group -> list of seeds."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(raw, dict) or not all(
-        isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-        for seeds in raw.values()
-    ):
-        raise ConfigError(f"{path}: must map each group name to a non-empty list of integer seeds, e.g. hotpotqa: [0, 1, 2]")
-    return {str(group): list(seeds) for group, seeds in raw.items()}
+    """``plan.yaml``: group -> the seeds its rows run (:func:`load_row_seeds` for rows that run others)."""
+    return {group: seeds for group, (seeds, _) in _entries(path).items()}
+
+
+def load_row_seeds(path: str | Path) -> dict[str, dict[str, list[int]]]:
+    """``plan.yaml``: group -> {row: seeds} for the rows that run other seeds than their group's, e.g. a grid
+    row whose LR its objective chose, which then gets every seed (``{seeds: [0], rows: {...}}``)."""
+    return {group: rows for group, (_, rows) in _entries(path).items() if rows}
 
 
 def run_plan(
@@ -46,6 +80,10 @@ def run_plan(
     those rows of the chosen groups, exactly in that order."""
     root = Path(experiments)
     plan = {g: seeds[:max_seeds] if max_seeds else seeds for g, seeds in load_plan(root / "plan.yaml").items()}
+    row_seeds = {
+        g: {r: seeds[:max_seeds] if max_seeds else seeds for r, seeds in by_row.items()}
+        for g, by_row in load_row_seeds(root / "plan.yaml").items()
+    }
     unknown = [g for g in groups if g not in plan]
     if unknown:
         raise ConfigError(f"unknown group(s) {unknown}; plan.yaml has {', '.join(plan)}")
@@ -61,13 +99,18 @@ def run_plan(
     readers: dict[Any, Reader] = {}
     done = []
     for group in chosen:
+        unknown_rows = set(row_seeds.get(group, {})) - {row.name for row in load_group(root / "configs" / group)}
+        if unknown_rows:
+            raise ConfigError(f"plan.yaml: group {group} gives seeds to row(s) {sorted(unknown_rows)} it does not have")
+    for group in chosen:
         reader_cfg = rows[group][0].cfg.reader
         if reader_cfg not in readers:
             readers.clear()  # one reader in memory at a time
             readers[reader_cfg] = build_reader(reader_cfg, device=devices.pick(rows[group][0].cfg.train.device))
         note = (lambda text, g=group: on_result(f"{g}/{text}")) if on_result else None
         if on_result:
-            on_result(f"{group}: {len(rows[group])} rows x seeds {plan[group]}")
+            others = "".join(f", {r} x seeds {seeds}" for r, seeds in row_seeds.get(group, {}).items())
+            on_result(f"{group}: {len(rows[group])} rows x seeds {plan[group]}{others}")
         out = run_group(
             rows[group],
             plan[group],
@@ -80,6 +123,7 @@ def run_plan(
             # and other-LR groups read the main group's teachers and an adapted reader computes its own
             teacher_dir=Path(work) / "teacher_cache",
             order=only_rows,
+            row_seeds=row_seeds.get(group, {}),
         )
         done.append(out)
         if after_group:

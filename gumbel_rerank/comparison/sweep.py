@@ -23,7 +23,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,8 +124,10 @@ def run_group(
     on_result: Callable[[str], None] | None = None,
     teacher_dir: str | Path | None = None,
     order: Sequence[str] = (),
+    row_seeds: Mapping[str, Sequence[int]] | None = None,
 ) -> Path:
     """Train every (row, seed) not yet in ``out/runs`` (run folders under ``work``); return ``out``.
+    Every row runs ``seeds``, except those ``row_seeds`` names, which run theirs.
     Teachers are kept in ``train.teacher_cache``, else ``teacher_dir``, else ``work/teacher_cache``.
     Rows run in registry order (``row_order``) with the positive control (``supervised``) first, or
     exactly in ``order`` (row names) where given."""
@@ -174,8 +176,12 @@ def run_group(
         if on_result:
             on_result("zero-shot")
     kept_bottom: Any = None  # a PrefixCache, once a row made one
-    for seed in seeds:  # every row gets seed 0 before any row gets seed 1
+    row_seeds = row_seeds or {}
+    every_seed = list(dict.fromkeys([*seeds, *sorted({s for these in row_seeds.values() for s in these})]))
+    for seed in every_seed:  # every row gets seed 0 before any row gets seed 1
         for row in rows:
+            if seed not in row_seeds.get(row.name, seeds):
+                continue
             path = runs / f"{row.name}.seed{seed}.json"
             if path.exists():
                 _reuse(path, row.cfg.to_dict(), f"{row.name}.yaml")
