@@ -71,8 +71,8 @@ def _start_values(run: dict[str, Any], start: dict[str, Any] | None) -> dict[str
 def grid_choice(by_row: Runs) -> tuple[list[dict[str, Any]], Runs]:
     """A grid group's rows are named ``<objective>-lr<LR>``: per objective, each LR's selected validation
     answer NLL (first seed, label-free) and the LR with the lowest (:func:`choose_lr`, ties to the higher
-    LR); and the group as if it had one row per
-    objective, the chosen LR's runs (with the zero-shot start), for :func:`start_table`."""
+    LR); and the group as if it had one row per objective, the chosen LR's runs (with the zero-shot
+    start), for :func:`start_table`."""
     found: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for name, runs in by_row.items():
         objective, sep, lr = name.rpartition("-lr")

@@ -89,6 +89,10 @@ def run_plan(
         raise ConfigError(f"unknown group(s) {unknown}; plan.yaml has {', '.join(plan)}")
     chosen = [g for g in plan if not groups or g in groups]
     rows = {g: load_group(root / "configs" / g) for g in chosen}  # every config is checked before any model loads
+    for group in chosen:
+        unknown_rows = set(row_seeds.get(group, {})) - {row.name for row in rows[group]}
+        if unknown_rows:
+            raise ConfigError(f"plan.yaml: group {group} gives seeds to row(s) {sorted(unknown_rows)} it does not have")
     if only_rows:
         missing = [r for r in only_rows if not any(row.name == r for g in chosen for row in rows[g])]
         if missing:
@@ -98,10 +102,6 @@ def run_plan(
     results = Path(results) if results is not None else root / "results"
     readers: dict[Any, Reader] = {}
     done = []
-    for group in chosen:
-        unknown_rows = set(row_seeds.get(group, {})) - {row.name for row in load_group(root / "configs" / group)}
-        if unknown_rows:
-            raise ConfigError(f"plan.yaml: group {group} gives seeds to row(s) {sorted(unknown_rows)} it does not have")
     for group in chosen:
         reader_cfg = rows[group][0].cfg.reader
         if reader_cfg not in readers:
