@@ -79,18 +79,20 @@ def run_plan(
     finished run, ``after_group`` of every finished group's folder. ``only_rows`` (row names) runs only
     those rows of the chosen groups, exactly in that order."""
     root = Path(experiments)
-    plan = {g: seeds[:max_seeds] if max_seeds else seeds for g, seeds in load_plan(root / "plan.yaml").items()}
-    row_seeds = {
-        g: {r: seeds[:max_seeds] if max_seeds else seeds for r, seeds in by_row.items()}
-        for g, by_row in load_row_seeds(root / "plan.yaml").items()
-    }
+
+    def first(seeds: list[int]) -> list[int]:
+        return seeds[:max_seeds] if max_seeds else seeds
+
+    entries = _entries(root / "plan.yaml")  # read once: the groups' seeds and the rows' own
+    plan = {g: first(seeds) for g, (seeds, _) in entries.items()}
+    row_seeds = {g: {r: first(seeds) for r, seeds in by_row.items()} for g, (_, by_row) in entries.items()}
     unknown = [g for g in groups if g not in plan]
     if unknown:
         raise ConfigError(f"unknown group(s) {unknown}; plan.yaml has {', '.join(plan)}")
     chosen = [g for g in plan if not groups or g in groups]
     rows = {g: load_group(root / "configs" / g) for g in chosen}  # every config is checked before any model loads
     for group in chosen:
-        unknown_rows = set(row_seeds.get(group, {})) - {row.name for row in rows[group]}
+        unknown_rows = set(row_seeds[group]) - {row.name for row in rows[group]}
         if unknown_rows:
             raise ConfigError(f"plan.yaml: group {group} gives seeds to row(s) {sorted(unknown_rows)} it does not have")
     if only_rows:
@@ -109,7 +111,7 @@ def run_plan(
             readers[reader_cfg] = build_reader(reader_cfg, device=devices.pick(rows[group][0].cfg.train.device))
         note = (lambda text, g=group: on_result(f"{g}/{text}")) if on_result else None
         if on_result:
-            others = "".join(f", {r} x seeds {seeds}" for r, seeds in row_seeds.get(group, {}).items())
+            others = "".join(f", {r} x seeds {seeds}" for r, seeds in row_seeds[group].items())
             on_result(f"{group}: {len(rows[group])} rows x seeds {plan[group]}{others}")
         out = run_group(
             rows[group],
@@ -123,7 +125,7 @@ def run_plan(
             # and other-LR groups read the main group's teachers and an adapted reader computes its own
             teacher_dir=Path(work) / "teacher_cache",
             order=only_rows,
-            row_seeds=row_seeds.get(group, {}),
+            row_seeds=row_seeds[group],
         )
         done.append(out)
         if after_group:
