@@ -18,6 +18,17 @@ HOTPOT = (
     / "hotpot_dev_distractor_500_ircot.jsonl"
 )
 sys.path.insert(0, str(ROOT))
+DOC_CACHE_MB = 8192  # a reader doc cache that holds every question a bench encodes
+
+
+def default_reader(model, tokenizer, doc_cache_mb: int = 0):  # type: ignore[no-untyped-def]
+    """The parallel reader as ``gumbel-rerank train`` builds it by default on this machine
+    (``reader.doc_dtype: auto``), paragraphs of up to 160 tokens."""
+    from gumbel_rerank import devices
+    from gumbel_rerank.readers import make_reader
+
+    docs = devices.doc_dtype("auto", model.dtype, model.device)
+    return make_reader("parallel", model, tokenizer, max_doc_tokens=160, doc_dtype=docs, doc_cache_mb=doc_cache_mb)
 
 
 def hotpot_questions(count: int, num_docs: int = 10):  # type: ignore[no-untyped-def]

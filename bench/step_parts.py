@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ROOT, hotpot_questions, median
+from common import DOC_CACHE_MB, ROOT, default_reader, hotpot_questions, median
 
 
 def main() -> None:
@@ -36,19 +36,16 @@ def main() -> None:
 
     import torch
 
-    from gumbel_rerank import devices
     from gumbel_rerank.config import ObjectiveConfig
     from gumbel_rerank.models import load_causal_lm
     from gumbel_rerank.objectives import OBJECTIVES, Batch, TeacherCache
-    from gumbel_rerank.readers import make_reader
     from gumbel_rerank.rerankers import Reranker
 
     torch.manual_seed(0)
     questions = hotpot_questions(6, 10)
     reranker = Reranker.from_pretrained("all-minilm-l6-v2", kind="cross", max_length=256)
     model, tokenizer = load_causal_lm("smollm2-135m-instruct", dtype=torch.float32)
-    docs = devices.doc_dtype("auto", model.dtype, model.device)
-    reader = make_reader("parallel", model, tokenizer, max_doc_tokens=160, doc_dtype=docs, doc_cache_mb=8192)
+    reader = default_reader(model, tokenizer, DOC_CACHE_MB)
     reranker.precision = "auto"
     reranker.train(True)  # dropout on, as the loop trains by default
     generator = torch.Generator().manual_seed(0)

@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ROOT, hotpot_questions, median, peak_rss_mb, timed
+from common import DOC_CACHE_MB, ROOT, default_reader, hotpot_questions, median, peak_rss_mb, timed
 
 VARIANTS = [
     "supervised",
@@ -128,7 +128,6 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
     """Time ``steps`` training steps of one variant in this process (after one warm-up step)."""
     import torch
 
-    from gumbel_rerank import devices
     from gumbel_rerank.config import ObjectiveConfig
     from gumbel_rerank.models import load_causal_lm
     from gumbel_rerank.objectives import OBJECTIVES, Batch, TeacherCache
@@ -146,15 +145,13 @@ def run_one(variant: str, num_docs: int, steps: int) -> dict[str, float]:
     elif teacher in ("bf16docs", "fast", "fastpadded", "fastsdpa"):
         reader = make_reader("parallel", model, tokenizer, max_doc_tokens=160, doc_dtype=torch.bfloat16)
     elif default:  # reader.doc_dtype auto, as the loop resolves it
-        docs = devices.doc_dtype("auto", model.dtype, model.device)
-        cache_mb = 8192 if teacher == "defaultcached" else 0
-        reader = make_reader("parallel", model, tokenizer, max_doc_tokens=160, doc_dtype=docs, doc_cache_mb=cache_mb)
+        reader = default_reader(model, tokenizer, DOC_CACHE_MB if teacher == "defaultcached" else 0)
     else:
         layout = "sequential" if teacher in ("sequential", "checkpointed") else "parallel"  # "bf16", "rbf16": parallel
         options = (
             {"gradient_checkpointing": teacher == "checkpointed"}
             if layout == "sequential"
-            else {"doc_cache_mb": 8192 if teacher == "cached" else 0}
+            else {"doc_cache_mb": DOC_CACHE_MB if teacher == "cached" else 0}
         )
         reader = make_reader(layout, model, tokenizer, max_doc_tokens=160, **options)
     if teacher.endswith("padded"):  # the docs as one batch padded to the longest (before length buckets)
