@@ -149,8 +149,10 @@ def sync_readme(readme: str | Path, results: str | Path, planned: dict[str, int]
             raise ConfigError(f"{readme}: a time block needs the plan's rows (planned_rows)")
         return m.group(1) + "\n".join(time_table(load_groups(results), planned)) + m.group(3)
 
-    new = CLAIMS_BLOCK.sub(filler("claims", claims_text), TABLE_BLOCK.sub(filler("table", readme_table), text))
-    # a grid group (rows <objective>-lr<LR>) shows each objective at the LR its validation NLL chose
+    # a grid group (rows <objective>-lr<LR>) is claimed about, and shown against its start, with each
+    # objective at the LR its validation NLL chose; its table shows every row it ran
+    chosen_claims = filler("claims", lambda group, by_row: claims_text(group, as_chosen(by_row)))
+    new = CLAIMS_BLOCK.sub(chosen_claims, TABLE_BLOCK.sub(filler("table", readme_table), text))
     new = START_BLOCK.sub(filler("start", lambda group, by_row: start_table(as_chosen(by_row))), new)
     new = TRANSFER_BLOCK.sub(fill_transfer, new)
     new = TIME_BLOCK.sub(fill_time, new)

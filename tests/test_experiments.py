@@ -17,6 +17,7 @@ from experiments.paper import (
     TABLE_BLOCK,
     TIME_BLOCK,
     TRANSFER_BLOCK,
+    as_chosen,
     claims,
     claims_text,
     load_groups,
@@ -290,7 +291,8 @@ def test_the_readme_tables_are_the_committed_results() -> None:
             assert shown == readme_table(group, load_grid(results / group)) + "\n", f"{page}: table {group!r} is stale"
         for m in CLAIMS_BLOCK.finditer(text):
             assert m.group(2) in have, page
-            assert m.group(3) == claims_text(m.group(2), load_grid(results / m.group(2))) + "\n", f"{page}: stale claims"
+            want = claims_text(m.group(2), as_chosen(load_grid(results / m.group(2)))) + "\n"
+            assert m.group(3) == want, f"{page}: stale claims"
         for m in TRANSFER_BLOCK.finditer(text):
             shown = transfer_table(results / m.group(2) / "transfer.json") + "\n"
             assert m.group(3) == shown, f"{page}: transfer table {m.group(2)!r} is stale"
@@ -334,7 +336,7 @@ def test_a_grid_base_group_ran_the_grids_config_at_its_lr() -> None:
                 )
 
 
-def test_a_grid_takes_its_base_groups_seed_0_as_its_rows_at_that_lr(tmp_path: Path) -> None:
+def test_a_grid_takes_its_base_groups_seeds_as_its_rows_at_that_lr_and_chooses_on_seed_0(tmp_path: Path) -> None:
     from gumbel_rerank.comparison.grid import grid_choice, load_grid
 
     def put(group: str, row: str, seed: int, val_loss: float) -> None:
@@ -343,16 +345,24 @@ def test_a_grid_takes_its_base_groups_seed_0_as_its_rows_at_that_lr(tmp_path: Pa
         (tmp_path / group / "runs" / f"{row}.seed{seed}.json").write_text(json.dumps(res))
 
     put("base", "gumbel", 0, 2.0)
-    put("base", "gumbel", 1, 1.0)  # another seed: not the grid's row
+    put("base", "gumbel", 1, 1.0)  # another seed: shown with the chosen row, not read by the choice
     put("base", "pdist", 0, 2.5)
+    put("base", "pdist", 1, 1.0)  # would win pdist's choice if it were read
+    put("base", "lsr", 1, 1.0)  # no seed 0: not a grid row
     put("grid", "gumbel-lr3e-5", 0, 2.2)
+    put("grid", "pdist-lr3e-5", 1, 2.3)  # listed first: the choice must not take the first run for seed 0
     put("grid", "pdist-lr3e-5", 0, 2.4)
     assert set(load_grid(tmp_path / "grid")) == {"gumbel-lr3e-5", "pdist-lr3e-5"}  # no grid_base.json: as it is
     (tmp_path / "grid" / "grid_base.json").write_text('{"group": "base", "lr": "1e-4"}')
     runs = load_grid(tmp_path / "grid")
-    assert [r["seed"] for r in runs["gumbel-lr1e-4"]] == [0]
-    rows, _ = grid_choice(runs)
-    assert {r["row"]: r["lr"] for r in rows} == {"gumbel": "1e-4", "pdist": "3e-5"}
+    assert [r["seed"] for r in runs["gumbel-lr1e-4"]] == [0, 1] and "lsr-lr1e-4" not in runs
+    runs["pdist-lr3e-5"].sort(key=lambda r: -r["seed"])
+    rows, chosen = grid_choice(runs)
+    assert {r["row"]: (r["lr"], r["val_nll"]) for r in rows} == {
+        "gumbel": ("1e-4", {"1e-4": 2.0, "3e-5": 2.2}),
+        "pdist": ("3e-5", {"1e-4": 2.5, "3e-5": 2.4}),
+    }
+    assert sorted(r["seed"] for r in chosen["gumbel"]) == [0, 1]  # the chosen row with all its seeds
     for bad in ('{"group": "../elsewhere", "lr": "1e-4"}', '{"group": "base"}', "[]"):
         (tmp_path / "grid" / "grid_base.json").write_text(bad)
         with pytest.raises(ValueError, match="grid_base.json"):

@@ -27,9 +27,10 @@ def choose_lr(val_nll: dict[str, float]) -> str:
 
 def load_grid(sweep_dir: str | Path) -> Runs:
     """:func:`load_results`, plus, for a grid group (rows ``<objective>-lr<LR>``) whose folder holds a
-    ``grid_base.json``, the seed-0 runs of the sibling group it names as the grid's rows at its LR: a grid
-    whose config at that LR is that group's (experiments/make_configs.py) does not run those rows twice.
-    A row the grid ran itself wins."""
+    ``grid_base.json``, the runs of the sibling group it names as the grid's rows at its LR, every seed of
+    each row that has seed 0: a grid whose config at that LR is that group's (experiments/make_configs.py)
+    does not run those rows twice, and an objective whose chosen LR is the base's has its seeds there.
+    The LR choice reads seed 0 only (:func:`grid_choice`). A row the grid ran itself wins."""
     sweep_dir = Path(sweep_dir)
     by_row = load_results(sweep_dir)
     path = sweep_dir / GRID_BASE
@@ -41,10 +42,14 @@ def load_grid(sweep_dir: str | Path) -> Runs:
         raise ValueError(f'{path}: expected {{"group": "<a sibling group folder>", "lr": "<LR>"}}, got {base!r}')
     start = by_row.get("zero-shot", [None])[0]
     for name, runs in load_results(sweep_dir.parent / group).items():
-        first = [r for r in runs if r.get("seed") == 0]
-        if name != "zero-shot" and first and f"{name}-lr{lr}" not in by_row:
-            by_row[f"{name}-lr{lr}"] = [_start_values(r, start) for r in first]
+        if name != "zero-shot" and _seed_0(runs) and f"{name}-lr{lr}" not in by_row:
+            by_row[f"{name}-lr{lr}"] = [_start_values(r, start) for r in sorted(runs, key=lambda r: r["seed"])]
     return ordered(by_row)
+
+
+def _seed_0(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The seed-0 run of a row, the one every LR of a grid ran (None if it has none)."""
+    return next((r for r in runs if r.get("seed") == 0), None)
 
 
 def _start_values(run: dict[str, Any], start: dict[str, Any] | None) -> dict[str, Any]:
@@ -70,19 +75,21 @@ def _start_values(run: dict[str, Any], start: dict[str, Any] | None) -> dict[str
 
 def grid_choice(by_row: Runs) -> tuple[list[dict[str, Any]], Runs]:
     """A grid group's rows are named ``<objective>-lr<LR>``: per objective, each LR's selected validation
-    answer NLL (first seed, label-free) and the LR with the lowest (:func:`choose_lr`, ties to the higher
-    LR); and the group as if it had one row per objective, the chosen LR's runs (with the zero-shot
-    start), for :func:`start_table`."""
+    answer NLL (seed 0, label-free: every LR ran it) and the LR with the lowest (:func:`choose_lr`, ties to
+    the higher LR); and the group as if it had one row per objective, the chosen LR's runs, all its seeds
+    (with the zero-shot start), for :func:`start_table`."""
     found: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for name, runs in by_row.items():
         objective, sep, lr = name.rpartition("-lr")
-        if sep and objective in OBJECTIVES and runs[0].get("selection"):
+        first = _seed_0(runs)
+        if sep and objective in OBJECTIVES and first and first.get("selection"):
             found.setdefault(objective, {})[lr] = runs
     rows, chosen_runs = [], {"zero-shot": by_row["zero-shot"]} if "zero-shot" in by_row else {}
     for objective in sorted(found, key=list(OBJECTIVES).index):
         by_lr = dict(sorted(found[objective].items(), key=lambda kv: -float(kv[0])))
-        nll = {lr: float(runs[0]["selection"]["selected_val_loss"]) for lr, runs in by_lr.items()}
+        first = {lr: _seed_0(runs) or {} for lr, runs in by_lr.items()}
+        nll = {lr: float(run["selection"]["selected_val_loss"]) for lr, run in first.items()}
         lr = choose_lr(nll)
-        rows.append({"row": objective, "val_nll": nll, "lr": lr, "steps": by_lr[lr][0]["selection"]["selected_step"]})
+        rows.append({"row": objective, "val_nll": nll, "lr": lr, "steps": first[lr]["selection"]["selected_step"]})
         chosen_runs[objective] = by_lr[lr]
     return rows, chosen_runs
