@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gumbel_rerank.comparison.grid import grid_choice, load_grid
-from gumbel_rerank.comparison.plan import load_plan, load_row_seeds
+from gumbel_rerank.comparison.plan import load_plan_entries
 from gumbel_rerank.comparison.report import (
     Runs,
     bootstrap_ci,
@@ -227,10 +227,9 @@ def summary(groups: dict[str, Runs], planned: dict[str, int] | None = None) -> s
 def planned_rows(root: str | Path = HERE) -> dict[str, int]:
     """Trained rows the plan of ``root`` (``plan.yaml``, ``configs/<group>/``) asks for: rows x seeds per group."""
     root = Path(root)
-    plan, row_seeds = load_plan(root / "plan.yaml"), load_row_seeds(root / "plan.yaml")
     return {
-        group: sum(len(row_seeds.get(group, {}).get(row.name, seeds)) for row in load_group(root / "configs" / group))
-        for group, seeds in plan.items()
+        group: sum(len(row_seeds.get(row.name, seeds)) for row in load_group(root / "configs" / group))
+        for group, (seeds, row_seeds) in load_plan_entries(root / "plan.yaml").items()
     }
 
 

@@ -111,9 +111,9 @@ class Reranker(Ranks, nn.Module):
             usual_mode(weights)
 
     def embed(self, texts: list[str]) -> torch.Tensor:
-        """Mean-pooled, L2-normalised embeddings (X, H) of ``texts``."""
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        return self._embed_encoded(enc.to(self.device))
+        """Mean-pooled, L2-normalised embeddings (X, H) of ``texts``, in groups of similar length
+        (:meth:`_by_length`; one padded batch made a short text pay for the longest)."""
+        return self._by_length(self._tokens(texts), self._embed_encoded)
 
     def _embed_encoded(self, enc: Any) -> torch.Tensor:
         """:meth:`embed` of tokenised, padded inputs on the device."""

@@ -29,6 +29,8 @@ def test_bi_encoder_is_cosine_over_temperature(bert_dir: str) -> None:
     assert (s[0].abs() <= 10 + 1e-4).all()  # |cos| <= 1
     q = r.embed(["a question"])
     assert torch.allclose(q.norm(dim=-1), torch.ones(1))
+    texts = ["a question", "a much longer text " * 6, "short"]  # grouped by length, back in input order
+    torch.testing.assert_close(r.embed(texts), torch.cat([r.embed([t]) for t in texts]), atol=1e-5, rtol=0)
 
 
 def test_save_and_reload_keep_kind_and_scores(bert_dir: str, tmp_path: Path) -> None:

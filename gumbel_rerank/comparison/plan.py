@@ -26,8 +26,8 @@ def _seeds(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
 
 
-def _entries(path: str | Path) -> dict[str, tuple[list[int], dict[str, list[int]]]]:
-    """Group -> (its seeds, the rows that get other seeds -> theirs)."""
+def load_plan_entries(path: str | Path) -> dict[str, tuple[list[int], dict[str, list[int]]]]:
+    """``plan.yaml`` read once: group -> (its seeds, the rows that get other seeds -> theirs)."""
     raw = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: {PLAN_FORMAT}")
@@ -52,13 +52,13 @@ def _entries(path: str | Path) -> dict[str, tuple[list[int], dict[str, list[int]
 
 def load_plan(path: str | Path) -> dict[str, list[int]]:
     """``plan.yaml``: group -> the seeds its rows run (:func:`load_row_seeds` for rows that run others)."""
-    return {group: seeds for group, (seeds, _) in _entries(path).items()}
+    return {group: seeds for group, (seeds, _) in load_plan_entries(path).items()}
 
 
 def load_row_seeds(path: str | Path) -> dict[str, dict[str, list[int]]]:
     """``plan.yaml``: group -> {row: seeds} for the rows that run other seeds than their group's, e.g. a grid
     row whose LR its objective chose, which then gets every seed (``{seeds: [0], rows: {...}}``)."""
-    return {group: rows for group, (_, rows) in _entries(path).items() if rows}
+    return {group: rows for group, (_, rows) in load_plan_entries(path).items() if rows}
 
 
 def run_plan(
@@ -83,7 +83,7 @@ def run_plan(
     def first(seeds: list[int]) -> list[int]:
         return seeds[:max_seeds] if max_seeds else seeds
 
-    entries = _entries(root / "plan.yaml")  # read once: the groups' seeds and the rows' own
+    entries = load_plan_entries(root / "plan.yaml")  # read once: the groups' seeds and the rows' own
     plan = {g: first(seeds) for g, (seeds, _) in entries.items()}
     row_seeds = {g: {r: first(seeds) for r, seeds in by_row.items()} for g, (_, by_row) in entries.items()}
     unknown = [g for g in groups if g not in plan]
