@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from ..data.schema import Example
+from .attention import attention_kernel
 
 LAYOUTS = ("fid", "parallel", "sequential")
 
@@ -139,8 +140,6 @@ ATLAS_NORM_TOKENS = 256  # Atlas divides its value-norm attention scores by 256 
 
 def eager_attention(model: Any) -> AbstractContextManager[None]:
     """Attention probabilities are only returned by the eager kernel: switch to it for one call."""
-    from .attention import attention_kernel
-
     return attention_kernel(model, "eager")
 
 
