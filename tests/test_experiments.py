@@ -648,7 +648,7 @@ def test_a_row_the_plan_gives_its_own_seeds_runs_those_and_the_others_the_groups
     """A grid row whose LR its objective chose gets every seed; the group's other rows keep seed 0."""
     import gumbel_rerank.comparison.plan as plan
     from experiments.paper import planned_rows
-    from gumbel_rerank.comparison.plan import load_row_seeds
+    from gumbel_rerank.comparison.plan import load_plan_entries
 
     monkeypatch.setattr(
         plan, "build_reader", lambda cfg, device=None: make_reader("parallel", tiny_llama(), byte_tokenizer("decoder"))
@@ -667,7 +667,7 @@ def test_a_row_the_plan_gives_its_own_seeds_runs_those_and_the_others_the_groups
         run_plan(tmp_path, work=tmp_path / "work", progress=False)
     (tmp_path / "plan.yaml").write_text("grid: {seeds: [0], rows: {lsr-lr1e-4: [0, 1]}}\n")
     assert load_plan(tmp_path / "plan.yaml") == {"grid": [0]}
-    assert load_row_seeds(tmp_path / "plan.yaml") == {"grid": {"lsr-lr1e-4": [0, 1]}}
+    assert load_plan_entries(tmp_path / "plan.yaml") == {"grid": ([0], {"lsr-lr1e-4": [0, 1]})}
     assert planned_rows(tmp_path) == {"grid": 3}
     run_plan(tmp_path, work=tmp_path / "work", progress=False)
     runs = sorted(p.name for p in (tmp_path / "results" / "grid" / "runs").glob("*.seed*.json"))

@@ -78,18 +78,18 @@ def grid_choice(by_row: Runs) -> tuple[list[dict[str, Any]], Runs]:
     answer NLL (seed 0, label-free: every LR ran it) and the LR with the lowest (:func:`choose_lr`, ties to
     the higher LR); and the group as if it had one row per objective, the chosen LR's runs, all its seeds
     (with the zero-shot start), for :func:`start_table`."""
-    found: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    found: dict[str, dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]] = {}  # objective -> LR -> (seed 0, runs)
     for name, runs in by_row.items():
         objective, sep, lr = name.rpartition("-lr")
         first = _seed_0(runs)
         if sep and objective in OBJECTIVES and first and first.get("selection"):
-            found.setdefault(objective, {})[lr] = runs
+            found.setdefault(objective, {})[lr] = (first, runs)
     rows, chosen_runs = [], {"zero-shot": by_row["zero-shot"]} if "zero-shot" in by_row else {}
     for objective in sorted(found, key=list(OBJECTIVES).index):
         by_lr = dict(sorted(found[objective].items(), key=lambda kv: -float(kv[0])))
-        first = {lr: _seed_0(runs) or {} for lr, runs in by_lr.items()}
-        nll = {lr: float(run["selection"]["selected_val_loss"]) for lr, run in first.items()}
+        nll = {lr: float(first["selection"]["selected_val_loss"]) for lr, (first, _) in by_lr.items()}
         lr = choose_lr(nll)
-        rows.append({"row": objective, "val_nll": nll, "lr": lr, "steps": first[lr]["selection"]["selected_step"]})
-        chosen_runs[objective] = by_lr[lr]
+        first, runs = by_lr[lr]
+        rows.append({"row": objective, "val_nll": nll, "lr": lr, "steps": first["selection"]["selected_step"]})
+        chosen_runs[objective] = runs
     return rows, chosen_runs

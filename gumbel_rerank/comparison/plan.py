@@ -51,14 +51,9 @@ def load_plan_entries(path: str | Path) -> dict[str, tuple[list[int], dict[str, 
 
 
 def load_plan(path: str | Path) -> dict[str, list[int]]:
-    """``plan.yaml``: group -> the seeds its rows run (:func:`load_row_seeds` for rows that run others)."""
+    """``plan.yaml``: group -> the seeds its rows run (:func:`load_plan_entries` also gives the rows that run
+    others, e.g. a grid row whose LR its objective chose, which then gets every seed)."""
     return {group: seeds for group, (seeds, _) in load_plan_entries(path).items()}
-
-
-def load_row_seeds(path: str | Path) -> dict[str, dict[str, list[int]]]:
-    """``plan.yaml``: group -> {row: seeds} for the rows that run other seeds than their group's, e.g. a grid
-    row whose LR its objective chose, which then gets every seed (``{seeds: [0], rows: {...}}``)."""
-    return {group: rows for group, (_, rows) in load_plan_entries(path).items() if rows}
 
 
 def run_plan(
