@@ -11,8 +11,8 @@
 - **Learning rate chosen without labels** (``results/lr_choice.md``): for each objective, seed 0 at
   the plan's LR (``hotpotqa``) and at 10x (``hotpotqa-lr1e-4``); the LR whose selected checkpoint
   has the lower validation answer NLL is chosen (no gold label is read), then its held-out recall is
-  shown, with the paired p against G-Rerank at G-Rerank's own chosen LR. A grid group
-  (``hotpotqa-adapted-grid``: rows ``<objective>-lr<LR>``) gets the same choice over its LRs in
+  shown, with the paired p against G-Rerank at G-Rerank's own chosen LR. Any grid group
+  (rows ``<objective>-lr<LR>``, e.g. ``hotpotqa-grid``) gets the same choice over its LRs in
   ``results/<group>/lr_choice.md``, with the chosen rows' change against the start and the
   supervised row (at its own chosen LR) as the positive control.
 
@@ -116,9 +116,8 @@ def learning_table(rows: LearningRows, zero: dict[str, float]) -> str:
 
 
 LR_GROUPS = {"1e-5": "hotpotqa", "1e-4": "hotpotqa-lr1e-4"}
-# rows <objective>-lr<LR> (make_configs.py); the cross grid's rows at 1e-4 are hotpotqa-cross-fresh's, all
-# seeds (its results folder's grid_base.json, grid.load_grid); the LR choice reads seed 0
-GRID_GROUPS = ("hotpotqa-adapted-grid", "hotpotqa-cross-grid")
+# A grid group is any group whose rows are <objective>-lr<LR> (make_configs.py); the cross grid's rows at 1e-4 are
+# hotpotqa-cross-fresh's, all seeds (its results folder's grid_base.json, grid.load_grid); the LR choice reads seed 0
 GRID_LRS = ("1e-4", "3e-5", "1e-5")
 
 
@@ -184,6 +183,8 @@ def grid_text(group: str, by_row: Runs, lrs: tuple[str, ...]) -> str:
         + markdown_table(head, table)
         + f"\n\n## The chosen rows against the start{questions}\n\n"
         + start_table(chosen)
+        + "\n\n"
+        + start_table(chosen, more=True)
         + "\n"
     )
 
@@ -315,10 +316,11 @@ def write_curves(results: str | Path = HERE / "results") -> list[Path]:
         )
         (results / "learning_curve.md").write_text(text)
         written += [results / "learning_curve.md", plot_learning(rows, zero, results / "learning_curve.png", last)]
-    for group in GRID_GROUPS:
-        if (results / group / "runs").is_dir():
-            (results / group / "lr_choice.md").write_text(grid_text(group, load_grid(results / group), GRID_LRS))
-            written.append(results / group / "lr_choice.md")
+    for folder in sorted(d for d in results.iterdir() if (d / "runs").is_dir()):
+        by_row = load_grid(folder)
+        if grid_choice(by_row)[0]:  # a grid group: rows <objective>-lr<LR>
+            (folder / "lr_choice.md").write_text(grid_text(folder.name, by_row, GRID_LRS))
+            written.append(folder / "lr_choice.md")
     choice = lr_choice(results)
     if choice:
         (results / "lr_choice.md").write_text(

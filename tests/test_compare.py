@@ -89,6 +89,25 @@ def test_the_start_table_states_whether_the_positive_control_moved() -> None:
     assert start_table({"gumbel": [half]}) == ""  # no start row: nothing to compare against
 
 
+def test_the_start_tables_more_metrics_test_what_was_kept_per_question_and_show_the_mean_of_the_rest() -> None:
+    """FullSupport@k, answer-doc and bridge-doc R@k against the start: a paired p where every run kept the
+    metric per question, else the held-out means' change with p n/a (answer-doc R@k, not kept before)."""
+    from gumbel_rerank.comparison.report import start_table
+
+    n = 30
+    runs = {}
+    for name, full, answer in (("zero-shot", 0.5, 0.4), ("gumbel", 1.0, 0.6), ("supervised", 1.0, 0.8)):
+        run = _fake_run(name, [0.5] * n, [0.5] * n, [3.0] * n)
+        run["per_question"]["FullSupport@5"] = [full] * n
+        run["held_out"].update({"FullSupport@5": full, "answer_R@5": answer})
+        runs[name] = [run]
+    text = start_table(runs, more=True)
+    assert "| row | seeds | FullSupport@5 | answer-doc R@5 |" in text and "bridge" not in text  # no bridge values
+    assert "| zero-shot (the start, absolute) | - | 50.0 | 40.0 |" in text
+    assert "| G-Rerank | 1 | +50.0 (p 0.000, 100% of supervised) | +20.0 (p n/a, 50% of supervised) |" in text
+    assert "Positive control" not in text  # the main table's caption says that once
+
+
 def test_per_question_runs_reads_bare_per_question_values_as_result_files() -> None:
     """A second held-out set's per-question values (transfer.json's rows) become runs whose held-out
     means skip the questions without a value, grouped by row over seeds, zero-shot first: start_table

@@ -558,10 +558,11 @@ def test_learning_rate_is_chosen_by_validation_nll_not_by_held_out_recall(tmp_pa
 def test_a_grid_group_chooses_each_objectives_lr_by_validation_nll_and_tests_it_against_the_start(tmp_path: Path) -> None:
     """Rows <objective>-lr<LR>: the lowest validation NLL wins whatever held-out recall says; the chosen
     supervised row is the positive control of the table against the start."""
-    from experiments.curves import GRID_GROUPS, write_curves
+    from experiments.curves import write_curves
     from gumbel_rerank.comparison.grid import grid_choice
 
-    runs = tmp_path / GRID_GROUPS[0] / "runs"
+    group = "any-grid"  # found by its rows' names, not by a list of groups
+    runs = tmp_path / group / "runs"
     runs.mkdir(parents=True)
 
     def put(row: str, val_loss: float | None, hits: int) -> None:
@@ -581,19 +582,23 @@ def test_a_grid_group_chooses_each_objectives_lr_by_validation_nll_and_tests_it_
     put("supervised-lr1e-4", 1.40, 80)
     put("supervised-lr1e-5", 1.38, 61)  # chosen: the control did not move
     put("notanobjective-lr1e-4", 1.0, 99)  # not a grid row: ignored
-    rows, chosen = grid_choice(load_results(tmp_path / GRID_GROUPS[0]))
+    rows, chosen = grid_choice(load_results(tmp_path / group))
     assert [(r["row"], r["lr"]) for r in rows] == [("reinforce", "1e-4"), ("supervised", "1e-5")]
     assert set(chosen) == {"zero-shot", "reinforce", "supervised"}
     assert chosen["reinforce"][0]["held_out"]["R@5"] == 0.70
-    assert tmp_path / GRID_GROUPS[0] / "lr_choice.md" in write_curves(tmp_path)
-    text = (tmp_path / GRID_GROUPS[0] / "lr_choice.md").read_text()
+    (tmp_path / "not-a-grid" / "runs").mkdir(parents=True)  # rows without -lr<LR>: no lr_choice.md
+    (tmp_path / "not-a-grid" / "runs" / "gumbel.seed0.json").write_text(json.dumps({"row": "gumbel", "seed": 0}))
+    written = write_curves(tmp_path)
+    assert tmp_path / group / "lr_choice.md" in written
+    assert not (tmp_path / "not-a-grid" / "lr_choice.md").exists()
+    text = (tmp_path / group / "lr_choice.md").read_text()
     assert "| Subset REINFORCE | 1.300 | 1.350 | not run | 1e-4 (50) |" in text
     assert "Positive control: supervised R@5 +1.0" in text and "cannot separate the objectives" in text
     assert "| Subset REINFORCE | 1 | +10.0 (p " in text and "1000% of supervised" in text
     # a README start block of the grid group shows the same chosen rows against the start
     readme = tmp_path / "README.md"
-    readme.write_text(f"<!-- start: {GRID_GROUPS[0]} (generated) -->\n<!-- /start -->\n")
-    assert sync_readme(readme, tmp_path) == [GRID_GROUPS[0]]
+    readme.write_text(f"<!-- start: {group} (generated) -->\n<!-- /start -->\n")
+    assert sync_readme(readme, tmp_path) == [group]
     block = readme.read_text()
     assert "| Subset REINFORCE | 1 | +10.0 (p " in block and "-lr" not in block
     assert "| supervised (uses labels) | 1 | +1.0 (p " in block

@@ -200,16 +200,22 @@ def summary_rows(by_row: Runs) -> dict[str, dict[str, Any]]:
     return out
 
 
-def start_table(by_row: Runs) -> str:
+def start_table(by_row: Runs, *, more: bool = False) -> str:
     """The start's own values, then each row's change against it with its paired p (R@2, R@k, MRR, answer
     NLL given the top k; per-question values averaged over the row's seeds), and its gain as a share of
     the supervised row's: the positive control. The caption says whether the control moved; where it
-    did not, this setting cannot separate the objectives."""
+    did not, this setting cannot separate the objectives. ``more``: FullSupport@k, answer-doc and
+    bridge-doc R@k instead (p n/a where a run kept no per-question values of a metric: answer-doc R@k
+    before it was kept)."""
     start, sup, k = by_row.get("zero-shot"), by_row.get("supervised"), test_k(by_row)
     if not start:
         return ""
     metrics = [("R@2", "R@2"), (f"R@{k}", f"R@{k}"), ("MRR", "RR"), (f"answer NLL given the top {k}", "answer_nll")]
-    metrics = [(label, m) for label, m in metrics if seed_mean_values(start, m) is not None]
+    if more:
+        metrics = [(f"FullSupport@{k}", f"FullSupport@{k}"), (f"answer-doc R@{k}", f"answer_R@{k}")]
+        metrics.append((f"bridge R@{k}", f"bridge_R@{k}"))
+    kept = summarise if more else seed_mean_values  # more: a held-out mean suffices (its p is then n/a)
+    metrics = [(label, m) for label, m in metrics if kept(start, m) is not None]
 
     def change(runs: list[dict[str, Any]], m: str) -> float | None:
         a, b = summarise(start, m), summarise(runs, m)
@@ -237,7 +243,9 @@ def start_table(by_row: Runs) -> str:
         "The zero-shot start's values, then each row's change against it (points of percent; NLL in nats per token, "
         "lower is better) with its paired p."
     )
-    if sup and any(m == f"R@{k}" for _, m in metrics):
+    if more:
+        caption = "The same rows' change against the start in more metrics (points of percent) with its paired p."
+    elif sup and any(m == f"R@{k}" for _, m in metrics):
         d, p = change(sup, f"R@{k}"), paired_p(start, sup, f"R@{k}")
         moved = d is not None and d > 0 and p is not None and p < 0.05
         caption += f" Positive control: supervised R@{k} {fmt_change(d, f'R@{k}')} (p {p:.3f}): " + (

@@ -17,7 +17,7 @@ from ..evaluation.metrics import exact_match, f1_score
 from ..jsonsafe import dumps
 from ..readers.base import Reader
 
-PER_QUESTION = ("R@{k}", "bridge_R@{k}", "FullSupport@{k}")  # kept per question (every eval.ks) for paired tests
+PER_QUESTION = ("R@{k}", "bridge_R@{k}", "FullSupport@{k}", "answer_R@{k}")  # kept per question (every eval.ks) for paired tests
 PER_QUESTION_ONCE = ("RR",)  # and these, with the answer NLL given the top k where a reader ran
 STEP_KEYS = ("step", "loss", "hard_loss", "tau", "lr", "seconds", "mask_sum", "mask_distinct", "mask_overlap")
 
