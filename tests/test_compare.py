@@ -86,6 +86,7 @@ def test_the_start_table_states_whether_the_positive_control_moved() -> None:
     still = _fake_run("supervised", [0.5] * n, [0.5] * n, [3.0] * n)
     text = start_table({"zero-shot": [start], "gumbel": [half], "supervised": [still]})
     assert "cannot separate the objectives; read no verdict from it" in text
+    assert "of supervised" not in text.split("\n\n", 1)[1]  # no share of a gain that is not there
     assert start_table({"gumbel": [half]}) == ""  # no start row: nothing to compare against
 
 
@@ -104,7 +105,8 @@ def test_the_start_tables_more_metrics_test_what_was_kept_per_question_and_show_
     text = start_table(runs, more=True)
     assert "| row | seeds | FullSupport@5 | answer-doc R@5 |" in text and "bridge" not in text  # no bridge values
     assert "| zero-shot (the start, absolute) | - | 50.0 | 40.0 |" in text
-    assert "| G-Rerank | 1 | +50.0 (p 0.000, 100% of supervised) | +20.0 (p n/a, 50% of supervised) |" in text
+    # answer-doc R@5: no per-question values, so no p for the control either, so no share of its gain
+    assert "| G-Rerank | 1 | +50.0 (p 0.000, 100% of supervised) | +20.0 (p n/a) |" in text
     assert "Positive control" not in text  # the main table's caption says that once
 
 
