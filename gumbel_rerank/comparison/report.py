@@ -203,10 +203,10 @@ def summary_rows(by_row: Runs) -> dict[str, dict[str, Any]]:
 def start_table(by_row: Runs, *, more: bool = False) -> str:
     """The start's own values, then each row's change against it with its paired p (R@2, R@k, MRR, answer
     NLL given the top k; per-question values averaged over the row's seeds), and its gain as a share of
-    the supervised row's: the positive control. The caption says whether the control moved; where it
-    did not, this setting cannot separate the objectives. ``more``: FullSupport@k, answer-doc and
-    bridge-doc R@k instead (p n/a where a run kept no per-question values of a metric: answer-doc R@k
-    before it was kept)."""
+    the supervised row's (the positive control) where that is a gain with p < 0.05. The caption says
+    whether the control moved; where it did not, this setting cannot separate the objectives. ``more``:
+    FullSupport@k, answer-doc and bridge-doc R@k instead (p n/a where a run kept no per-question values
+    of a metric: answer-doc R@k before it was kept)."""
     start, sup, k = by_row.get("zero-shot"), by_row.get("supervised"), test_k(by_row)
     if not start:
         return ""
